@@ -1,1 +1,21 @@
-//! recurrent-depth
+//! recurrent-depth: an on-device runtime for recurrent-depth language models
+//! (Huginn, Geiping et al. 2025).
+//!
+//! Data flow, one module per stage:
+//! GGUF file ([`gguf`]) -> model weights and hyper-parameters ([`model`]) ->
+//! compute graph ([`model::graph`], through the safe ggml wrapper in `ggml`) ->
+//! session with KV cache and recurrent state ([`session`]) -> generation loop
+//! (budgets, exits, sampling: [`exit`], [`sampling`]).
+
+pub mod error;
+pub mod exit;
+mod ggml;
+pub mod gguf;
+pub mod model;
+pub mod npy;
+pub mod rng;
+pub mod sampling;
+pub mod session;
+pub mod testmodel;
+
+pub use error::{Error, Result};

@@ -1,0 +1,898 @@
+//! Early-exit criteria for the recurrent core (SPEC section 3).
+//!
+//! Per generated token the caller runs the recurrence and, at each check
+//! (every `check_every` steps after `min_iterations`), feeds either the
+//! next-token logits (criteria that need the coda and the head) or the latent
+//! state `x_t` (the cheap criteria) to an [`ExitState`], then asks the
+//! [`ExitSpec`] whether to stop:
+//!
+//! | criterion | value at a check | exits when |
+//! |---|---|---|
+//! | `kl` | `KL(p_t ‖ p_{t-1})` | value < threshold |
+//! | `minp-kl` | the same after min-p(0.1) filtering of both distributions | value < threshold |
+//! | `entropy-diff` | `abs(H_t - H_{t-1})` | value < threshold |
+//! | `latent-diff` | `‖x_t - x_{t-1}‖ / ‖x_t‖` | value < threshold |
+//! | `cosine` | `1 - cos(x_t, x_{t-1})` | value < threshold |
+//! | `argmax-stability` | consecutive checks with an unchanged argmax | value >= threshold |
+//!
+//! At the first check of a token (after [`ExitState::reset`]) the previous
+//! distribution is uniform, so `kl` gives `ln V - H(p)` and `entropy-diff`
+//! gives `abs(H - ln V)`; `argmax-stability` gives 0; `latent-diff` and
+//! `cosine` give 1.0 by convention (no previous state, never "converged").
+//!
+//! All arithmetic is in `f64` over the `f32` inputs, with a numerically stable
+//! log-softmax. [`ExitState::new`] allocates every buffer once; the `observe_*`
+//! calls never allocate.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// Min-p level used by the `minp-kl` criterion: tokens with
+/// `p < MINP_KL_LEVEL * p_max` are dropped before the KL divergence.
+pub const MINP_KL_LEVEL: f64 = 0.1;
+
+/// Floor on a previous probability that is zero where the current one is not
+/// (KL terms of `kl` and `minp-kl`), so the divergence stays finite.
+pub const KL_PROB_FLOOR: f64 = 1e-10;
+
+/// An early-exit criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExitCriterion {
+    /// Never exit early: always run `max_iterations`.
+    #[default]
+    None,
+    /// KL divergence between successive next-token distributions.
+    Kl,
+    /// KL divergence after min-p(0.1) filtering of both distributions.
+    MinpKl,
+    /// Absolute change of the next-token distribution's entropy.
+    EntropyDiff,
+    /// Relative change of the latent state: `‖x_t - x_{t-1}‖ / ‖x_t‖`.
+    LatentDiff,
+    /// Cosine distance between successive latent states: `1 - cos`.
+    Cosine,
+    /// Number of consecutive checks with an unchanged argmax.
+    ArgmaxStability,
+}
+
+impl ExitCriterion {
+    /// Every criterion, in declaration order.
+    pub const ALL: [ExitCriterion; 7] = [
+        ExitCriterion::None,
+        ExitCriterion::Kl,
+        ExitCriterion::MinpKl,
+        ExitCriterion::EntropyDiff,
+        ExitCriterion::LatentDiff,
+        ExitCriterion::Cosine,
+        ExitCriterion::ArgmaxStability,
+    ];
+
+    /// The criterion's name as parsed by [`FromStr`] (`"kl"`, `"minp-kl"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitCriterion::None => "none",
+            ExitCriterion::Kl => "kl",
+            ExitCriterion::MinpKl => "minp-kl",
+            ExitCriterion::EntropyDiff => "entropy-diff",
+            ExitCriterion::LatentDiff => "latent-diff",
+            ExitCriterion::Cosine => "cosine",
+            ExitCriterion::ArgmaxStability => "argmax-stability",
+        }
+    }
+
+    /// The usual threshold (SPEC section 3): kl 5e-4, minp-kl 1e-5,
+    /// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5;
+    /// 0 for `none` (unused).
+    pub fn default_threshold(self) -> f64 {
+        match self {
+            ExitCriterion::None => 0.0,
+            ExitCriterion::Kl => 5e-4,
+            ExitCriterion::MinpKl => 1e-5,
+            ExitCriterion::EntropyDiff => 1e-3,
+            ExitCriterion::LatentDiff => 0.03,
+            ExitCriterion::Cosine => 1e-3,
+            ExitCriterion::ArgmaxStability => 5.0,
+        }
+    }
+
+    /// Whether a check needs the next-token logits (running the coda and the
+    /// head): true for kl, minp-kl, entropy-diff and argmax-stability.
+    pub fn needs_logits(self) -> bool {
+        matches!(
+            self,
+            ExitCriterion::Kl
+                | ExitCriterion::MinpKl
+                | ExitCriterion::EntropyDiff
+                | ExitCriterion::ArgmaxStability
+        )
+    }
+
+    /// Whether a check needs only the latent state: true for latent-diff and
+    /// cosine.
+    pub fn needs_latent(self) -> bool {
+        matches!(self, ExitCriterion::LatentDiff | ExitCriterion::Cosine)
+    }
+}
+
+impl fmt::Display for ExitCriterion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ExitCriterion {
+    type Err = Error;
+
+    /// Parses a criterion name (see [`ExitCriterion::name`]); surrounding
+    /// whitespace is ignored, case matters.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        ExitCriterion::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown exit criterion {s:?} (expected one of none, kl, minp-kl, \
+                     entropy-diff, latent-diff, cosine, argmax-stability)"
+                ))
+            })
+    }
+}
+
+/// A criterion and its threshold, written `"name"` or `"name:threshold"`
+/// (e.g. `"kl:5e-4"`, `"argmax-stability:3"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExitSpec {
+    /// The criterion.
+    pub criterion: ExitCriterion,
+    /// The threshold; see [`ExitSpec::should_exit`] for its direction.
+    pub threshold: f64,
+}
+
+impl Default for ExitSpec {
+    /// No early exit.
+    fn default() -> Self {
+        Self::new(ExitCriterion::None)
+    }
+}
+
+impl ExitSpec {
+    /// `criterion` with its [default threshold](ExitCriterion::default_threshold).
+    pub fn new(criterion: ExitCriterion) -> Self {
+        Self {
+            criterion,
+            threshold: criterion.default_threshold(),
+        }
+    }
+
+    /// `criterion` with an explicit threshold, validated.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExitSpec::validate`].
+    pub fn with_threshold(criterion: ExitCriterion, threshold: f64) -> Result<Self> {
+        let spec = Self {
+            criterion,
+            threshold,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks the threshold: not NaN, not negative (`+inf` is allowed); for
+    /// `argmax-stability` an integer `>= 1` (or `+inf`, never exit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] describing the bad threshold.
+    pub fn validate(&self) -> Result<()> {
+        let t = self.threshold;
+        if t.is_nan() || t < 0.0 {
+            return Err(Error::InvalidArgument(format!(
+                "exit threshold for {} must be >= 0, got {t}",
+                self.criterion
+            )));
+        }
+        if self.criterion == ExitCriterion::ArgmaxStability
+            && t.is_finite()
+            && (t < 1.0 || t.fract() != 0.0)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "exit threshold for argmax-stability must be an integer >= 1, got {t}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a check's `value` (from [`ExitState::observe_logits`] or
+    /// [`ExitState::observe_latent`]) means stop: `value < threshold` for kl,
+    /// minp-kl, entropy-diff, latent-diff and cosine; `value >= threshold` for
+    /// argmax-stability; never for `none`. A NaN value never exits.
+    pub fn should_exit(&self, value: f64) -> bool {
+        match self.criterion {
+            ExitCriterion::None => false,
+            ExitCriterion::ArgmaxStability => value >= self.threshold,
+            _ => value < self.threshold,
+        }
+    }
+}
+
+/// Free-function form of [`ExitSpec::should_exit`].
+pub fn should_exit(spec: &ExitSpec, value: f64) -> bool {
+    spec.should_exit(value)
+}
+
+impl fmt::Display for ExitSpec {
+    /// Writes `name:threshold`, which [`FromStr`] parses back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.criterion, self.threshold)
+    }
+}
+
+impl FromStr for ExitSpec {
+    type Err = Error;
+
+    /// Parses `"name"` (default threshold) or `"name:threshold"`, then
+    /// validates. The threshold accepts anything `f64` parses (`5e-4`,
+    /// `0.03`, `inf`).
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, threshold) = match s.split_once(':') {
+            Some((name, t)) => (name, Some(t.trim())),
+            None => (s, None),
+        };
+        let criterion = name.parse::<ExitCriterion>()?;
+        let threshold = match threshold {
+            None => criterion.default_threshold(),
+            Some(t) => t.parse::<f64>().map_err(|e| {
+                Error::InvalidArgument(format!("bad exit threshold {t:?} in {s:?}: {e}"))
+            })?,
+        };
+        Self::with_threshold(criterion, threshold)
+    }
+}
+
+/// Per-token state of the exit check: the previous check's distribution and
+/// latent state. Allocated once (sized by vocabulary and model width) and
+/// reused for every token; call [`ExitState::reset`] at the start of each
+/// token.
+///
+/// Each `observe_logits` call records everything every logits criterion needs
+/// (log-probabilities, entropy, argmax, the min-p normaliser), so the value of
+/// any logits criterion is well defined whichever one the previous check used.
+#[derive(Debug, Clone)]
+pub struct ExitState {
+    vocab: usize,
+    d_model: usize,
+    /// Log-probabilities of the previous check (valid when `has_prev_logits`).
+    prev_logp: Vec<f64>,
+    /// Log-probabilities of the current check (swapped into `prev_logp`).
+    cur_logp: Vec<f64>,
+    prev_entropy: f64,
+    /// `ln p_max` of the previous distribution.
+    prev_max_logp: f64,
+    /// `ln` of the mass kept by min-p(0.1) in the previous distribution.
+    prev_minp_log_mass: f64,
+    prev_argmax: usize,
+    /// Consecutive checks whose argmax equals the previous check's.
+    argmax_run: u64,
+    has_prev_logits: bool,
+    prev_latent: Vec<f32>,
+    has_prev_latent: bool,
+    checks: u64,
+}
+
+/// Summary of one log-softmax.
+struct Dist {
+    entropy: f64,
+    max_logp: f64,
+    minp_log_mass: f64,
+    argmax: usize,
+}
+
+impl ExitState {
+    /// State for a vocabulary of `vocab` tokens and latent width `d_model`;
+    /// all buffers are allocated here, once.
+    pub fn new(vocab: usize, d_model: usize) -> Self {
+        Self {
+            vocab,
+            d_model,
+            prev_logp: vec![0.0; vocab],
+            cur_logp: vec![0.0; vocab],
+            prev_entropy: 0.0,
+            prev_max_logp: 0.0,
+            prev_minp_log_mass: 0.0,
+            prev_argmax: 0,
+            argmax_run: 0,
+            has_prev_logits: false,
+            prev_latent: vec![0.0; d_model],
+            has_prev_latent: false,
+            checks: 0,
+        }
+    }
+
+    /// The vocabulary size the state was built for.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    /// The latent width the state was built for.
+    pub fn d_model(&self) -> usize {
+        self.d_model
+    }
+
+    /// Forgets the previous check: call at the start of each token. O(1).
+    pub fn reset(&mut self) {
+        self.has_prev_logits = false;
+        self.has_prev_latent = false;
+        self.argmax_run = 0;
+        self.checks = 0;
+    }
+
+    /// Checks observed since the last [`ExitState::reset`].
+    pub fn checks(&self) -> u64 {
+        self.checks
+    }
+
+    /// Entropy (nats) of the last observed distribution, if any this token.
+    pub fn entropy(&self) -> Option<f64> {
+        self.has_prev_logits.then_some(self.prev_entropy)
+    }
+
+    /// Argmax (ties to the lowest id) of the last observed logits, if any
+    /// this token.
+    pub fn argmax(&self) -> Option<usize> {
+        self.has_prev_logits.then_some(self.prev_argmax)
+    }
+
+    /// Observes the next-token `logits` of this check, returns the value of
+    /// `spec`'s criterion and makes this distribution the previous one.
+    ///
+    /// NaN logits count as `-inf`; if some logits are `+inf` the distribution
+    /// is uniform over them; if all are `-inf` it is uniform. For a criterion
+    /// that does not use logits (`none`, `latent-diff`, `cosine`) the state is
+    /// still updated and the result is NaN (which never exits). If
+    /// `logits.len()` differs from the vocabulary size the result is NaN and
+    /// the state is left unchanged.
+    pub fn observe_logits(&mut self, spec: &ExitSpec, logits: &[f32]) -> f64 {
+        if logits.len() != self.vocab || self.vocab == 0 {
+            return f64::NAN;
+        }
+        let cur = log_softmax(logits, &mut self.cur_logp);
+        let ln_v = (self.vocab as f64).ln();
+        let first = !self.has_prev_logits;
+
+        let value = match spec.criterion {
+            ExitCriterion::Kl => {
+                if first {
+                    // KL(p || uniform) = ln V - H(p).
+                    (ln_v - cur.entropy).max(0.0)
+                } else {
+                    kl(&self.cur_logp, 0.0, None, &self.prev_logp, 0.0, None)
+                }
+            }
+            ExitCriterion::MinpKl => {
+                let cut = MINP_KL_LEVEL.ln();
+                let cur_f = (cur.minp_log_mass, Some(cur.max_logp + cut));
+                if first {
+                    // A filtered uniform distribution is still uniform.
+                    kl_vs_uniform(&self.cur_logp, cur_f.0, cur_f.1, ln_v)
+                } else {
+                    kl(
+                        &self.cur_logp,
+                        cur_f.0,
+                        cur_f.1,
+                        &self.prev_logp,
+                        self.prev_minp_log_mass,
+                        Some(self.prev_max_logp + cut),
+                    )
+                }
+            }
+            ExitCriterion::EntropyDiff => {
+                let prev_h = if first { ln_v } else { self.prev_entropy };
+                (cur.entropy - prev_h).abs()
+            }
+            ExitCriterion::ArgmaxStability => {
+                if !first && cur.argmax == self.prev_argmax {
+                    (self.argmax_run + 1) as f64
+                } else {
+                    0.0
+                }
+            }
+            ExitCriterion::None | ExitCriterion::LatentDiff | ExitCriterion::Cosine => f64::NAN,
+        };
+
+        self.argmax_run = if !first && cur.argmax == self.prev_argmax {
+            self.argmax_run + 1
+        } else {
+            0
+        };
+        std::mem::swap(&mut self.prev_logp, &mut self.cur_logp);
+        self.prev_entropy = cur.entropy;
+        self.prev_max_logp = cur.max_logp;
+        self.prev_minp_log_mass = cur.minp_log_mass;
+        self.prev_argmax = cur.argmax;
+        self.has_prev_logits = true;
+        self.checks += 1;
+        value
+    }
+
+    /// Observes the latent state `x` of this check, returns the value of
+    /// `spec`'s criterion and makes `x` the previous state.
+    ///
+    /// * `latent-diff`: `‖x - x_prev‖ / ‖x‖`; 1.0 at the first check of a token
+    ///   (as if the previous state were zeros); when `‖x‖ = 0` the value is 0
+    ///   if `x_prev` is zero too, `+inf` otherwise.
+    /// * `cosine`: `1 - cos(x, x_prev)`, clamped at 0 against rounding; 1.0 at
+    ///   the first check; when one vector is zero, 0 if both are, 1 otherwise.
+    ///
+    /// For any other criterion the state is still updated and the result is
+    /// NaN (never exits). If `x.len()` differs from `d_model` the result is
+    /// NaN and the state is left unchanged. NaN inputs give a NaN value.
+    pub fn observe_latent(&mut self, spec: &ExitSpec, x: &[f32]) -> f64 {
+        if x.len() != self.d_model {
+            return f64::NAN;
+        }
+        let first = !self.has_prev_latent;
+        let value = match spec.criterion {
+            ExitCriterion::LatentDiff | ExitCriterion::Cosine if first => 1.0,
+            ExitCriterion::LatentDiff => {
+                let (mut diff2, mut norm2, mut prev2) = (0.0f64, 0.0f64, 0.0f64);
+                for (&a, &b) in x.iter().zip(&self.prev_latent) {
+                    let (a, b) = (f64::from(a), f64::from(b));
+                    diff2 += (a - b) * (a - b);
+                    norm2 += a * a;
+                    prev2 += b * b;
+                }
+                if norm2 == 0.0 {
+                    if prev2 == 0.0 { 0.0 } else { f64::INFINITY }
+                } else {
+                    (diff2 / norm2).sqrt()
+                }
+            }
+            ExitCriterion::Cosine => {
+                let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+                for (&a, &b) in x.iter().zip(&self.prev_latent) {
+                    let (a, b) = (f64::from(a), f64::from(b));
+                    dot += a * b;
+                    na += a * a;
+                    nb += b * b;
+                }
+                if na == 0.0 || nb == 0.0 {
+                    if na == nb { 0.0 } else { 1.0 }
+                } else {
+                    let d = 1.0 - dot / (na.sqrt() * nb.sqrt());
+                    if d.is_nan() { d } else { d.max(0.0) }
+                }
+            }
+            _ => f64::NAN,
+        };
+        self.prev_latent.copy_from_slice(x);
+        self.has_prev_latent = true;
+        self.checks += 1;
+        value
+    }
+}
+
+/// Stable log-softmax of `logits` into `out` (same length), in f64, with the
+/// summary statistics the criteria need.
+fn log_softmax(logits: &[f32], out: &mut [f64]) -> Dist {
+    // Largest logit (NaN -> -inf) and its lowest index.
+    let mut argmax = 0usize;
+    let mut max = f32::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > max {
+            max = l;
+            argmax = i;
+        }
+    }
+    if max.is_infinite() {
+        // Uniform over the tokens equal to the max (+inf), or over all tokens
+        // when none is above -inf.
+        let count = if max == f32::INFINITY {
+            logits.iter().filter(|&&l| l == f32::INFINITY).count()
+        } else {
+            logits.len()
+        };
+        let lp = -(count as f64).ln();
+        for (o, &l) in out.iter_mut().zip(logits) {
+            *o = if max == f32::NEG_INFINITY || l == max {
+                lp
+            } else {
+                f64::NEG_INFINITY
+            };
+        }
+        // Every kept token has p = p_max: min-p keeps all of them (mass 1).
+        return Dist {
+            entropy: -lp,
+            max_logp: lp,
+            minp_log_mass: 0.0,
+            argmax,
+        };
+    }
+    let m = f64::from(max);
+    let mut sum = 0.0f64;
+    for (o, &l) in out.iter_mut().zip(logits) {
+        // NaN and -inf both give exp(-inf) = 0.
+        let s = if l.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            f64::from(l) - m
+        };
+        *o = s;
+        sum += s.exp();
+    }
+    // sum >= 1 (the max contributes exp(0)).
+    let log_z = sum.ln();
+    let cut = MINP_KL_LEVEL.ln() - log_z; // ln(0.1 * p_max), p_max = exp(-log_z)
+    let mut entropy = 0.0f64;
+    let mut kept = 0.0f64;
+    for o in out.iter_mut() {
+        *o -= log_z;
+        if *o > f64::NEG_INFINITY {
+            let p = o.exp();
+            entropy -= p * *o;
+            if *o >= cut {
+                kept += p;
+            }
+        }
+    }
+    Dist {
+        entropy: entropy.max(0.0),
+        max_logp: -log_z,
+        minp_log_mass: kept.ln(),
+        argmax,
+    }
+}
+
+/// Log-probability of token `lp` after optional min-p filtering: `None` when
+/// filtered out (or zero), else `lp - log_mass`.
+fn filtered(lp: f64, log_mass: f64, cut: Option<f64>) -> Option<f64> {
+    if lp == f64::NEG_INFINITY {
+        return None;
+    }
+    match cut {
+        Some(c) if lp < c => None,
+        Some(_) => Some(lp - log_mass),
+        None => Some(lp),
+    }
+}
+
+/// `KL(p || q)` over log-probabilities, each optionally min-p filtered
+/// (`cut = Some(ln(0.1 p_max))`, renormalised by `log_mass`). Terms with
+/// `p = 0` contribute 0; a zero `q` where `p > 0` is floored at
+/// [`KL_PROB_FLOOR`].
+fn kl(
+    p: &[f64],
+    p_log_mass: f64,
+    p_cut: Option<f64>,
+    q: &[f64],
+    q_log_mass: f64,
+    q_cut: Option<f64>,
+) -> f64 {
+    let floor = KL_PROB_FLOOR.ln();
+    let mut acc = 0.0f64;
+    for (&a, &b) in p.iter().zip(q) {
+        if let Some(lp) = filtered(a, p_log_mass, p_cut) {
+            let lq = filtered(b, q_log_mass, q_cut).unwrap_or(floor);
+            acc += lp.exp() * (lp - lq);
+        }
+    }
+    acc.max(0.0)
+}
+
+/// `KL(p || uniform)` with `p` optionally min-p filtered: `ln V - H(p)`.
+fn kl_vs_uniform(p: &[f64], p_log_mass: f64, p_cut: Option<f64>, ln_v: f64) -> f64 {
+    let mut acc = 0.0f64;
+    for &a in p {
+        if let Some(lp) = filtered(a, p_log_mass, p_cut) {
+            acc += lp.exp() * (lp + ln_v);
+        }
+    }
+    acc.max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits_of(p: &[f64]) -> Vec<f32> {
+        p.iter().map(|x| x.ln() as f32).collect()
+    }
+
+    fn spec(s: &str) -> ExitSpec {
+        s.parse().unwrap()
+    }
+
+    fn close(a: f64, b: f64, tol: f64) {
+        assert!((a - b).abs() <= tol, "{a} vs {b} (tol {tol})");
+    }
+
+    #[test]
+    fn names_parse_and_defaults() {
+        for c in ExitCriterion::ALL {
+            assert_eq!(c.name().parse::<ExitCriterion>().unwrap(), c);
+            assert_eq!(c.to_string(), c.name());
+            let s = ExitSpec::new(c);
+            assert_eq!(s.threshold, c.default_threshold());
+            assert!(s.validate().is_ok());
+            assert_eq!(s.to_string().parse::<ExitSpec>().unwrap(), s);
+        }
+        assert!("KL".parse::<ExitCriterion>().is_err());
+        assert!("bogus".parse::<ExitCriterion>().is_err());
+        assert_eq!(ExitCriterion::Kl.default_threshold(), 5e-4);
+        assert_eq!(ExitCriterion::MinpKl.default_threshold(), 1e-5);
+        assert_eq!(ExitCriterion::EntropyDiff.default_threshold(), 1e-3);
+        assert_eq!(ExitCriterion::LatentDiff.default_threshold(), 0.03);
+        assert_eq!(ExitCriterion::Cosine.default_threshold(), 1e-3);
+        assert_eq!(ExitCriterion::ArgmaxStability.default_threshold(), 5.0);
+        assert!(ExitCriterion::Kl.needs_logits());
+        assert!(ExitCriterion::MinpKl.needs_logits());
+        assert!(ExitCriterion::EntropyDiff.needs_logits());
+        assert!(ExitCriterion::ArgmaxStability.needs_logits());
+        assert!(!ExitCriterion::LatentDiff.needs_logits());
+        assert!(!ExitCriterion::Cosine.needs_logits());
+        assert!(!ExitCriterion::None.needs_logits());
+        assert!(ExitCriterion::Cosine.needs_latent());
+        assert!(!ExitCriterion::Kl.needs_latent());
+    }
+
+    #[test]
+    fn spec_parsing_and_validation() {
+        let s = spec("kl:1e-3");
+        assert_eq!(s.criterion, ExitCriterion::Kl);
+        assert_eq!(s.threshold, 1e-3);
+        assert_eq!(spec("kl").threshold, 5e-4);
+        assert_eq!(spec("minp-kl").threshold, 1e-5);
+        assert_eq!(spec("argmax-stability:3").threshold, 3.0);
+        assert_eq!(spec("cosine:inf").threshold, f64::INFINITY);
+        assert_eq!(spec("argmax-stability:inf").threshold, f64::INFINITY);
+        assert_eq!(spec("latent-diff:0").threshold, 0.0);
+        for bad in [
+            "kl:nan",
+            "kl:-1",
+            "kl:abc",
+            "kl:",
+            "argmax-stability:0",
+            "argmax-stability:2.5",
+            "nope:1",
+            "",
+        ] {
+            match bad.parse::<ExitSpec>() {
+                Err(Error::InvalidArgument(_)) => {}
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        assert!(ExitSpec::with_threshold(ExitCriterion::Kl, f64::NAN).is_err());
+        assert_eq!(ExitSpec::default().criterion, ExitCriterion::None);
+    }
+
+    #[test]
+    fn should_exit_directions() {
+        let kl = spec("kl:1e-3");
+        assert!(kl.should_exit(5e-4));
+        assert!(!kl.should_exit(1e-3));
+        assert!(!kl.should_exit(f64::NAN));
+        let am = spec("argmax-stability:3");
+        assert!(!am.should_exit(2.0));
+        assert!(am.should_exit(3.0));
+        assert!(should_exit(&am, 4.0));
+        let none = ExitSpec::new(ExitCriterion::None);
+        assert!(!none.should_exit(-1.0));
+        assert!(!none.should_exit(f64::INFINITY));
+        let inf = spec("cosine:inf");
+        assert!(inf.should_exit(1.0));
+        assert!(!spec("argmax-stability:inf").should_exit(1e18));
+    }
+
+    #[test]
+    fn kl_first_check_is_divergence_from_uniform() {
+        let p = [0.5, 0.25, 0.125, 0.125];
+        let h: f64 = -p.iter().map(|x: &f64| x * x.ln()).sum::<f64>();
+        let mut st = ExitState::new(4, 8);
+        let v = st.observe_logits(&spec("kl"), &logits_of(&p));
+        close(v, 4f64.ln() - h, 1e-7);
+        close(st.entropy().unwrap(), h, 1e-7);
+        // Uniform logits at the first check: 0.
+        st.reset();
+        assert!(st.observe_logits(&spec("kl"), &[3.0; 4]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn kl_identical_is_zero_and_known_case() {
+        let p = [0.7f64, 0.2, 0.1];
+        let q = [0.5f64, 0.3, 0.2];
+        let kl_pq: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
+        let s = spec("kl");
+        let mut st = ExitState::new(3, 1);
+        st.observe_logits(&s, &logits_of(&q));
+        let v = st.observe_logits(&s, &logits_of(&p));
+        close(v, kl_pq, 1e-7);
+        let v = st.observe_logits(&s, &logits_of(&p));
+        assert_eq!(v, 0.0);
+        // Shift invariance: logits + c is the same distribution.
+        let shifted: Vec<f32> = logits_of(&p).iter().map(|l| l + 100.0).collect();
+        assert!(st.observe_logits(&s, &shifted) < 1e-10);
+        // Hand-checked: KL([1,0] as logits [0,-inf] || [0.5,0.5]) = ln 2.
+        let mut st = ExitState::new(2, 1);
+        st.observe_logits(&s, &[0.0, 0.0]);
+        close(
+            st.observe_logits(&s, &[0.0, f32::NEG_INFINITY]),
+            2f64.ln(),
+            1e-12,
+        );
+        // p > 0 where q = 0 uses the 1e-10 floor: KL = ln(1 / 1e-10).
+        close(
+            st.observe_logits(&s, &[f32::NEG_INFINITY, 0.0]),
+            (1e10f64).ln(),
+            1e-9,
+        );
+    }
+
+    #[test]
+    fn kl_large_logits_are_stable() {
+        let s = spec("kl");
+        let mut st = ExitState::new(3, 1);
+        st.observe_logits(&s, &[1000.0, 999.0, -1000.0]);
+        let v = st.observe_logits(&s, &[1000.0, 999.0, -1000.0]);
+        assert_eq!(v, 0.0);
+        let v = st.observe_logits(&s, &[f32::NAN, 0.0, 0.0]);
+        assert!(v.is_finite());
+    }
+
+    #[test]
+    fn minp_kl_filters_both_distributions() {
+        let s = spec("minp-kl");
+        // p = [0.6, 0.35, 0.05]: 0.05 < 0.06 is dropped -> [0.6, 0.35] / 0.95.
+        // q = [0.4, 0.4, 0.2]: all kept.
+        let p = [0.6, 0.35, 0.05];
+        let q = [0.4, 0.4, 0.2];
+        let pf = [0.6 / 0.95, 0.35 / 0.95];
+        let want: f64 = pf[0] * (pf[0] / 0.4f64).ln() + pf[1] * (pf[1] / 0.4f64).ln();
+        let mut st = ExitState::new(3, 1);
+        st.observe_logits(&s, &logits_of(&q));
+        close(st.observe_logits(&s, &logits_of(&p)), want, 1e-6);
+        // Now previous = p (token 2 filtered out); current q has token 2 with
+        // p > 0, so the floor applies: 0.2 * ln(0.2 / 1e-10) + ...
+        let want2: f64 =
+            0.4 * (0.4 / pf[0]).ln() + 0.4 * (0.4 / pf[1]).ln() + 0.2 * (0.2 / 1e-10f64).ln();
+        close(st.observe_logits(&s, &logits_of(&q)), want2, 1e-5);
+        // Identical -> 0.
+        assert_eq!(st.observe_logits(&s, &logits_of(&q)), 0.0);
+        // First check: filtered p vs uniform = ln V - H(filtered p).
+        st.reset();
+        let hf: f64 = -pf.iter().map(|x| x * x.ln()).sum::<f64>();
+        close(st.observe_logits(&s, &logits_of(&p)), 3f64.ln() - hf, 1e-6);
+    }
+
+    #[test]
+    fn entropy_diff() {
+        let s = spec("entropy-diff");
+        let p = [0.5, 0.5, 1e-30];
+        let mut st = ExitState::new(3, 1);
+        // First check: previous entropy is ln V.
+        let v = st.observe_logits(&s, &logits_of(&p));
+        close(v, 3f64.ln() - 2f64.ln(), 1e-6);
+        // Identical -> 0; a permutation has the same entropy -> 0 as well.
+        assert_eq!(st.observe_logits(&s, &logits_of(&p)), 0.0);
+        let perm = [1e-30, 0.5, 0.5];
+        assert!(st.observe_logits(&s, &logits_of(&perm)) < 1e-12);
+        let q = [1.0, 1e-30, 1e-30];
+        close(st.observe_logits(&s, &logits_of(&q)), 2f64.ln(), 1e-6);
+    }
+
+    #[test]
+    fn argmax_stability_counts_consecutive_checks() {
+        let s = spec("argmax-stability:2");
+        let a = [1.0f32, 3.0, 2.0];
+        let b = [5.0f32, 3.0, 2.0];
+        let mut st = ExitState::new(3, 1);
+        let mut vals = vec![];
+        for l in [&a, &a, &a, &b, &b, &a] {
+            vals.push(st.observe_logits(&s, l));
+        }
+        assert_eq!(vals, vec![0.0, 1.0, 2.0, 0.0, 1.0, 0.0]);
+        assert!(!s.should_exit(vals[1]));
+        assert!(s.should_exit(vals[2]));
+        assert_eq!(st.argmax(), Some(1));
+        // Ties go to the lowest id; reset restarts the count.
+        st.reset();
+        assert_eq!(st.argmax(), None);
+        assert_eq!(st.observe_logits(&s, &[2.0, 2.0, 1.0]), 0.0);
+        assert_eq!(st.argmax(), Some(0));
+        assert_eq!(st.observe_logits(&s, &[2.0, 2.0, 1.0]), 1.0);
+    }
+
+    #[test]
+    fn latent_diff_and_cosine() {
+        let ld = spec("latent-diff");
+        let cs = spec("cosine");
+        let mut st = ExitState::new(2, 3);
+        // First check: 1.0 by convention.
+        assert_eq!(st.observe_latent(&ld, &[1.0, 2.0, 2.0]), 1.0);
+        // Identical -> 0.
+        assert_eq!(st.observe_latent(&ld, &[1.0, 2.0, 2.0]), 0.0);
+        // ||(1,2,2) - (1,2,4)|| / ||(1,2,4)|| = 2 / sqrt(21).
+        close(
+            st.observe_latent(&ld, &[1.0, 2.0, 4.0]),
+            2.0 / 21f64.sqrt(),
+            1e-12,
+        );
+        st.reset();
+        assert_eq!(st.observe_latent(&cs, &[1.0, 0.0, 0.0]), 1.0);
+        assert!(st.observe_latent(&cs, &[1.0, 0.0, 0.0]).abs() < 1e-15);
+        // Orthogonal: 1; opposite: 2; 45 degrees: 1 - 1/sqrt(2).
+        assert_eq!(st.observe_latent(&cs, &[0.0, 3.0, 0.0]), 1.0);
+        assert_eq!(st.observe_latent(&cs, &[0.0, -1.0, 0.0]), 2.0);
+        close(
+            st.observe_latent(&cs, &[1.0, -1.0, 0.0]),
+            1.0 - 1.0 / 2f64.sqrt(),
+            1e-12,
+        );
+        // Scale invariance of cosine.
+        assert!(st.observe_latent(&cs, &[10.0, -10.0, 0.0]).abs() < 1e-12);
+        // Zero vectors.
+        st.reset();
+        st.observe_latent(&ld, &[0.0; 3]);
+        assert_eq!(st.observe_latent(&ld, &[0.0; 3]), 0.0);
+        assert_eq!(st.observe_latent(&cs, &[0.0; 3]), 0.0);
+        assert_eq!(st.observe_latent(&cs, &[1.0, 0.0, 0.0]), 1.0);
+        assert_eq!(st.observe_latent(&ld, &[0.0; 3]), f64::INFINITY);
+        // Thresholds.
+        assert!(ld.should_exit(0.01));
+        assert!(!ld.should_exit(0.05));
+    }
+
+    #[test]
+    fn mismatches_and_wrong_kind_give_nan() {
+        let mut st = ExitState::new(4, 3);
+        assert!(st.observe_logits(&spec("kl"), &[1.0; 3]).is_nan());
+        assert_eq!(st.checks(), 0);
+        assert!(st.observe_latent(&spec("cosine"), &[1.0; 4]).is_nan());
+        assert!(st.observe_logits(&spec("cosine"), &[1.0; 4]).is_nan());
+        assert!(st.observe_latent(&spec("kl"), &[1.0; 3]).is_nan());
+        assert!(st.observe_logits(&ExitSpec::default(), &[1.0; 4]).is_nan());
+        // The logits were still recorded: KL vs the same distribution is 0.
+        assert_eq!(st.observe_logits(&spec("kl"), &[1.0; 4]), 0.0);
+        // Degenerate logits.
+        st.reset();
+        let v = st.observe_logits(&spec("kl"), &[f32::NAN; 4]);
+        close(v, 0.0, 1e-12); // uniform
+        let v = st.observe_logits(&spec("kl"), &[f32::INFINITY, 0.0, f32::INFINITY, 1.0]);
+        close(v, 2f64.ln(), 1e-12); // [.5, 0, .5, 0] vs uniform
+    }
+
+    /// The `observe_*` calls must not allocate; a per-module counting
+    /// allocator is not possible, so this checks that no buffer moves or
+    /// grows across many calls of every criterion.
+    #[test]
+    fn no_reallocation_after_construction() {
+        let (v, d) = (5000, 64);
+        let mut st = ExitState::new(v, d);
+        let snap = |s: &ExitState| {
+            (
+                (s.prev_logp.capacity(), s.cur_logp.capacity()),
+                s.prev_latent.as_ptr(),
+                s.prev_latent.capacity(),
+            )
+        };
+        let ptrs = |s: &ExitState| {
+            let mut a = [s.prev_logp.as_ptr() as usize, s.cur_logp.as_ptr() as usize];
+            a.sort();
+            a
+        };
+        let before = (snap(&st), ptrs(&st));
+        let logits: Vec<f32> = (0..v).map(|i| ((i as f32) * 0.1).sin()).collect();
+        let latent: Vec<f32> = (0..d).map(|i| i as f32).collect();
+        for _ in 0..20 {
+            st.reset();
+            for c in ExitCriterion::ALL {
+                let s = ExitSpec::new(c);
+                st.observe_logits(&s, &logits);
+                st.observe_latent(&s, &latent);
+            }
+        }
+        assert_eq!((snap(&st), ptrs(&st)), before);
+    }
+}

@@ -1,0 +1,30 @@
+//! The one place that talks to ggml. Everything here wraps `llama-cpp-sys-2`'s
+//! ggml bindings in a small safe API; all `unsafe` for ggml lives in this module.
+//!
+//! Invariants the rest of the crate relies on:
+//! - A [`Tensor`] is a handle into a [`Context`]. It is only used while the
+//!   context that created it is alive (the model owns its weight context for its
+//!   whole life; a session owns its KV and graph contexts and rebuilds graph
+//!   tensors after every [`Context::reset`]). The module is crate-private so these
+//!   rules are enforced by the code that owns both.
+//! - Shapes reaching ggml are validated first (model loading checks every weight
+//!   shape; sessions check lengths), because ggml aborts on a bad shape.
+
+mod backend;
+mod context;
+mod ops;
+mod quantize;
+
+pub use backend::{BackendKind, DeviceInfo};
+pub(crate) use backend::{Backend, Buffer, Scheduler, list_devices, physical_cores};
+pub(crate) use ops::RopeMode;
+pub(crate) use context::{Context, Graph, Tensor};
+pub use quantize::quantize;
+
+use crate::gguf::GgmlType;
+use llama_cpp_sys_2 as sys;
+
+/// Converts our GGUF type id to ggml's enum value (they share numbering).
+fn ggml_type(ty: GgmlType) -> sys::ggml_type {
+    ty.as_u32() as sys::ggml_type
+}

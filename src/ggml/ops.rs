@@ -1,0 +1,162 @@
+//! Graph operations. Each wraps one ggml op; shapes are the caller's
+//! responsibility (the graph builder derives them from validated model
+//! hyper-parameters), and the checks here catch mistakes before ggml would abort.
+
+use super::context::{Context, Tensor};
+use super::sys;
+use std::ptr::NonNull;
+
+/// RoPE pairing conventions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RopeMode {
+    /// Rotate adjacent pairs `(x[2i], x[2i+1])` (ggml "normal" mode; Huginn).
+    Adjacent,
+    /// Rotate `(x[i], x[i + n/2])` (GPT-NeoX style).
+    Neox,
+}
+
+fn wrap(t: *mut sys::ggml_tensor) -> Tensor {
+    // ggml never returns NULL from op constructors: it aborts on exhaustion, which
+    // contexts are sized to avoid. A null here would be a bug in this module.
+    match NonNull::new(t) {
+        Some(nn) => Tensor(nn),
+        None => panic!("ggml returned a null tensor"),
+    }
+}
+
+impl Context {
+    /// Matrix product: `a` is `[k, m]` (weights), `b` is `[k, n]`; result `[m, n]`.
+    pub(crate) fn mul_mat(&mut self, a: Tensor, b: Tensor) -> Tensor {
+        debug_assert_eq!(a.ne()[0], b.ne()[0]);
+        // SAFETY: tensors from live contexts; inner dimensions agree.
+        wrap(unsafe { sys::ggml_mul_mat(self.ptr(), a.ptr(), b.ptr()) })
+    }
+
+    /// RMS normalisation over ne0 followed by an element-wise weight.
+    pub(crate) fn rms_norm(&mut self, x: Tensor, weight: Tensor, eps: f32) -> Tensor {
+        // SAFETY: valid tensors; weight broadcasts along rows.
+        let n = unsafe { sys::ggml_rms_norm(self.ptr(), x.ptr(), eps) };
+        wrap(unsafe { sys::ggml_mul(self.ptr(), n, weight.ptr()) })
+    }
+
+    /// Element-wise sum with row broadcasting of `b`.
+    pub(crate) fn add(&mut self, a: Tensor, b: Tensor) -> Tensor {
+        // SAFETY: valid tensors; b broadcasts into a.
+        wrap(unsafe { sys::ggml_add(self.ptr(), a.ptr(), b.ptr()) })
+    }
+
+    /// Multiplies every element by `s`.
+    pub(crate) fn scale(&mut self, a: Tensor, s: f32) -> Tensor {
+        // SAFETY: valid tensor.
+        wrap(unsafe { sys::ggml_scale(self.ptr(), a.ptr(), s) })
+    }
+
+    /// Rows of `table` (`[d, n_rows]`) selected by the I32 `ids`; result F32 `[d, n]`.
+    pub(crate) fn get_rows(&mut self, table: Tensor, ids: Tensor) -> Tensor {
+        // SAFETY: ids are validated against the vocabulary before upload.
+        wrap(unsafe { sys::ggml_get_rows(self.ptr(), table.ptr(), ids.ptr()) })
+    }
+
+    /// Concatenation along dimension `dim`.
+    pub(crate) fn concat(&mut self, a: Tensor, b: Tensor, dim: i32) -> Tensor {
+        // SAFETY: other dimensions agree (caller).
+        wrap(unsafe { sys::ggml_concat(self.ptr(), a.ptr(), b.ptr(), dim) })
+    }
+
+    /// `silu(a) * b`, element-wise.
+    pub(crate) fn swiglu(&mut self, a: Tensor, b: Tensor) -> Tensor {
+        // SAFETY: same shapes, row-contiguous.
+        wrap(unsafe { sys::ggml_swiglu_split(self.ptr(), a.ptr(), b.ptr()) })
+    }
+
+    /// 2-D view with explicit row stride and byte offset.
+    pub(crate) fn view_2d(&mut self, a: Tensor, ne0: i64, ne1: i64, nb1: usize, offset: usize) -> Tensor {
+        // SAFETY: callers keep the view inside `a`.
+        wrap(unsafe { sys::ggml_view_2d(self.ptr(), a.ptr(), ne0, ne1, nb1, offset) })
+    }
+
+    /// 3-D view with explicit strides and byte offset.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn view_3d(
+        &mut self,
+        a: Tensor,
+        ne0: i64,
+        ne1: i64,
+        ne2: i64,
+        nb1: usize,
+        nb2: usize,
+        offset: usize,
+    ) -> Tensor {
+        // SAFETY: callers keep the view inside `a`.
+        wrap(unsafe { sys::ggml_view_3d(self.ptr(), a.ptr(), ne0, ne1, ne2, nb1, nb2, offset) })
+    }
+
+    /// Reinterprets a contiguous tensor with a new 3-D shape.
+    pub(crate) fn reshape_3d(&mut self, a: Tensor, ne0: i64, ne1: i64, ne2: i64) -> Tensor {
+        // SAFETY: element counts agree (caller).
+        wrap(unsafe { sys::ggml_reshape_3d(self.ptr(), a.ptr(), ne0, ne1, ne2) })
+    }
+
+    /// Reinterprets a contiguous tensor with a new 2-D shape.
+    pub(crate) fn reshape_2d(&mut self, a: Tensor, ne0: i64, ne1: i64) -> Tensor {
+        // SAFETY: element counts agree (caller).
+        wrap(unsafe { sys::ggml_reshape_2d(self.ptr(), a.ptr(), ne0, ne1) })
+    }
+
+    /// Reorders dimensions.
+    pub(crate) fn permute(&mut self, a: Tensor, p: [i32; 4]) -> Tensor {
+        // SAFETY: p is a permutation of 0..4.
+        wrap(unsafe { sys::ggml_permute(self.ptr(), a.ptr(), p[0], p[1], p[2], p[3]) })
+    }
+
+    /// Swaps the first two dimensions (a view).
+    pub(crate) fn transpose(&mut self, a: Tensor) -> Tensor {
+        // SAFETY: valid tensor.
+        wrap(unsafe { sys::ggml_transpose(self.ptr(), a.ptr()) })
+    }
+
+    /// Makes a contiguous copy with the given 2-D shape.
+    pub(crate) fn cont_2d(&mut self, a: Tensor, ne0: i64, ne1: i64) -> Tensor {
+        // SAFETY: element counts agree (caller).
+        wrap(unsafe { sys::ggml_cont_2d(self.ptr(), a.ptr(), ne0, ne1) })
+    }
+
+    /// Copies `src` into `dst` (converting type); returns the op node.
+    pub(crate) fn cpy(&mut self, src: Tensor, dst: Tensor) -> Tensor {
+        // SAFETY: same element counts (caller).
+        wrap(unsafe { sys::ggml_cpy(self.ptr(), src.ptr(), dst.ptr()) })
+    }
+
+    /// Softmax over rows of `a * scale + mask` (mask `[ne0, >= ne1]`).
+    pub(crate) fn soft_max_masked(&mut self, a: Tensor, mask: Tensor, scale: f32) -> Tensor {
+        // SAFETY: mask shape matches (caller).
+        wrap(unsafe { sys::ggml_soft_max_ext(self.ptr(), a.ptr(), mask.ptr(), scale, 0.0) })
+    }
+
+    /// Rotary position embedding over the first `n_dims` of each head.
+    /// `a` is `[head_dim, n_heads, n_tokens]`, `pos` an I32 `[n_tokens]`.
+    pub(crate) fn rope(&mut self, a: Tensor, pos: Tensor, n_dims: i32, mode: RopeMode, base: f32) -> Tensor {
+        let mode = match mode {
+            RopeMode::Adjacent => 0,
+            RopeMode::Neox => 2,
+        };
+        // SAFETY: shapes checked by the caller; no frequency factors.
+        wrap(unsafe {
+            sys::ggml_rope_ext(
+                self.ptr(),
+                a.ptr(),
+                pos.ptr(),
+                std::ptr::null_mut(),
+                n_dims,
+                mode,
+                0,
+                base,
+                1.0,
+                0.0,
+                1.0,
+                0.0,
+                0.0,
+            )
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! The Huginn compute graph, built from pieces: prelude, one recurrence step,
+//! coda. A session strings them into segments (see `session`).
+//!
+//! Shapes use ggml order (`[ne0, ne1, ...]`); activations are `[d, n_tokens]`.
+
+use super::config::{ModelConfig, RopePairing};
+use super::weights::{BlockWeights, Weights};
+use crate::error::Result;
+use crate::ggml::{Context, Graph, RopeMode, Tensor};
+
+/// K/V storage of one attention layer instance: `k` is `[kv_dim, n_ctx]`, `v` is
+/// stored transposed, `[n_ctx, kv_dim]`, so attention reads it without a copy.
+#[derive(Clone, Copy)]
+pub(crate) struct KvLayer {
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// Per-batch inputs shared by every layer of a graph.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchInputs {
+    /// Positions (I32 `[n]`).
+    pub pos: Tensor,
+    /// Causal mask (F32 `[n_kv, n]`): 0 where attention is allowed, -inf elsewhere.
+    pub mask: Tensor,
+    /// Tokens in the batch.
+    pub n: usize,
+    /// Cached positions before the batch.
+    pub n_past: usize,
+}
+
+impl BatchInputs {
+    fn n_kv(&self) -> usize {
+        self.n_past + self.n
+    }
+}
+
+/// Builds graph pieces for one model.
+pub(crate) struct GraphBuilder<'a> {
+    pub cfg: &'a ModelConfig,
+    pub w: &'a Weights,
+    pub ctx: &'a mut Context,
+    pub graph: &'a mut Graph,
+}
+
+impl GraphBuilder<'_> {
+    /// `token_embd[ids] * embedding_scale`, then the prelude blocks.
+    pub fn prelude(&mut self, ids: Tensor, inp: &BatchInputs, kv: &[KvLayer]) -> Result<Tensor> {
+        let e = self.ctx.get_rows(self.w.token_embd, ids);
+        let mut e = self.ctx.scale(e, self.cfg.embedding_scale);
+        for (i, layer) in kv.iter().enumerate().take(self.cfg.n_prelude) {
+            e = self.block(&self.w.blocks[i], e, inp, *layer)?;
+        }
+        Ok(e)
+    }
+
+    /// One recurrence: `x = adapter(concat(x, e))`, then the core blocks with the
+    /// given K/V slots (one per core block).
+    pub fn step(&mut self, x: Tensor, e: Tensor, inp: &BatchInputs, slots: &[KvLayer]) -> Result<Tensor> {
+        let xe = self.ctx.concat(x, e, 0);
+        let mut x = self.ctx.mul_mat(self.w.adapter, xe);
+        for (j, layer) in slots.iter().enumerate() {
+            let bw = &self.w.blocks[self.cfg.n_prelude + j];
+            x = self.block(bw, x, inp, *layer)?;
+        }
+        Ok(x)
+    }
+
+    /// Coda: `output_norm` (if configured), coda blocks, `output_norm`, head.
+    /// With `last_only`, the head runs on the last position only (the coda blocks
+    /// still process every position, as their K/V rows are needed later).
+    pub fn coda(&mut self, x: Tensor, inp: &BatchInputs, kv: &[KvLayer], last_only: bool) -> Result<Tensor> {
+        let mut x = x;
+        if self.cfg.norm_after_recurrence {
+            x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
+        }
+        let first = self.cfg.n_prelude + self.cfg.n_core;
+        for (k, layer) in kv.iter().enumerate() {
+            x = self.block(&self.w.blocks[first + k], x, inp, *layer)?;
+        }
+        if last_only && inp.n > 1 {
+            let nb1 = x.nb()[1];
+            x = self.ctx.view_2d(x, self.cfg.n_embd as i64, 1, nb1, (inp.n - 1) * nb1);
+        }
+        let x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
+        Ok(self.ctx.mul_mat(self.w.head(), x))
+    }
+
+    /// Sandwich block: `x = n2(attn(n1(x)) + x); x = n4(mlp(n3(x)) + x)`.
+    fn block(&mut self, bw: &BlockWeights, x: Tensor, inp: &BatchInputs, kv: KvLayer) -> Result<Tensor> {
+        let eps = self.cfg.norm_eps;
+        let h = self.ctx.rms_norm(x, bw.attn_norm, eps);
+        let a = self.attention(bw, h, inp, kv)?;
+        let x = self.ctx.add(a, x);
+        let x = self.ctx.rms_norm(x, bw.attn_post_norm, eps);
+        let h = self.ctx.rms_norm(x, bw.ffn_norm, eps);
+        let m = self.mlp(bw, h);
+        let x = self.ctx.add(m, x);
+        let x = self.ctx.rms_norm(x, bw.ffn_post_norm, eps);
+        self.graph.expand(x)?;
+        Ok(x)
+    }
+
+    fn mlp(&mut self, bw: &BlockWeights, x: Tensor) -> Tensor {
+        let n = x.ne()[1];
+        let ff = self.cfg.n_ff as i64;
+        let gu = self.ctx.mul_mat(bw.ffn_gate_up, x);
+        let nb1 = gu.nb()[1];
+        let gate = self.ctx.view_2d(gu, ff, n, nb1, 0);
+        let up = self.ctx.view_2d(gu, ff, n, nb1, self.cfg.n_ff * 4);
+        let h = self.ctx.swiglu(gate, up);
+        self.ctx.mul_mat(bw.ffn_down, h)
+    }
+
+    fn attention(&mut self, bw: &BlockWeights, x: Tensor, inp: &BatchInputs, kv: KvLayer) -> Result<Tensor> {
+        let cfg = self.cfg;
+        let (hd, nh, nkv) = (cfg.head_dim as i64, cfg.n_head as i64, cfg.n_head_kv as i64);
+        let n = inp.n as i64;
+        let n_kv = inp.n_kv() as i64;
+        let f = 4usize; // bytes of f32
+        let qkv = self.ctx.mul_mat(bw.attn_qkv, x);
+        let row = qkv.nb()[1];
+        let mut q = self.ctx.view_3d(qkv, hd, nh, n, hd as usize * f, row, 0);
+        let mut k = self.ctx.view_3d(qkv, hd, nkv, n, hd as usize * f, row, cfg.q_dim() * f);
+        let v = self.ctx.view_2d(qkv, cfg.kv_dim() as i64, n, row, (cfg.q_dim() + cfg.kv_dim()) * f);
+        if let (Some(qb), Some(kb)) = (bw.q_bias, bw.k_bias) {
+            let qb = self.ctx.reshape_2d(qb, hd, nh);
+            let kb = self.ctx.reshape_2d(kb, hd, nkv);
+            q = self.ctx.add(q, qb);
+            k = self.ctx.add(k, kb);
+        }
+        let mode = match cfg.rope_pairing {
+            RopePairing::Adjacent => RopeMode::Adjacent,
+            RopePairing::Neox => RopeMode::Neox,
+        };
+        let q = self.ctx.rope(q, inp.pos, hd as i32, mode, cfg.rope_base);
+        let k = self.ctx.rope(k, inp.pos, hd as i32, mode, cfg.rope_base);
+
+        // Store this batch's keys and values at rows n_past.. of the cache.
+        let kv_dim = cfg.kv_dim() as i64;
+        let k_row = kv.k.nb()[1];
+        let k_dst = self.ctx.view_2d(kv.k, kv_dim, n, k_row, inp.n_past * k_row);
+        let k_store = self.ctx.cpy(k, k_dst);
+        self.graph.expand(k_store)?;
+        let v_elem = kv.v.nb()[0];
+        let v_row = kv.v.nb()[1];
+        let v_dst = self.ctx.view_2d(kv.v, n, kv_dim, v_row, inp.n_past * v_elem);
+        let vt = self.ctx.transpose(v);
+        let v_store = self.ctx.cpy(vt, v_dst);
+        self.graph.expand(v_store)?;
+
+        // Attend over every cached row up to the end of this batch.
+        let keys = self.ctx.view_3d(kv.k, hd, nkv, n_kv, hd as usize * kv.k.nb()[0], k_row, 0);
+        let keys = self.ctx.permute(keys, [0, 2, 1, 3]);
+        let q = self.ctx.permute(q, [0, 2, 1, 3]);
+        let kq = self.ctx.mul_mat(keys, q);
+        let kq = self.ctx.soft_max_masked(kq, inp.mask, 1.0 / (cfg.head_dim as f32).sqrt());
+        let vals = self.ctx.view_3d(kv.v, n_kv, hd, nkv, v_row, v_row * hd as usize, 0);
+        let out = self.ctx.mul_mat(vals, kq);
+        let out = self.ctx.permute(out, [0, 2, 1, 3]);
+        let out = self.ctx.cont_2d(out, cfg.q_dim() as i64, n);
+        Ok(self.ctx.mul_mat(bw.attn_output, out))
+    }
+}

@@ -1,0 +1,180 @@
+//! Binding GGUF tensors to ggml tensors: names, shapes and types are checked
+//! against the configuration, then the data is used where it is mapped (CPU) or
+//! uploaded once (other devices).
+
+use super::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::ggml::{Backend, Buffer, Context, Tensor};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use std::collections::HashSet;
+
+/// Weights of one sandwich block.
+pub(crate) struct BlockWeights {
+    pub attn_norm: Tensor,
+    pub attn_qkv: Tensor,
+    pub q_bias: Option<Tensor>,
+    pub k_bias: Option<Tensor>,
+    pub attn_output: Tensor,
+    pub attn_post_norm: Tensor,
+    pub ffn_norm: Tensor,
+    pub ffn_gate_up: Tensor,
+    pub ffn_down: Tensor,
+    pub ffn_post_norm: Tensor,
+}
+
+/// All weights of a model, as ggml tensors in the model's context.
+pub(crate) struct Weights {
+    pub token_embd: Tensor,
+    /// Blocks in file order: prelude, core, coda.
+    pub blocks: Vec<BlockWeights>,
+    pub adapter: Tensor,
+    pub output_norm: Tensor,
+    /// `None` when tied to `token_embd`.
+    pub output: Option<Tensor>,
+    /// Keeps the ggml tensor metadata alive.
+    _ctx: Context,
+    /// The buffer holding (or wrapping) the data.
+    pub buffer: Buffer,
+    /// Whether the data is used in place from the memory map.
+    pub mapped: bool,
+}
+
+/// Types accepted for weight matrices.
+const MATRIX_TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Matrix,
+    Vector,
+}
+
+/// Collects the expected tensors, checking each one as it is requested.
+struct Binder<'a> {
+    file: &'a GgufFile,
+    ctx: Context,
+    bound: Vec<(Tensor, &'a TensorInfo)>,
+    seen: HashSet<&'a str>,
+}
+
+impl<'a> Binder<'a> {
+    fn get(&mut self, name: &str, shape: &[usize], kind: Kind) -> Result<Tensor> {
+        self.opt(name, shape, kind)?
+            .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))
+    }
+
+    fn opt(&mut self, name: &str, shape: &[usize], kind: Kind) -> Result<Option<Tensor>> {
+        let Some(info) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        let actual: Vec<u64> = info.shape.clone();
+        let want: Vec<u64> = shape.iter().map(|&n| n as u64).collect();
+        if actual != want {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name} has shape {actual:?}, expected {want:?}"
+            )));
+        }
+        let ok = match kind {
+            Kind::Matrix => MATRIX_TYPES.contains(&info.ty),
+            Kind::Vector => info.ty == GgmlType::F32,
+        };
+        if !ok {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name} has unsupported type {}",
+                info.ty.name()
+            )));
+        }
+        if info.ty.row_size(shape[0] as u64).is_none() {
+            return Err(Error::InvalidModel(format!(
+                "tensor {name}: row length {} is not a multiple of {}'s block size {}",
+                shape[0],
+                info.ty.name(),
+                info.ty.block_size()
+            )));
+        }
+        let ne: Vec<i64> = shape.iter().map(|&n| n as i64).collect();
+        let t = self.ctx.new_tensor(info.ty, &ne)?;
+        t.set_name(name);
+        if t.nbytes() as u64 != info.size {
+            return Err(Error::InvalidModel(format!("tensor {name}: size mismatch")));
+        }
+        self.seen.insert(info.name.as_str());
+        self.bound.push((t, info));
+        Ok(Some(t))
+    }
+}
+
+impl Weights {
+    /// Binds every tensor of `file` according to `cfg` and makes the data
+    /// available to `backend`.
+    pub(crate) fn load(file: &GgufFile, cfg: &ModelConfig, backend: &Backend) -> Result<Weights> {
+        let n_tensors = file.tensors().len();
+        let mut b = Binder { file, ctx: Context::new(n_tensors + 8, 0)?, bound: Vec::new(), seen: HashSet::new() };
+        let d = cfg.n_embd;
+        let token_embd = b.get("token_embd.weight", &[d, cfg.n_vocab], Kind::Matrix)?;
+        let mut blocks = Vec::with_capacity(cfg.n_blocks());
+        for i in 0..cfg.n_blocks() {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let q_bias = b.opt(&n("attn_q.bias"), &[cfg.q_dim()], Kind::Vector)?;
+            let k_bias = b.opt(&n("attn_k.bias"), &[cfg.kv_dim()], Kind::Vector)?;
+            if q_bias.is_some() != k_bias.is_some() {
+                return Err(Error::InvalidModel(format!(
+                    "block {i}: attn_q.bias and attn_k.bias must both be present or both absent"
+                )));
+            }
+            blocks.push(BlockWeights {
+                attn_norm: b.get(&n("attn_norm.weight"), &[d], Kind::Vector)?,
+                attn_qkv: b.get(&n("attn_qkv.weight"), &[d, cfg.q_dim() + 2 * cfg.kv_dim()], Kind::Matrix)?,
+                q_bias,
+                k_bias,
+                attn_output: b.get(&n("attn_output.weight"), &[cfg.q_dim(), d], Kind::Matrix)?,
+                attn_post_norm: b.get(&n("attn_post_norm.weight"), &[d], Kind::Vector)?,
+                ffn_norm: b.get(&n("ffn_norm.weight"), &[d], Kind::Vector)?,
+                ffn_gate_up: b.get(&n("ffn_gate_up.weight"), &[d, 2 * cfg.n_ff], Kind::Matrix)?,
+                ffn_down: b.get(&n("ffn_down.weight"), &[cfg.n_ff, d], Kind::Matrix)?,
+                ffn_post_norm: b.get(&n("ffn_post_norm.weight"), &[d], Kind::Vector)?,
+            });
+        }
+        let adapter = b.get("adapter.weight", &[2 * d, d], Kind::Matrix)?;
+        let output_norm = b.get("output_norm.weight", &[d], Kind::Vector)?;
+        let output = b.opt("output.weight", &[d, cfg.n_vocab], Kind::Matrix)?;
+        if let Some(extra) = file.tensors().iter().find(|t| !b.seen.contains(t.name.as_str())) {
+            return Err(Error::InvalidModel(format!("unexpected tensor {}", extra.name)));
+        }
+        let Binder { ctx, bound, .. } = b;
+        let (buffer, mapped) = if backend.is_cpu() {
+            // Use the weights where they are mapped: wrap the whole file.
+            let bytes = file.bytes();
+            let buffer = backend.host_buffer_from_ptr(bytes.as_ptr(), bytes.len())?;
+            for (t, info) in &bound {
+                buffer.place(*t, file.tensor_data(info).as_ptr())?;
+            }
+            (buffer, true)
+        } else {
+            let buffer = backend.alloc_ctx_tensors(&ctx)?;
+            for (t, info) in &bound {
+                t.write_bytes(0, file.tensor_data(info))?;
+            }
+            (buffer, false)
+        };
+        Ok(Weights { token_embd, blocks, adapter, output_norm, output, _ctx: ctx, buffer, mapped })
+    }
+
+    /// The matrix used as output head.
+    pub(crate) fn head(&self) -> Tensor {
+        self.output.unwrap_or(self.token_embd)
+    }
+}

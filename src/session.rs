@@ -1,0 +1,520 @@
+//! A session: one conversation's KV cache, recurrent state and compute buffers,
+//! over a shared [`Model`].
+//!
+//! Everything a token needs is allocated when the session is created: the KV
+//! cache (`P + C*B + K` layer instances of `n_ctx` rows, B = the recurrence
+//! budget), persistent state/embedding stores, host scratch, and compute buffers
+//! reserved for the largest graph. Per token the session only rebuilds graph
+//! metadata in a pre-sized arena and reuses everything else.
+
+use crate::error::{Error, Result};
+use crate::ggml::{Backend, Buffer, Context, Scheduler, Tensor};
+use crate::gguf::GgmlType;
+use crate::model::Model;
+use crate::model::graph::{BatchInputs, GraphBuilder, KvLayer};
+use crate::rng::SplitMix64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// 32-bit floats (exact).
+    #[default]
+    F32,
+    /// 16-bit floats (half the memory).
+    F16,
+}
+
+/// How the recurrent state of a new position starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StateInit {
+    /// All zeros.
+    #[default]
+    Zeros,
+    /// Truncated normal from the session's seeded generator (docs/gguf.md), or
+    /// zeros when the model's `state_init_std` is 0.
+    Random,
+}
+
+/// Session creation parameters.
+#[derive(Clone, Debug)]
+pub struct SessionParams {
+    /// Context length in positions (0 = the model's training context).
+    pub n_ctx: usize,
+    /// Most positions processed in one graph during prefill (0 = min(n_ctx, 256)).
+    pub n_batch: usize,
+    /// Recurrence budget B: KV slots per core block (step t uses slot (t-1) mod B).
+    pub kv_budget: usize,
+    /// KV cache element type.
+    pub kv_type: KvType,
+    /// Seed of the initial-state generator.
+    pub seed: u64,
+    /// How new positions' states start.
+    pub state_init: StateInit,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            n_ctx: 0,
+            n_batch: 0,
+            kv_budget: 1,
+            kv_type: KvType::F32,
+            seed: 0,
+            state_init: StateInit::Zeros,
+        }
+    }
+}
+
+/// Most recurrence steps placed in one graph; longer runs use several graphs.
+const STEPS_PER_GRAPH: usize = 16;
+/// Upper bound on graph nodes per block (the builder uses about 45).
+const NODES_PER_BLOCK: usize = 64;
+/// Most iterations a single token may run.
+pub const MAX_ITERATIONS: usize = 4096;
+
+/// Which logits a forward pass produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CodaMode {
+    /// No coda (state only).
+    None,
+    /// Logits of the last position of the batch.
+    Last,
+    /// Logits of every position of the batch.
+    All,
+}
+
+/// One graph's worth of work on the current batch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    /// Run embedding and prelude on the batch tokens and start the state from `x0`.
+    pub prelude: bool,
+    /// First recurrence step (1-based) in this graph.
+    pub first_step: usize,
+    /// Number of steps in this graph.
+    pub n_steps: usize,
+    /// Whether to run the coda and head, and for which positions.
+    pub coda: CodaMode,
+}
+
+/// A conversation over a model: KV cache, state and compute buffers.
+pub struct Session {
+    model: Arc<Model>,
+    params: SessionParams,
+    n_ctx: usize,
+    n_batch: usize,
+    graph_size: usize,
+    backend: Backend,
+    sched: Scheduler,
+    graph_ctx: Context,
+    // KV cache and persistent stores, in `kv_buf`.
+    _kv_ctx: Context,
+    kv_buf: Buffer,
+    prelude_kv: Vec<KvLayer>,
+    /// Core KV, indexed `[slot * n_core + block]`.
+    core_kv: Vec<KvLayer>,
+    coda_kv: Vec<KvLayer>,
+    state_store: Tensor,
+    embed_store: Tensor,
+    host: HostInputs,
+    logits: Vec<f32>,
+    rng: SplitMix64,
+    n_past: usize,
+    /// Tokens of the batch being processed.
+    n_cur: usize,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// Creates a session, allocating its KV cache and compute buffers.
+    pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
+        let cfg = model.config().clone();
+        let n_ctx = if params.n_ctx == 0 { cfg.context_length } else { params.n_ctx };
+        if n_ctx > cfg.context_length {
+            return Err(Error::InvalidArgument(format!(
+                "n_ctx {n_ctx} exceeds the model's context length {}",
+                cfg.context_length
+            )));
+        }
+        let b = params.kv_budget;
+        if b == 0 || b > MAX_ITERATIONS {
+            return Err(Error::InvalidArgument(format!("kv_budget {b} out of range 1..={MAX_ITERATIONS}")));
+        }
+        let n_batch = if params.n_batch == 0 { n_ctx.min(256) } else { params.n_batch.min(n_ctx) };
+        // Host scratch; the mask is the largest ([n_ctx, n_batch] floats).
+        let mask_len = n_ctx
+            .checked_mul(n_batch)
+            .filter(|&m| m <= (1usize << 31))
+            .ok_or_else(|| Error::InvalidArgument(format!("n_ctx {n_ctx} x n_batch {n_batch} is too large")))?;
+        let mut mask = Vec::new();
+        mask.try_reserve_exact(mask_len)
+            .map_err(|_| Error::OutOfMemory(format!("attention mask of {mask_len} floats")))?;
+        mask.resize(mask_len, 0.0);
+
+        let lp = model.load_params();
+        let backend = Backend::new(lp.backend, lp.n_threads)?;
+        let kv_ty = match params.kv_type {
+            KvType::F32 => GgmlType::F32,
+            KvType::F16 => GgmlType::F16,
+        };
+        let n_layers = cfg.n_prelude + cfg.n_core * b + cfg.n_coda;
+        let mut kv_ctx = Context::new(2 * n_layers + 8, 0)?;
+        let kv_dim = cfg.kv_dim() as i64;
+        let mut layer = |ctx: &mut Context| -> Result<KvLayer> {
+            Ok(KvLayer {
+                k: ctx.new_tensor(kv_ty, &[kv_dim, n_ctx as i64])?,
+                v: ctx.new_tensor(kv_ty, &[n_ctx as i64, kv_dim])?,
+            })
+        };
+        let prelude_kv = (0..cfg.n_prelude).map(|_| layer(&mut kv_ctx)).collect::<Result<Vec<_>>>()?;
+        let core_kv = (0..cfg.n_core * b).map(|_| layer(&mut kv_ctx)).collect::<Result<Vec<_>>>()?;
+        let coda_kv = (0..cfg.n_coda).map(|_| layer(&mut kv_ctx)).collect::<Result<Vec<_>>>()?;
+        let d = cfg.n_embd as i64;
+        let state_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
+        let embed_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
+        let kv_buf = backend.alloc_ctx_tensors(&kv_ctx)?;
+        kv_buf.clear();
+
+        let graph_size = NODES_PER_BLOCK * (cfg.n_prelude + cfg.n_coda)
+            + 512
+            + STEPS_PER_GRAPH * (NODES_PER_BLOCK * cfg.n_core + 16);
+        let graph_ctx = Context::new(graph_size * 3, graph_size)?;
+        let sched = backend.scheduler(graph_size)?;
+        let mut s = Session {
+            n_ctx,
+            n_batch,
+            graph_size,
+            backend,
+            sched,
+            graph_ctx,
+            _kv_ctx: kv_ctx,
+            kv_buf,
+            prelude_kv,
+            core_kv,
+            coda_kv,
+            state_store,
+            embed_store,
+            host: HostInputs { ids: vec![0; n_batch], pos: vec![0; n_batch], mask, x0: vec![0.0; cfg.n_embd * n_batch] },
+            logits: vec![0.0; cfg.n_vocab],
+            rng: SplitMix64::new(params.seed),
+            n_past: 0,
+            n_cur: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
+            params: params.clone(),
+            model,
+        };
+        s.reserve()?;
+        Ok(s)
+    }
+
+    /// Reserves compute memory with the largest graph this session can build.
+    fn reserve(&mut self) -> Result<()> {
+        self.n_cur = self.n_batch;
+        let n_past = self.n_ctx - self.n_batch;
+        let seg = Segment { prelude: true, first_step: 1, n_steps: STEPS_PER_GRAPH, coda: CodaMode::All };
+        let res = self.build_and(seg, n_past, |sched, graph| sched.reserve(&mut graph.graph));
+        self.n_cur = 0;
+        res
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Context length in positions.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Positions currently in the cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Recurrence budget B (KV slots per core block).
+    pub fn kv_budget(&self) -> usize {
+        self.params.kv_budget
+    }
+
+    /// Bytes of device memory held by the KV cache and state stores.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv_buf.size()
+    }
+
+    /// Bytes of compute buffers reserved for graphs.
+    pub fn compute_bytes(&self) -> usize {
+        self.sched.compute_bytes(&self.backend)
+    }
+
+    /// A flag that, when set from any thread, stops the running computation
+    /// within one graph node; the call then returns [`Error::Cancelled`].
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// Forgets every cached position and re-seeds the state generator.
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+        self.n_cur = 0;
+        self.rng = SplitMix64::new(self.params.seed);
+        self.cancel.store(false, Ordering::Relaxed);
+    }
+
+    /// Drops cached positions from `n` on (keeps the first `n`).
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    /// Logits of the last evaluated position.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Runs `tokens` through the model with a fixed number of recurrences,
+    /// appending them to the cache, and keeps the last position's logits
+    /// (see [`Session::logits`]). Prompts longer than `n_batch` run in chunks.
+    pub fn eval(&mut self, tokens: &[u32], iterations: usize) -> Result<()> {
+        self.eval_impl(tokens, iterations, None)
+    }
+
+    /// Like [`Session::eval`] but returns the logits of every position
+    /// (`tokens.len() * n_vocab` floats, position-major).
+    pub fn eval_all_logits(&mut self, tokens: &[u32], iterations: usize) -> Result<Vec<f32>> {
+        let n_vocab = self.model.config().n_vocab;
+        let mut out = Vec::new();
+        out.try_reserve_exact(tokens.len().saturating_mul(n_vocab))
+            .map_err(|_| Error::OutOfMemory("logits".into()))?;
+        self.eval_impl(tokens, iterations, Some(&mut out))?;
+        Ok(out)
+    }
+
+    fn eval_impl(&mut self, tokens: &[u32], iterations: usize, mut all: Option<&mut Vec<f32>>) -> Result<()> {
+        if iterations == 0 || iterations > MAX_ITERATIONS {
+            return Err(Error::InvalidArgument(format!("iterations {iterations} out of range 1..={MAX_ITERATIONS}")));
+        }
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(self.n_batch) {
+            self.begin_batch(chunk)?;
+            let coda = if all.is_some() { CodaMode::All } else { CodaMode::Last };
+            let mut step = 1;
+            while step <= iterations {
+                let n_steps = (iterations - step + 1).min(STEPS_PER_GRAPH);
+                let last = step + n_steps > iterations;
+                let seg = Segment {
+                    prelude: step == 1,
+                    first_step: step,
+                    n_steps,
+                    coda: if last { coda } else { CodaMode::None },
+                };
+                if let (true, Some(out)) = (last, all.as_deref_mut()) {
+                    self.run_segment(seg, Some(out))?;
+                } else {
+                    self.run_segment(seg, None)?;
+                }
+                step += n_steps;
+            }
+            self.end_batch();
+        }
+        Ok(())
+    }
+
+    /// Checks token ids and context room for `tokens`.
+    pub(crate) fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens".into()));
+        }
+        let n_vocab = self.model.config().n_vocab;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::InvalidArgument(format!("token id {t} out of range (vocabulary {n_vocab})")));
+        }
+        let needed = self.n_past + tokens.len();
+        if needed > self.n_ctx {
+            return Err(Error::ContextFull { needed, n_ctx: self.n_ctx });
+        }
+        Ok(())
+    }
+
+    /// Prepares host inputs for a batch of at most `n_batch` tokens at `n_past`.
+    pub(crate) fn begin_batch(&mut self, tokens: &[u32]) -> Result<()> {
+        let n = tokens.len();
+        if n == 0 || n > self.n_batch || self.n_past + n > self.n_ctx {
+            return Err(Error::InvalidArgument("batch does not fit".into()));
+        }
+        self.n_cur = n;
+        let h = &mut self.host;
+        for (i, &t) in tokens.iter().enumerate() {
+            h.ids[i] = t as i32;
+            h.pos[i] = (self.n_past + i) as i32;
+        }
+        let n_kv = self.n_past + n;
+        for i in 0..n {
+            let row = &mut h.mask[i * n_kv..(i + 1) * n_kv];
+            let limit = self.n_past + i;
+            for (j, m) in row.iter_mut().enumerate() {
+                *m = if j <= limit { 0.0 } else { f32::NEG_INFINITY };
+            }
+        }
+        let d = self.model.config().n_embd;
+        let x0 = &mut h.x0[..n * d];
+        let std = self.model.config().state_init_std as f64;
+        match self.params.state_init {
+            StateInit::Random if std > 0.0 => {
+                let scale = self.model.config().embedding_scale as f64;
+                self.rng.fill_state(x0, std, scale);
+            }
+            _ => x0.fill(0.0),
+        }
+        Ok(())
+    }
+
+    /// Commits the current batch to the cache.
+    pub(crate) fn end_batch(&mut self) {
+        self.n_past += self.n_cur;
+        self.n_cur = 0;
+    }
+
+    /// Builds, allocates and runs one segment on the current batch. Logits go to
+    /// `self.logits` (last position) or are appended to `all`.
+    pub(crate) fn run_segment(&mut self, seg: Segment, all: Option<&mut Vec<f32>>) -> Result<()> {
+        let n_past = self.n_past;
+        // Take the scratch out (a move, no allocation) so the graph can borrow self.
+        let host = std::mem::take(&mut self.host);
+        let (ids, pos, mask, x0) = (&host.ids, &host.pos, &host.mask, &host.x0);
+        let n = self.n_cur;
+        let d = self.model.config().n_embd;
+        let n_kv = n_past + n;
+        let mut out_t = None;
+        self.backend.set_abort_flag(Some(&self.cancel));
+        let res = self.build_and(seg, n_past, |sched, graph| {
+            sched.alloc(&mut graph.graph)?;
+            let inp = graph.inputs;
+            inp.pos.write_i32(&pos[..n])?;
+            inp.mask.write_f32(0, &mask[..n * n_kv])?;
+            if let (Some(ids_t), Some(x0_t)) = (inp.ids, inp.x0) {
+                ids_t.write_i32(&ids[..n])?;
+                x0_t.write_f32(0, &x0[..n * d])?;
+            }
+            sched.compute(&mut graph.graph)?;
+            out_t = graph.logits;
+            Ok(())
+        });
+        self.backend.set_abort_flag(None);
+        self.host = host;
+        if self.cancel.swap(false, Ordering::Relaxed) && res.is_ok() {
+            // Raised after the last node ran: the work is done, report it anyway.
+            return Err(Error::Cancelled);
+        }
+        res?;
+        if let Some(t) = out_t {
+            let v = self.model.config().n_vocab;
+            match (seg.coda, all) {
+                (CodaMode::All, Some(out)) => {
+                    let start = out.len();
+                    out.resize(start + n * v, 0.0);
+                    t.read_f32(0, &mut out[start..])?;
+                    self.logits.copy_from_slice(&out[start + (n - 1) * v..]);
+                }
+                (CodaMode::All, None) => t.read_f32((n - 1) * v, &mut self.logits)?,
+                _ => t.read_f32(0, &mut self.logits)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the graph for `seg` and hands it to `f` (reserve or run).
+    fn build_and<F>(&mut self, seg: Segment, n_past: usize, f: F) -> Result<()>
+    where
+        F: FnOnce(&mut Scheduler, &mut BuiltGraph) -> Result<()>,
+    {
+        let model = Arc::clone(&self.model);
+        let cfg = model.config();
+        let n = self.n_cur;
+        let d = cfg.n_embd as i64;
+        let ctx = &mut self.graph_ctx;
+        ctx.reset();
+        let mut graph = ctx.new_graph(self.graph_size)?;
+        let n_kv = n_past + n;
+        let pos = ctx.new_tensor(GgmlType::I32, &[n as i64])?;
+        pos.set_input();
+        let mask = ctx.new_tensor(GgmlType::F32, &[n_kv as i64, n as i64])?;
+        mask.set_input();
+        let inp = BatchInputs { pos, mask, n, n_past };
+        let mut ids_t = None;
+        let mut x0_t = None;
+        let row = self.state_store.nb()[1];
+        let logits;
+        {
+            let mut gb = GraphBuilder { cfg, w: &model.weights, ctx, graph: &mut graph };
+            let (mut x, e) = if seg.prelude {
+                let ids = gb.ctx.new_tensor(GgmlType::I32, &[n as i64])?;
+                ids.set_input();
+                let x0 = gb.ctx.new_tensor(GgmlType::F32, &[d, n as i64])?;
+                x0.set_input();
+                ids_t = Some(ids);
+                x0_t = Some(x0);
+                let e = gb.prelude(ids, &inp, &self.prelude_kv)?;
+                if seg.n_steps > 0 || seg.coda == CodaMode::None {
+                    let dst = gb.ctx.view_2d(self.embed_store, d, n as i64, row, 0);
+                    let st = gb.ctx.cpy(e, dst);
+                    gb.graph.expand(st)?;
+                }
+                (x0, e)
+            } else {
+                let x = gb.ctx.view_2d(self.state_store, d, n as i64, row, 0);
+                let e = gb.ctx.view_2d(self.embed_store, d, n as i64, row, 0);
+                (x, e)
+            };
+            let b = self.params.kv_budget;
+            for t in seg.first_step..seg.first_step + seg.n_steps {
+                let slot = (t - 1) % b;
+                let slots = &self.core_kv[slot * cfg.n_core..(slot + 1) * cfg.n_core];
+                x = gb.step(x, e, &inp, slots)?;
+            }
+            if seg.prelude || seg.n_steps > 0 {
+                let dst = gb.ctx.view_2d(self.state_store, d, n as i64, row, 0);
+                let st = gb.ctx.cpy(x, dst);
+                gb.graph.expand(st)?;
+            }
+            logits = match seg.coda {
+                CodaMode::None => None,
+                mode => {
+                    let l = gb.coda(x, &inp, &self.coda_kv, mode == CodaMode::Last)?;
+                    l.set_output();
+                    gb.graph.expand(l)?;
+                    Some(l)
+                }
+            };
+        }
+        let mut built = BuiltGraph { graph, inputs: GraphInputs { pos, mask, ids: ids_t, x0: x0_t }, logits };
+        f(&mut self.sched, &mut built)
+    }
+}
+
+/// Host-side inputs of the current batch, sized at session creation.
+#[derive(Default)]
+struct HostInputs {
+    ids: Vec<i32>,
+    pos: Vec<i32>,
+    /// `[n_kv, n]` causal mask, row per batch position.
+    mask: Vec<f32>,
+    /// Initial state `[d, n]`.
+    x0: Vec<f32>,
+}
+
+/// Input tensors of a built graph.
+#[derive(Clone, Copy)]
+struct GraphInputs {
+    pos: Tensor,
+    mask: Tensor,
+    ids: Option<Tensor>,
+    x0: Option<Tensor>,
+}
+
+/// A graph ready to allocate, with its inputs and output.
+struct BuiltGraph {
+    graph: crate::ggml::Graph,
+    inputs: GraphInputs,
+    logits: Option<Tensor>,
+}

@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""Independent float64 reference forward pass for `huginn` GGUF files.
+
+This file is a specification in code. It is written from the maths in
+SPEC.md (sections 2 and 3) and the schema in docs/gguf.md, reads the same GGUF
+files the runtime reads, and computes everything in float64 numpy so that the
+runtime (f32 / f16 / quantized, on ggml) can be compared against it.
+
+Model (Huginn "raven" architecture, sandwich blocks):
+
+    e = token_embd[ids] * embedding_scale
+    e = prelude blocks(e)
+    x = initial state (zeros, or a seeded truncated normal)
+    repeat r times:  x = adapter @ concat(x, e);  x = core blocks(x)
+    x = output_norm(x)            (if huginn.norm_after_recurrence)
+    x = coda blocks(x)
+    logits = head(output_norm(x))  (head = output.weight, or token_embd when tied)
+
+KV cache (SPEC section 3): every prelude layer, every (core layer j, slot s)
+and every coda layer has its own K/V rows. With a recurrence budget B there are
+B slots per core layer; recurrence step t (1-based) reads and writes slot
+(t - 1) mod B. A slot keeps, for each position, the latest row written to it.
+A token that ran e < B steps never wrote slots e..B-1; those are filled with the
+token's deepest entry (the one written at step e) so later tokens read the
+token's latest state ("latest" semantics). Nothing stale or missing is ever
+read: reading a position that has no row is an error.
+
+Tokens are processed in the order the runtime uses: one prefill chunk (all
+prompt positions run each step together, causally masked), then one token at a
+time.
+
+Usage:
+    python3 tools/reference.py --model M.gguf --tokens 1,2,3 --iterations 4 \\
+        [--kv-budget B] [--init zeros|seed:N] [--decode N | --force-tokens a,b,c] \\
+        [--decode-iterations n1,n2,...] [--out FILE.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as QT
+
+ARCH = "huginn"
+
+# Types the schema allows for "matrix" tensors (norm weights and biases are F32).
+MATRIX_TYPES = {
+    QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1,
+    QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K,
+}
+
+MASK64 = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------------------
+# Seeded initial-state generator (docs/gguf.md, "The seeded initial state")
+# ---------------------------------------------------------------------------
+
+class SplitMix64:
+    """SplitMix64 over a 64-bit state, with Python ints masked to 64 bits."""
+
+    def __init__(self, seed: int):
+        self.state = seed & MASK64
+
+    def next_u64(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def uniform(self) -> float:
+        """A double in [0, 1): the top 53 bits of one draw, times 2^-53."""
+        return (self.next_u64() >> 11) * (2.0 ** -53)
+
+    def truncated_normal(self) -> float:
+        """One standard normal cut at 3: Box-Muller (cosine branch only),
+        both uniforms redrawn while |z| > 3."""
+        while True:
+            u1 = self.uniform()
+            u2 = self.uniform()
+            z = math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(2.0 * math.pi * u2)
+            if abs(z) <= 3.0:
+                return z
+
+
+# ---------------------------------------------------------------------------
+# Loading a GGUF file
+# ---------------------------------------------------------------------------
+
+@dataclass
+class HParams:
+    d: int                      # residual width
+    ffn: int                    # width of one MLP half
+    vocab: int
+    context_length: int
+    n_prelude: int
+    n_core: int
+    n_coda: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    eps: float
+    rope_base: float
+    rope_pairing: str           # "adjacent" or "neox"
+    embedding_scale: float
+    default_recurrence: int
+    state_init_std: float
+    norm_after_recurrence: bool
+
+
+def _field(reader: gguf.GGUFReader, key: str, default=None, required=False):
+    """The scalar/string value of a metadata key, or `default` when absent."""
+    f = reader.fields.get(key)
+    if f is None:
+        if required:
+            raise ValueError(f"missing required metadata key {key!r}")
+        return default
+    return f.contents()
+
+
+def _as_f64(x) -> float:
+    """A metadata float as float64 (f32 values are widened exactly)."""
+    return float(x)
+
+
+def dequantize_tensor(t) -> np.ndarray:
+    """A GGUF tensor as float64 numpy, in numpy (reversed-ggml) layout.
+
+    The GGUF shape lists ne0 first (the contiguous dimension); the numpy array
+    is shaped reversed(shape), so a ggml matrix [in=ne0, out=ne1] becomes a
+    numpy [out, in] array (PyTorch's Linear layout) and y = x @ W.T.
+    """
+    shape = tuple(int(n) for n in reversed(t.shape.tolist()))
+    data = gguf.quants.dequantize(t.data, t.tensor_type)
+    return np.asarray(data, dtype=np.float64).reshape(shape)
+
+
+class Model:
+    """Hyper-parameters and float64 weights of a `huginn` GGUF file."""
+
+    def __init__(self, path: str):
+        reader = gguf.GGUFReader(path, "r")
+        arch = _field(reader, "general.architecture", required=True)
+        if arch != ARCH:
+            raise ValueError(f"general.architecture is {arch!r}, expected {ARCH!r}")
+
+        def key(name, default=None, required=False):
+            return _field(reader, f"{ARCH}.{name}", default, required)
+
+        block_type = key("block_type", "sandwich")
+        if block_type != "sandwich":
+            raise ValueError(f"{ARCH}.block_type {block_type!r} is not supported (only 'sandwich')")
+
+        d = int(key("embedding_length", required=True))
+        n_head = int(key("attention.head_count", required=True))
+        n_head_kv = int(key("attention.head_count_kv", n_head))
+        if n_head_kv <= 0 or n_head % n_head_kv != 0:
+            raise ValueError("attention.head_count_kv must divide attention.head_count")
+        head_dim = int(key("attention.key_length", d // n_head))
+        if head_dim <= 0 or head_dim % 2 != 0:
+            raise ValueError("attention.key_length (head dimension) must be positive and even")
+        pairing = key("rope.pairing", "adjacent")
+        if pairing not in ("adjacent", "neox"):
+            raise ValueError(f"{ARCH}.rope.pairing {pairing!r} is not 'adjacent' or 'neox'")
+
+        n_prelude = int(key("prelude_block_count", required=True))
+        n_core = int(key("core_block_count", required=True))
+        n_coda = int(key("coda_block_count", required=True))
+        n_blocks = int(key("block_count", required=True))
+        if n_core < 1 or n_prelude + n_core + n_coda != n_blocks:
+            raise ValueError("block counts: need core >= 1 and prelude + core + coda == block_count")
+
+        tensors = {t.name: t for t in reader.tensors}
+        if "token_embd.weight" not in tensors:
+            raise ValueError("missing tensor token_embd.weight")
+        vocab = int(tensors["token_embd.weight"].shape[1])
+
+        self.hp = HParams(
+            d=d,
+            ffn=int(key("feed_forward_length", required=True)),
+            vocab=vocab,
+            context_length=int(key("context_length", required=True)),
+            n_prelude=n_prelude, n_core=n_core, n_coda=n_coda,
+            n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
+            eps=_as_f64(key("attention.layer_norm_rms_epsilon", required=True)),
+            rope_base=_as_f64(key("rope.freq_base", 10000.0)),
+            rope_pairing=pairing,
+            embedding_scale=_as_f64(key("embedding_scale", math.sqrt(d))),
+            default_recurrence=int(key("recurrence.default", 32)),
+            state_init_std=_as_f64(key("recurrence.state_init_std", math.sqrt(2.0 / (5.0 * d)))),
+            norm_after_recurrence=bool(key("norm_after_recurrence", True)),
+        )
+        self._load_tensors(tensors)
+
+    # -- tensors ------------------------------------------------------------
+
+    def _load_tensors(self, tensors: dict) -> None:
+        hp = self.hp
+        q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+        used = set()
+
+        def get(name, ggml_shape, matrix, optional=False):
+            t = tensors.get(name)
+            if t is None:
+                if optional:
+                    return None
+                raise ValueError(f"missing tensor {name}")
+            used.add(name)
+            shape = [int(n) for n in t.shape.tolist()]
+            if shape != list(ggml_shape):
+                raise ValueError(f"tensor {name}: ggml shape {shape}, expected {list(ggml_shape)}")
+            allowed = MATRIX_TYPES if matrix else {QT.F32}
+            if t.tensor_type not in allowed:
+                raise ValueError(f"tensor {name}: type {t.tensor_type.name} not allowed here")
+            return dequantize_tensor(t)
+
+        self.token_embd = get("token_embd.weight", [hp.d, hp.vocab], True)      # [vocab, d]
+        self.blocks = []
+        for n in range(hp.n_prelude + hp.n_core + hp.n_coda):
+            p = f"blk.{n}."
+            b = {
+                "attn_norm": get(p + "attn_norm.weight", [hp.d], False),
+                "attn_qkv": get(p + "attn_qkv.weight", [hp.d, q + 2 * kv], True),    # [q+2kv, d]
+                "attn_q_bias": get(p + "attn_q.bias", [q], False, optional=True),
+                "attn_k_bias": get(p + "attn_k.bias", [kv], False, optional=True),
+                "attn_output": get(p + "attn_output.weight", [q, hp.d], True),       # [d, q]
+                "attn_post_norm": get(p + "attn_post_norm.weight", [hp.d], False),
+                "ffn_norm": get(p + "ffn_norm.weight", [hp.d], False),
+                "ffn_gate_up": get(p + "ffn_gate_up.weight", [hp.d, 2 * hp.ffn], True),  # [2ffn, d]
+                "ffn_down": get(p + "ffn_down.weight", [hp.ffn, hp.d], True),       # [d, ffn]
+                "ffn_post_norm": get(p + "ffn_post_norm.weight", [hp.d], False),
+            }
+            if (b["attn_q_bias"] is None) != (b["attn_k_bias"] is None):
+                raise ValueError(f"blk.{n}: attn_q.bias and attn_k.bias must be both present or both absent")
+            self.blocks.append(b)
+        self.adapter = get("adapter.weight", [2 * hp.d, hp.d], True)             # [d, 2d]
+        self.output_norm = get("output_norm.weight", [hp.d], False)
+        out = get("output.weight", [hp.d, hp.vocab], True, optional=True)
+        self.tied = out is None
+        self.output = self.token_embd if out is None else out                   # [vocab, d]
+
+        unknown = [name for name in tensors if name not in used]
+        if unknown:
+            raise ValueError(f"unknown tensor {unknown[0]} for architecture {ARCH}")
+
+    # block index helpers: prelude 0..P, core P..P+C, coda P+C..P+C+K
+    def prelude_block(self, i):
+        return self.blocks[i]
+
+    def core_block(self, j):
+        return self.blocks[self.hp.n_prelude + j]
+
+    def coda_block(self, i):
+        return self.blocks[self.hp.n_prelude + self.hp.n_core + i]
+
+
+# ---------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) * w, over the last axis."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def rope(x: np.ndarray, positions: np.ndarray, base: float, pairing: str) -> np.ndarray:
+    """Rotary embedding of x [n, heads, head_dim] at integer `positions` [n].
+
+    Pair i (i = 0..head_dim/2-1) is rotated by angle pos * base^(-2i/head_dim):
+        x0' = x0 cos - x1 sin,   x1' = x0 sin + x1 cos
+    "adjacent" pairs are (x[2i], x[2i+1]) (ggml normal mode, Huginn);
+    "neox" pairs are (x[i], x[i + head_dim/2]).
+    """
+    head_dim = x.shape[-1]
+    half = head_dim // 2
+    inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / head_dim)   # [half]
+    angle = positions.astype(np.float64)[:, None] * inv_freq[None, :]          # [n, half]
+    cos = np.cos(angle)[:, None, :]                                              # [n, 1, half]
+    sin = np.sin(angle)[:, None, :]
+    if pairing == "adjacent":
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+    else:
+        x0, x1 = x[..., :half], x[..., half:]
+    y0 = x0 * cos - x1 * sin
+    y1 = x0 * sin + x1 * cos
+    out = np.empty_like(x)
+    if pairing == "adjacent":
+        out[..., 0::2], out[..., 1::2] = y0, y1
+    else:
+        out[..., :half], out[..., half:] = y0, y1
+    return out
+
+
+class KVCache:
+    """Explicit cache: (layer key, slot) -> {position: (k row, v row)}.
+
+    Layer keys are ("prelude", i), ("core", j) and ("coda", i); prelude and
+    coda layers use slot 0 only, core layer j uses slots 0..B-1.
+    """
+
+    def __init__(self):
+        self.rows: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def write(self, key, positions, k, v):
+        """Store rows k[i], v[i] ([heads_kv, head_dim]) at positions[i],
+        replacing any earlier row at that position (latest write wins)."""
+        slot = self.rows.setdefault(key, {})
+        for i, p in enumerate(positions):
+            slot[int(p)] = (k[i].copy(), v[i].copy())
+
+    def read(self, key, n_positions):
+        """K and V [n_positions, heads_kv, head_dim] for positions 0..n-1."""
+        slot = self.rows.get(key, {})
+        missing = [p for p in range(n_positions) if p not in slot]
+        if missing:
+            raise RuntimeError(f"KV cache {key}: no row for position {missing[0]}")
+        k = np.stack([slot[p][0] for p in range(n_positions)])
+        v = np.stack([slot[p][1] for p in range(n_positions)])
+        return k, v
+
+    def copy_rows(self, src_key, dst_key, positions):
+        """Copy the rows of `positions` from one (layer, slot) to another."""
+        src = self.rows[src_key]
+        dst = self.rows.setdefault(dst_key, {})
+        for p in positions:
+            k, v = src[int(p)]
+            dst[int(p)] = (k.copy(), v.copy())
+
+
+def attention(model: Model, blk: dict, h: np.ndarray, positions: np.ndarray,
+              cache: KVCache, cache_key) -> np.ndarray:
+    """Causal self-attention of a chunk h [n, d] at `positions` (consecutive,
+    following every position already in the cache under `cache_key`)."""
+    hp = model.hp
+    n = h.shape[0]
+    H, Hkv, hd = hp.n_head, hp.n_head_kv, hp.head_dim
+
+    qkv = h @ blk["attn_qkv"].T                       # [n, q + 2kv]; rows q, then k, then v
+    q = qkv[:, : H * hd].reshape(n, H, hd)
+    k = qkv[:, H * hd: (H + Hkv) * hd].reshape(n, Hkv, hd)
+    v = qkv[:, (H + Hkv) * hd:].reshape(n, Hkv, hd)
+    if blk["attn_q_bias"] is not None:                # per head, per dim; before RoPE
+        q = q + blk["attn_q_bias"].reshape(H, hd)
+        k = k + blk["attn_k_bias"].reshape(Hkv, hd)
+    q = rope(q, positions, hp.rope_base, hp.rope_pairing)
+    k = rope(k, positions, hp.rope_base, hp.rope_pairing)
+
+    cache.write(cache_key, positions, k, v)
+    n_kv = int(positions[-1]) + 1
+    K, V = cache.read(cache_key, n_kv)                # [n_kv, Hkv, hd]
+
+    # causal mask: query at position p sees keys at positions <= p
+    visible = np.arange(n_kv)[None, :] <= positions[:, None]    # [n, n_kv]
+    group = H // Hkv                                   # q heads per kv head
+    out = np.empty((n, H, hd))
+    for head in range(H):
+        g = head // group
+        scores = (q[:, head, :] @ K[:, g, :].T) / math.sqrt(hd)
+        scores = np.where(visible, scores, -np.inf)
+        scores -= scores.max(axis=-1, keepdims=True)
+        p = np.exp(scores)
+        p /= p.sum(axis=-1, keepdims=True)
+        out[:, head, :] = p @ V[:, g, :]
+    return out.reshape(n, H * hd) @ blk["attn_output"].T
+
+
+def mlp(model: Model, blk: dict, h: np.ndarray) -> np.ndarray:
+    """fc -> halves a (first ffn outputs), b -> down(silu(a) * b)."""
+    ab = h @ blk["ffn_gate_up"].T
+    a, b = ab[:, : model.hp.ffn], ab[:, model.hp.ffn:]
+    return (silu(a) * b) @ blk["ffn_down"].T
+
+
+def sandwich_block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray,
+                   cache: KVCache, cache_key) -> np.ndarray:
+    """x = n2(attn(n1(x)) + x);  x = n4(mlp(n3(x)) + x)."""
+    eps = model.hp.eps
+    a = attention(model, blk, rms_norm(x, blk["attn_norm"], eps), positions, cache, cache_key)
+    x = rms_norm(a + x, blk["attn_post_norm"], eps)
+    m = mlp(model, blk, rms_norm(x, blk["ffn_norm"], eps))
+    return rms_norm(m + x, blk["ffn_post_norm"], eps)
+
+
+# ---------------------------------------------------------------------------
+# A session: cache + generator + position counter
+# ---------------------------------------------------------------------------
+
+class Session:
+    """Feeds chunks of tokens through the model, keeping the KV cache.
+
+    kv_budget: B, the number of cache slots per core layer.
+    init: "zeros" or an integer seed for the truncated-normal initial state.
+    """
+
+    def __init__(self, model: Model, kv_budget: int, init="zeros"):
+        if kv_budget < 1:
+            raise ValueError("kv budget must be >= 1")
+        self.model = model
+        self.B = kv_budget
+        self.cache = KVCache()
+        self.n_past = 0
+        self.rng = None if init == "zeros" else SplitMix64(int(init))
+        self.last_state = None   # the state after the last core step (for tests)
+
+    def initial_state(self, n: int) -> np.ndarray:
+        """x0 for n new positions: zeros, or seeded truncated normals drawn
+        position-major (feature fastest), z * std * scale rounded to f32."""
+        hp = self.model.hp
+        if self.rng is None or hp.state_init_std == 0.0:
+            return np.zeros((n, hp.d))
+        x = np.empty((n, hp.d))
+        for i in range(n):
+            for f in range(hp.d):
+                z = self.rng.truncated_normal()
+                x[i, f] = np.float32(z * hp.state_init_std * hp.embedding_scale)
+        return x
+
+    def feed(self, ids, iterations: int) -> np.ndarray:
+        """Run tokens `ids` (one chunk, at the next positions) for `iterations`
+        recurrence steps; return their logits [n, vocab] in float64."""
+        model, hp = self.model, self.model.hp
+        ids = np.asarray(ids, dtype=np.int64)
+        n = len(ids)
+        if n == 0:
+            raise ValueError("empty chunk")
+        if iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        if ids.min() < 0 or ids.max() >= hp.vocab:
+            raise ValueError(f"token id out of range 0..{hp.vocab - 1}")
+        if self.n_past + n > hp.context_length:
+            raise ValueError("context length exceeded")
+        positions = np.arange(self.n_past, self.n_past + n)
+        cache = self.cache
+
+        # 1. embedding and prelude
+        e = model.token_embd[ids] * hp.embedding_scale
+        for i in range(hp.n_prelude):
+            e = sandwich_block(model, model.prelude_block(i), e, positions, cache, ("prelude", i))
+
+        # 2. recurrence: step t uses slot (t-1) mod B of every core layer
+        x = self.initial_state(n)
+        for t in range(1, iterations + 1):
+            slot = (t - 1) % self.B
+            x = np.concatenate([x, e], axis=-1) @ model.adapter.T
+            for j in range(hp.n_core):
+                x = sandwich_block(model, model.core_block(j), x, positions, cache, ("core", j, slot))
+        # A chunk that stopped before using every slot leaves its deepest entry
+        # in the slots it never reached, so later tokens read its latest state.
+        if iterations < self.B:
+            for j in range(hp.n_core):
+                for s in range(iterations, self.B):
+                    cache.copy_rows(("core", j, iterations - 1), ("core", j, s), positions)
+        self.last_state = x
+
+        # 3. coda and head
+        if hp.norm_after_recurrence:
+            x = rms_norm(x, model.output_norm, hp.eps)
+        for i in range(hp.n_coda):
+            x = sandwich_block(model, model.coda_block(i), x, positions, cache, ("coda", i))
+        x = rms_norm(x, model.output_norm, hp.eps)
+        self.n_past += n
+        return x @ model.output.T
+
+
+def greedy(logits_row: np.ndarray) -> int:
+    """argmax, ties to the lowest id (np.argmax returns the first maximum)."""
+    return int(np.argmax(logits_row))
+
+
+def run(model: Model, prompt, iterations: int, kv_budget: int | None = None, init="zeros",
+        decode: int = 0, force_tokens=None, decode_iterations=None):
+    """Prefill `prompt` in one chunk, then decode one token at a time.
+
+    decode: number of greedy tokens (each is fed back); force_tokens: feed
+    these instead (teacher forcing). decode_iterations: optional per-decoded-
+    token iteration counts (default: `iterations` for every token).
+    Returns (logits [n_fed, vocab] f64, tokens fed, greedy picks, B used).
+    """
+    n_dec = len(force_tokens) if force_tokens is not None else decode
+    its = list(decode_iterations) if decode_iterations else [iterations] * n_dec
+    if len(its) != n_dec:
+        raise ValueError("decode-iterations needs one entry per decoded token")
+    B = kv_budget if kv_budget is not None else max([iterations] + its)
+    sess = Session(model, B, init)
+    rows = [sess.feed(prompt, iterations)]
+    tokens = list(prompt)
+    generated = []
+    for i in range(n_dec):
+        pick = greedy(rows[-1][-1])
+        generated.append(pick)
+        tok = force_tokens[i] if force_tokens is not None else pick
+        tokens.append(tok)
+        rows.append(sess.feed([tok], its[i]))
+    return np.concatenate(rows, axis=0), tokens, generated, B
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def _int_list(s: str):
+    return [int(v) for v in s.split(",") if v.strip() != ""]
+
+
+def _parse_init(s: str):
+    if s == "zeros":
+        return "zeros"
+    if s.startswith("seed:"):
+        return int(s[len("seed:"):], 0)
+    raise argparse.ArgumentTypeError("--init must be 'zeros' or 'seed:N'")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="float64 numpy reference forward for huginn GGUF files")
+    ap.add_argument("--model", required=True, help="path to a huginn GGUF file")
+    ap.add_argument("--tokens", required=True, type=_int_list, help="prompt token ids, comma-separated")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="recurrence steps per token (default: huginn.recurrence.default)")
+    ap.add_argument("--kv-budget", type=int, default=None,
+                    help="cache slots per core layer B (default: the largest iteration count, i.e. full cache)")
+    ap.add_argument("--init", type=_parse_init, default="zeros", help="initial state: zeros | seed:N")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--decode", type=int, default=0, help="greedy-decode N tokens one at a time, feeding each back")
+    g.add_argument("--force-tokens", type=_int_list, default=None,
+                   help="teacher forcing: feed these tokens one at a time instead of greedy picks")
+    ap.add_argument("--decode-iterations", type=_int_list, default=None,
+                    help="optional per-decoded-token iteration counts (simulates early exits)")
+    ap.add_argument("--out", default=None, help="write an .npz with logits, tokens, generated, metadata")
+    args = ap.parse_args(argv)
+
+    model = Model(args.model)
+    if not args.tokens:
+        ap.error("--tokens: at least one token")
+    iterations = args.iterations if args.iterations is not None else model.hp.default_recurrence
+    logits, tokens, generated, B = run(model, args.tokens, iterations, args.kv_budget, args.init,
+                                       args.decode, args.force_tokens, args.decode_iterations)
+    dec_its = args.decode_iterations or [iterations] * (len(tokens) - len(args.tokens))
+
+    if args.out:
+        np.savez(
+            args.out,
+            logits=logits.astype(np.float32),
+            tokens=np.asarray(tokens, dtype=np.int32),
+            generated=np.asarray(generated, dtype=np.int32),
+            n_prompt=np.int32(len(args.tokens)),
+            iterations=np.int32(iterations),
+            kv_budget=np.int32(B),
+            decode_iterations=np.asarray(dec_its, dtype=np.int32),
+            init_seed=np.int64(-1 if args.init == "zeros" else args.init),   # -1: zero state
+            forced=np.int32(args.force_tokens is not None),
+        )
+
+    hp = model.hp
+    print(f"model: d={hp.d} heads={hp.n_head}/{hp.n_head_kv}x{hp.head_dim} ffn={hp.ffn} vocab={hp.vocab} "
+          f"blocks={hp.n_prelude}/{hp.n_core}/{hp.n_coda} tied={model.tied} rope={hp.rope_pairing}")
+    print(f"iterations={iterations} kv_budget={B} init={args.init} prompt={len(args.tokens)} "
+          f"decoded={len(tokens) - len(args.tokens)}")
+    print(f"logits: {logits.shape}  argmax per row (first 16): {np.argmax(logits, axis=-1)[:16].tolist()}")
+    if generated:
+        print(f"generated: {generated}")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
