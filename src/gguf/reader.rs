@@ -27,6 +27,10 @@ const MIN_TENSOR_INFO_SIZE: u64 = 8 + 4 + 8 + 4 + 8;
 const MAX_PREALLOC: u64 = 4096;
 
 type What<'w> = &'w dyn Fn() -> String;
+/// Metadata entries in file order.
+type Entries = Vec<(String, Value)>;
+/// Position of each key or tensor name in its vector.
+type Index = HashMap<String, usize>;
 
 /// Bounds-checked little-endian reads over the file's bytes.
 struct Cursor<'a> {
@@ -147,10 +151,7 @@ impl Parser<'_> {
         Ok(Value::Array(elem, values))
     }
 
-    fn metadata(
-        &mut self,
-        n_kv: u64,
-    ) -> Result<(Vec<(String, Value)>, HashMap<String, usize>), GgufError> {
+    fn metadata(&mut self, n_kv: u64) -> Result<(Entries, Index), GgufError> {
         let mut metadata = Vec::with_capacity(n_kv.min(MAX_PREALLOC) as usize);
         let mut index = HashMap::new();
         for i in 0..n_kv {
@@ -190,7 +191,7 @@ impl Parser<'_> {
         })?;
         let offset = self.cur.u64(&|| format!("data offset of `{name}`"))?;
         let size = tensor_nbytes(&name, ty, &shape)?;
-        if offset % alignment != 0 {
+        if !offset.is_multiple_of(alignment) {
             return Err(GgufError::BadTensorOffset {
                 tensor: name,
                 offset,
@@ -327,9 +328,10 @@ fn check_tensor_ranges(tensors: &[TensorInfo], data_len: u64) -> Result<(), Gguf
     let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
     by_offset.sort_by_key(|t| t.offset);
     for pair in by_offset.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        // Cannot overflow: checked above.
-        if a.offset + a.size > b.offset {
+        // `offset + size` cannot overflow: checked above.
+        if let [a, b] = pair
+            && a.offset + a.size > b.offset
+        {
             return Err(GgufError::TensorOverlap {
                 a: a.name.clone(),
                 b: b.name.clone(),
@@ -560,5 +562,113 @@ impl fmt::Debug for GgufFile {
             .field("n_kv", &self.metadata().len())
             .field("n_tensors", &self.tensors().len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+
+    fn sample() -> GgufFile {
+        let mut w = GgufWriter::new();
+        w.add_kv("u8", 7u8).unwrap();
+        w.add_kv("neg", -3i32).unwrap();
+        w.add_kv("big", u64::MAX).unwrap();
+        w.add_kv("f", 0.5f64).unwrap();
+        w.add_kv("s", "text").unwrap();
+        w.add_kv("b", false).unwrap();
+        w.add_kv("arr", vec![1u32, 2]).unwrap();
+        GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn typed_getters() {
+        let f = sample();
+        assert_eq!(f.get_u32("u8").unwrap(), Some(7));
+        assert_eq!(f.get_u64("u8").unwrap(), Some(7));
+        assert_eq!(f.get_i64("neg").unwrap(), Some(-3));
+        assert_eq!(f.get_u64("big").unwrap(), Some(u64::MAX));
+        assert_eq!(f.get_f32("f").unwrap(), Some(0.5));
+        assert_eq!(f.get_str("s").unwrap(), Some("text"));
+        assert_eq!(f.get_bool("b").unwrap(), Some(false));
+        assert_eq!(f.require_array("arr").unwrap().len(), 2);
+        assert_eq!(f.get_u32("absent").unwrap(), None);
+        assert!(matches!(f.require_u32("absent"), Err(GgufError::MissingKey(k)) if k == "absent"));
+        assert!(matches!(
+            f.get_u32("neg"),
+            Err(GgufError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            f.get_u32("big"),
+            Err(GgufError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            f.get_u32("s"),
+            Err(GgufError::WrongType {
+                expected: "u32",
+                found: "string",
+                ..
+            })
+        ));
+        assert!(matches!(f.get_str("u8"), Err(GgufError::WrongType { .. })));
+        assert!(matches!(
+            f.require_bool("f"),
+            Err(GgufError::WrongType { .. })
+        ));
+        assert!(matches!(
+            f.require_f32("s"),
+            Err(GgufError::WrongType { .. })
+        ));
+        assert_eq!(f.require_u64("big").unwrap(), u64::MAX);
+        assert_eq!(f.require_str("s").unwrap(), "text");
+        assert!(format!("{f:?}").contains("n_kv: 7"));
+    }
+
+    #[test]
+    fn foreign_tensor_info_gives_empty_slice() {
+        let f = sample();
+        let info = TensorInfo {
+            name: "x".into(),
+            shape: vec![4],
+            ty: GgmlType::F32,
+            offset: u64::MAX - 1,
+            size: 16,
+        };
+        assert!(f.tensor_data(&info).is_empty());
+        assert!(f.tensor("x").is_none());
+    }
+
+    #[test]
+    fn align_up_works() {
+        assert_eq!(align_up(0, 32), Some(0));
+        assert_eq!(align_up(1, 32), Some(32));
+        assert_eq!(align_up(64, 32), Some(64));
+        assert_eq!(align_up(u64::MAX, 32), None);
+    }
+
+    #[test]
+    fn open_maps_files() {
+        let dir = std::env::temp_dir().join(format!("rd-gguf-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.gguf");
+        let mut w = GgufWriter::new();
+        w.add_kv("k", "v").unwrap();
+        w.add_tensor("t", GgmlType::I8, &[5], vec![1, 2, 3, 4, 5])
+            .unwrap();
+        w.write_to_file(&path).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        let t = f.tensor("t").unwrap();
+        assert_eq!(f.tensor_data(t), &[1, 2, 3, 4, 5]);
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            GgufFile::open(&path),
+            Err(GgufError::Truncated { .. })
+        ));
+        assert!(matches!(
+            GgufFile::open(dir.join("missing")),
+            Err(GgufError::Io(_))
+        ));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

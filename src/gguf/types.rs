@@ -183,7 +183,7 @@ impl GgmlType {
     /// [`block_size`](Self::block_size) or the size overflows `u64`.
     pub fn row_size(self, n: u64) -> Option<u64> {
         let block = self.block_size() as u64;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(self.type_size() as u64)
@@ -241,12 +241,15 @@ pub fn tensor_nbytes(name: &str, ty: GgmlType, shape: &[u64]) -> Result<u64, Ggu
         tensor: name.to_string(),
         reason,
     };
-    if shape.is_empty() || shape.len() > MAX_DIMS {
-        return Err(bad(format!(
-            "{} dimensions (must be 1 to {MAX_DIMS})",
-            shape.len()
-        )));
-    }
+    let ne0 = match shape.first() {
+        Some(&ne0) if shape.len() <= MAX_DIMS => ne0,
+        _ => {
+            return Err(bad(format!(
+                "{} dimensions (must be 1 to {MAX_DIMS})",
+                shape.len()
+            )));
+        }
+    };
     let mut elements: u64 = 1;
     for (i, &d) in shape.iter().enumerate() {
         if d == 0 {
@@ -257,9 +260,8 @@ pub fn tensor_nbytes(name: &str, ty: GgmlType, shape: &[u64]) -> Result<u64, Ggu
             .filter(|&n| n <= i64::MAX as u64)
             .ok_or_else(|| bad(format!("element count of {shape:?} overflows")))?;
     }
-    let ne0 = shape[0];
     let block = ty.block_size() as u64;
-    if ne0 % block != 0 {
+    if !ne0.is_multiple_of(block) {
         return Err(bad(format!(
             "ne0 = {ne0} is not a multiple of the {ty} block size {block}"
         )));

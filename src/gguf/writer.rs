@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use super::reader::{align_up, check_alignment};
@@ -221,10 +221,10 @@ impl GgufWriter {
             buf.extend_from_slice(&t.ty.as_u32().to_le_bytes());
             buf.extend_from_slice(&t.offset.to_le_bytes());
         }
-        if !self.tensors.is_empty() {
-            if let Some(padded) = align_up(buf.len() as u64, self.alignment) {
-                buf.resize(padded as usize, 0);
-            }
+        if !self.tensors.is_empty()
+            && let Some(padded) = align_up(buf.len() as u64, self.alignment)
+        {
+            buf.resize(padded as usize, 0);
         }
         buf
     }
@@ -367,12 +367,232 @@ fn write_data<W: Write>(
     w.write_all(data)?;
     // The layout already checked that the padded end fits in u64.
     let padding = align_up(info.size, alignment).map_or(0, |end| end - info.size);
-    const ZEROS: [u8; 256] = [0; 256];
-    let mut left = padding;
-    while left > 0 {
-        let n = left.min(ZEROS.len() as u64) as usize;
-        w.write_all(&ZEROS[..n])?;
-        left -= n as u64;
-    }
+    std::io::copy(&mut std::io::repeat(0).take(padding), w)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufFile, ValueType};
+
+    fn all_values() -> Vec<(&'static str, Value)> {
+        vec![
+            ("u8", Value::U8(200)),
+            ("i8", Value::I8(-100)),
+            ("u16", Value::U16(60000)),
+            ("i16", Value::I16(-30000)),
+            ("u32", Value::U32(4_000_000_000)),
+            ("i32", Value::I32(-2_000_000_000)),
+            ("f32", Value::F32(-1.25)),
+            ("u64", Value::U64(u64::MAX)),
+            ("i64", Value::I64(i64::MIN)),
+            ("f64", Value::F64(std::f64::consts::PI)),
+            ("bool", Value::Bool(true)),
+            ("string", Value::from("héllo\nworld")),
+            ("empty_string", Value::from("")),
+            ("strings", Value::from(vec!["a", "", "ccc"])),
+            ("floats", Value::from(vec![1.0f32, -2.5])),
+            ("empty_u64s", Value::Array(ValueType::U64, vec![])),
+            ("empty_arrays", Value::Array(ValueType::Array, vec![])),
+            (
+                "nested",
+                Value::Array(
+                    ValueType::Array,
+                    vec![
+                        Value::from(vec![1i32, -2]),
+                        Value::Array(ValueType::String, vec![]),
+                        Value::from(vec![true]),
+                    ],
+                ),
+            ),
+        ]
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn build(alignment: Option<u32>) -> GgufWriter {
+        let mut w = GgufWriter::new();
+        if let Some(a) = alignment {
+            w.set_alignment(a).unwrap();
+        }
+        for (k, v) in all_values() {
+            w.add_kv(k, v).unwrap();
+        }
+        let tensors: [(&str, GgmlType, &[u64]); 5] = [
+            ("f32", GgmlType::F32, &[3, 5]),
+            ("f16", GgmlType::F16, &[7]),
+            ("q4_1", GgmlType::Q4_1, &[64, 2, 3]),
+            ("q4_k", GgmlType::Q4_K, &[256, 1, 1, 2]),
+            ("bf16", GgmlType::BF16, &[1, 1]),
+        ];
+        for (i, (name, ty, shape)) in tensors.into_iter().enumerate() {
+            let size = tensor_nbytes(name, ty, shape).unwrap() as usize;
+            w.add_tensor(name, ty, shape, pattern(size, i as u8))
+                .unwrap();
+        }
+        w
+    }
+
+    fn check_round_trip(alignment: Option<u32>) {
+        let w = build(alignment);
+        let bytes = w.to_bytes().unwrap();
+        let file = GgufFile::from_bytes(bytes.clone()).unwrap();
+        let align = u64::from(alignment.unwrap_or(32));
+        assert_eq!(file.version(), 3);
+        assert_eq!(file.alignment(), align);
+        assert_eq!(file.data_offset() as u64 % align, 0);
+        let mut expected: Vec<(String, Value)> = Vec::new();
+        if let Some(a) = alignment {
+            expected.push((ALIGNMENT_KEY.to_string(), Value::U32(a)));
+        }
+        expected.extend(all_values().into_iter().map(|(k, v)| (k.to_string(), v)));
+        assert_eq!(file.metadata(), &expected[..]);
+        assert_eq!(file.tensors(), w.tensors());
+        for (i, t) in file.tensors().iter().enumerate() {
+            assert_eq!(t.offset % align, 0);
+            assert_eq!(file.tensor_data(t), &pattern(t.size as usize, i as u8)[..]);
+        }
+        let last = file.tensors().last().unwrap();
+        let end = file.data_offset() as u64 + align_up(last.offset + last.size, align).unwrap();
+        assert_eq!(bytes.len() as u64, end);
+
+        // Writing what was read reproduces the file byte for byte.
+        let mut again = GgufWriter::new();
+        for (k, v) in file.metadata() {
+            again.add_kv(k.clone(), v.clone()).unwrap();
+        }
+        for t in file.tensors() {
+            let data = file.tensor_data(t).to_vec();
+            again
+                .add_tensor(t.name.clone(), t.ty, &t.shape, data)
+                .unwrap();
+        }
+        assert_eq!(again.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn round_trip_alignment_32() {
+        check_round_trip(None);
+        check_round_trip(Some(32));
+    }
+
+    #[test]
+    fn round_trip_alignment_64() {
+        check_round_trip(Some(64));
+    }
+
+    #[test]
+    fn streaming_matches_in_memory() {
+        let w = build(Some(64));
+        let in_memory = w.to_bytes().unwrap();
+        let mut s = GgufWriter::new();
+        s.set_alignment(64).unwrap();
+        for (k, v) in all_values() {
+            s.add_kv(k, v).unwrap();
+        }
+        for t in w.tensors() {
+            s.add_tensor_info(t.name.clone(), t.ty, &t.shape).unwrap();
+        }
+        let mut out = Vec::new();
+        assert!(matches!(
+            s.write_tensor_data(&mut out, "f32", &[]),
+            Err(GgufError::WriterState(_))
+        ));
+        assert!(matches!(
+            s.write_to(&mut out),
+            Err(GgufError::WriterState(_))
+        ));
+        s.write_header(&mut out).unwrap();
+        assert!(s.add_kv("late", 1u8).is_err());
+        assert!(matches!(s.finish(), Err(GgufError::WriterState(_))));
+        assert!(matches!(
+            s.write_tensor_data(&mut out, "nope", &[]),
+            Err(GgufError::UnknownTensor(_))
+        ));
+        assert!(matches!(
+            s.write_tensor_data(&mut out, "f16", &[0; 14]),
+            Err(GgufError::WriterState(_))
+        ));
+        assert!(matches!(
+            s.write_tensor_data(&mut out, "f32", &[0; 59]),
+            Err(GgufError::TensorDataSize {
+                expected: 60,
+                got: 59,
+                ..
+            })
+        ));
+        for (i, t) in w.tensors().iter().enumerate() {
+            let data = pattern(t.size as usize, i as u8);
+            s.write_tensor_data(&mut out, &t.name, &data).unwrap();
+        }
+        s.finish().unwrap();
+        assert_eq!(out, in_memory);
+    }
+
+    #[test]
+    fn no_tensors() {
+        let mut w = GgufWriter::new();
+        w.add_kv("general.architecture", "huginn").unwrap();
+        let bytes = w.to_bytes().unwrap();
+        let file = GgufFile::from_bytes(bytes.clone()).unwrap();
+        assert_eq!(file.data_offset(), bytes.len());
+        assert!(file.tensors().is_empty());
+        assert_eq!(file.require_str("general.architecture").unwrap(), "huginn");
+    }
+
+    #[test]
+    fn writer_rejects_bad_input() {
+        let mut w = GgufWriter::new();
+        w.add_kv("k", 1u32).unwrap();
+        assert!(matches!(
+            w.add_kv("k", 2u32),
+            Err(GgufError::DuplicateKey(_))
+        ));
+        let mixed = Value::Array(ValueType::U8, vec![Value::U16(1)]);
+        assert!(matches!(
+            w.add_kv("m", mixed),
+            Err(GgufError::BadArray { .. })
+        ));
+        for bad in [0u32, 4, 24, 3] {
+            assert!(matches!(
+                w.set_alignment(bad),
+                Err(GgufError::BadAlignment(_))
+            ));
+        }
+        assert!(matches!(
+            w.add_kv(ALIGNMENT_KEY, 64u64),
+            Err(GgufError::WrongType { .. })
+        ));
+        w.add_tensor("t", GgmlType::F32, &[2], vec![0; 8]).unwrap();
+        assert!(matches!(
+            w.add_tensor("t", GgmlType::F32, &[2], vec![0; 8]),
+            Err(GgufError::DuplicateTensor(_))
+        ));
+        assert!(matches!(
+            w.add_tensor("u", GgmlType::F32, &[2], vec![0; 7]),
+            Err(GgufError::TensorDataSize { .. })
+        ));
+        assert!(matches!(
+            w.add_tensor_info("q", GgmlType::Q8_0, &[16]),
+            Err(GgufError::BadShape { .. })
+        ));
+        assert!(matches!(
+            w.add_tensor_info("big", GgmlType::F64, &[1 << 62]),
+            Err(GgufError::BadShape { .. })
+        ));
+        assert_eq!(w.tensors().len(), 1);
+        // Offsets follow the alignment, also when it changes after tensors were added.
+        w.add_tensor("v", GgmlType::F32, &[3], vec![0; 12]).unwrap();
+        assert_eq!(w.tensors()[1].offset, 32);
+        w.set_alignment(128).unwrap();
+        assert_eq!(w.tensors()[1].offset, 128);
+        let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+        assert_eq!(file.alignment(), 128);
+        assert_eq!(file.get_u32("k").unwrap(), Some(1));
+    }
 }
