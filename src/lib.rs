@@ -19,3 +19,4 @@ pub mod session;
 pub mod testmodel;
 
 pub use error::{Error, Result};
+pub use ggml::{BackendKind, DeviceInfo, list_devices};

@@ -47,13 +47,26 @@ impl NpyElement for i32 {
 pub fn write<T: NpyElement>(w: &mut impl Write, shape: &[usize], data: &[T]) -> Result<()> {
     let count: usize = shape.iter().product();
     if count != data.len() {
-        return Err(Error::InvalidArgument(format!("npy: shape {shape:?} does not match {} values", data.len())));
+        return Err(Error::InvalidArgument(format!(
+            "npy: shape {shape:?} does not match {} values",
+            data.len()
+        )));
     }
     let dims = match shape {
         [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {dims}, }}", T::DESCR);
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {dims}, }}",
+        T::DESCR
+    );
     // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -78,10 +91,15 @@ pub fn read<T: NpyElement>(bytes: &[u8]) -> Result<NpyArray<T>> {
     }
     let (hlen, hstart) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         _ => return Err(bad("unsupported version")),
     };
-    let header = bytes.get(hstart..hstart + hlen).ok_or_else(|| bad("truncated header"))?;
+    let header = bytes
+        .get(hstart..hstart + hlen)
+        .ok_or_else(|| bad("truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     if !header.contains(&format!("'descr': '{}'", T::DESCR)) {
         return Err(bad(&format!("expected dtype {}", T::DESCR)));
@@ -100,12 +118,18 @@ pub fn read<T: NpyElement>(bytes: &[u8]) -> Result<NpyArray<T>> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| bad("bad shape")))
         .collect::<Result<Vec<_>>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(|| bad("shape overflow"))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| bad("shape overflow"))?;
     let body = &bytes[hstart + hlen..];
     if body.len() != count.checked_mul(4).ok_or_else(|| bad("shape overflow"))? {
         return Err(bad("data length does not match shape"));
     }
-    let data = body.chunks_exact(4).map(|c| T::from_le([c[0], c[1], c[2], c[3]])).collect();
+    let data = body
+        .chunks_exact(4)
+        .map(|c| T::from_le([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok(NpyArray { shape, data })
 }
 

@@ -130,7 +130,11 @@ impl Session {
     /// Creates a session, allocating its KV cache and compute buffers.
     pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
         let cfg = model.config().clone();
-        let n_ctx = if params.n_ctx == 0 { cfg.context_length } else { params.n_ctx };
+        let n_ctx = if params.n_ctx == 0 {
+            cfg.context_length
+        } else {
+            params.n_ctx
+        };
         if n_ctx > cfg.context_length {
             return Err(Error::InvalidArgument(format!(
                 "n_ctx {n_ctx} exceeds the model's context length {}",
@@ -139,14 +143,22 @@ impl Session {
         }
         let b = params.kv_budget;
         if b == 0 || b > MAX_ITERATIONS {
-            return Err(Error::InvalidArgument(format!("kv_budget {b} out of range 1..={MAX_ITERATIONS}")));
+            return Err(Error::InvalidArgument(format!(
+                "kv_budget {b} out of range 1..={MAX_ITERATIONS}"
+            )));
         }
-        let n_batch = if params.n_batch == 0 { n_ctx.min(256) } else { params.n_batch.min(n_ctx) };
+        let n_batch = if params.n_batch == 0 {
+            n_ctx.min(256)
+        } else {
+            params.n_batch.min(n_ctx)
+        };
         // Host scratch; the mask is the largest ([n_ctx, n_batch] floats).
         let mask_len = n_ctx
             .checked_mul(n_batch)
             .filter(|&m| m <= (1usize << 31))
-            .ok_or_else(|| Error::InvalidArgument(format!("n_ctx {n_ctx} x n_batch {n_batch} is too large")))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("n_ctx {n_ctx} x n_batch {n_batch} is too large"))
+            })?;
         let mut mask = Vec::new();
         mask.try_reserve_exact(mask_len)
             .map_err(|_| Error::OutOfMemory(format!("attention mask of {mask_len} floats")))?;
@@ -161,15 +173,21 @@ impl Session {
         let n_layers = cfg.n_prelude + cfg.n_core * b + cfg.n_coda;
         let mut kv_ctx = Context::new(2 * n_layers + 8, 0)?;
         let kv_dim = cfg.kv_dim() as i64;
-        let mut layer = |ctx: &mut Context| -> Result<KvLayer> {
+        let layer = |ctx: &mut Context| -> Result<KvLayer> {
             Ok(KvLayer {
                 k: ctx.new_tensor(kv_ty, &[kv_dim, n_ctx as i64])?,
                 v: ctx.new_tensor(kv_ty, &[n_ctx as i64, kv_dim])?,
             })
         };
-        let prelude_kv = (0..cfg.n_prelude).map(|_| layer(&mut kv_ctx)).collect::<Result<Vec<_>>>()?;
-        let core_kv = (0..cfg.n_core * b).map(|_| layer(&mut kv_ctx)).collect::<Result<Vec<_>>>()?;
-        let coda_kv = (0..cfg.n_coda).map(|_| layer(&mut kv_ctx)).collect::<Result<Vec<_>>>()?;
+        let prelude_kv = (0..cfg.n_prelude)
+            .map(|_| layer(&mut kv_ctx))
+            .collect::<Result<Vec<_>>>()?;
+        let core_kv = (0..cfg.n_core * b)
+            .map(|_| layer(&mut kv_ctx))
+            .collect::<Result<Vec<_>>>()?;
+        let coda_kv = (0..cfg.n_coda)
+            .map(|_| layer(&mut kv_ctx))
+            .collect::<Result<Vec<_>>>()?;
         let d = cfg.n_embd as i64;
         let state_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let embed_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
@@ -195,7 +213,12 @@ impl Session {
             coda_kv,
             state_store,
             embed_store,
-            host: HostInputs { ids: vec![0; n_batch], pos: vec![0; n_batch], mask, x0: vec![0.0; cfg.n_embd * n_batch] },
+            host: HostInputs {
+                ids: vec![0; n_batch],
+                pos: vec![0; n_batch],
+                mask,
+                x0: vec![0.0; cfg.n_embd * n_batch],
+            },
             logits: vec![0.0; cfg.n_vocab],
             rng: SplitMix64::new(params.seed),
             n_past: 0,
@@ -212,7 +235,12 @@ impl Session {
     fn reserve(&mut self) -> Result<()> {
         self.n_cur = self.n_batch;
         let n_past = self.n_ctx - self.n_batch;
-        let seg = Segment { prelude: true, first_step: 1, n_steps: STEPS_PER_GRAPH, coda: CodaMode::All };
+        let seg = Segment {
+            prelude: true,
+            first_step: 1,
+            n_steps: STEPS_PER_GRAPH,
+            coda: CodaMode::All,
+        };
         let res = self.build_and(seg, n_past, |sched, graph| sched.reserve(&mut graph.graph));
         self.n_cur = 0;
         res
@@ -290,14 +318,25 @@ impl Session {
         Ok(out)
     }
 
-    fn eval_impl(&mut self, tokens: &[u32], iterations: usize, mut all: Option<&mut Vec<f32>>) -> Result<()> {
+    fn eval_impl(
+        &mut self,
+        tokens: &[u32],
+        iterations: usize,
+        mut all: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
         if iterations == 0 || iterations > MAX_ITERATIONS {
-            return Err(Error::InvalidArgument(format!("iterations {iterations} out of range 1..={MAX_ITERATIONS}")));
+            return Err(Error::InvalidArgument(format!(
+                "iterations {iterations} out of range 1..={MAX_ITERATIONS}"
+            )));
         }
         self.check_tokens(tokens)?;
         for chunk in tokens.chunks(self.n_batch) {
             self.begin_batch(chunk)?;
-            let coda = if all.is_some() { CodaMode::All } else { CodaMode::Last };
+            let coda = if all.is_some() {
+                CodaMode::All
+            } else {
+                CodaMode::Last
+            };
             let mut step = 1;
             while step <= iterations {
                 let n_steps = (iterations - step + 1).min(STEPS_PER_GRAPH);
@@ -327,11 +366,16 @@ impl Session {
         }
         let n_vocab = self.model.config().n_vocab;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(Error::InvalidArgument(format!("token id {t} out of range (vocabulary {n_vocab})")));
+            return Err(Error::InvalidArgument(format!(
+                "token id {t} out of range (vocabulary {n_vocab})"
+            )));
         }
         let needed = self.n_past + tokens.len();
         if needed > self.n_ctx {
-            return Err(Error::ContextFull { needed, n_ctx: self.n_ctx });
+            return Err(Error::ContextFull {
+                needed,
+                n_ctx: self.n_ctx,
+            });
         }
         Ok(())
     }
@@ -440,13 +484,23 @@ impl Session {
         pos.set_input();
         let mask = ctx.new_tensor(GgmlType::F32, &[n_kv as i64, n as i64])?;
         mask.set_input();
-        let inp = BatchInputs { pos, mask, n, n_past };
+        let inp = BatchInputs {
+            pos,
+            mask,
+            n,
+            n_past,
+        };
         let mut ids_t = None;
         let mut x0_t = None;
         let row = self.state_store.nb()[1];
         let logits;
         {
-            let mut gb = GraphBuilder { cfg, w: &model.weights, ctx, graph: &mut graph };
+            let mut gb = GraphBuilder {
+                cfg,
+                w: &model.weights,
+                ctx,
+                graph: &mut graph,
+            };
             let (mut x, e) = if seg.prelude {
                 let ids = gb.ctx.new_tensor(GgmlType::I32, &[n as i64])?;
                 ids.set_input();
@@ -487,7 +541,16 @@ impl Session {
                 }
             };
         }
-        let mut built = BuiltGraph { graph, inputs: GraphInputs { pos, mask, ids: ids_t, x0: x0_t }, logits };
+        let mut built = BuiltGraph {
+            graph,
+            inputs: GraphInputs {
+                pos,
+                mask,
+                ids: ids_t,
+                x0: x0_t,
+            },
+            logits,
+        };
         f(&mut self.sched, &mut built)
     }
 }

@@ -84,19 +84,32 @@ impl TestModelSpec {
 
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 || self.head_dim() % 2 != 0 {
-            return bad(format!("n_embd {} must split into {} heads of even size", self.n_embd, self.n_head));
+        if self.n_head == 0
+            || !self.n_embd.is_multiple_of(self.n_head)
+            || !self.head_dim().is_multiple_of(2)
+        {
+            return bad(format!(
+                "n_embd {} must split into {} heads of even size",
+                self.n_embd, self.n_head
+            ));
         }
-        if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+        if self.n_head_kv == 0 || !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad("n_head must be a multiple of n_head_kv".into());
         }
         if self.n_core == 0 || self.n_vocab == 0 || self.n_ff == 0 || self.n_ctx == 0 {
             return bad("n_core, n_vocab, n_ff and n_ctx must be positive".into());
         }
         let bs = self.weight_type.block_size();
-        for (what, n) in [("n_embd", self.n_embd), ("n_ff", self.n_ff), ("attention width", self.n_head * self.head_dim())] {
-            if n % bs != 0 {
-                return bad(format!("{what} {n} is not a multiple of {}'s block size {bs}", self.weight_type.name()));
+        for (what, n) in [
+            ("n_embd", self.n_embd),
+            ("n_ff", self.n_ff),
+            ("attention width", self.n_head * self.head_dim()),
+        ] {
+            if !n.is_multiple_of(bs) {
+                return bad(format!(
+                    "{what} {n} is not a multiple of {}'s block size {bs}",
+                    self.weight_type.name()
+                ));
             }
         }
         Ok(())
@@ -105,7 +118,9 @@ impl TestModelSpec {
 
 /// Draws normals (untruncated for weights: limit 6 keeps tails finite).
 fn normals(rng: &mut SplitMix64, n: usize, std: f32, mean: f32) -> Vec<f32> {
-    (0..n).map(|_| mean + std * rng.next_normal_truncated(6.0) as f32).collect()
+    (0..n)
+        .map(|_| mean + std * rng.next_normal_truncated(6.0) as f32)
+        .collect()
 }
 
 /// Builds the GGUF file in memory.
@@ -119,55 +134,112 @@ pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
     let mut w = GgufWriter::new();
     let u32v = |v: usize| Value::U32(v as u32);
     w.add_kv("general.architecture", Value::String("huginn".into()))?;
-    w.add_kv("general.name", Value::String(format!("huginn-test-seed{}", spec.seed)))?;
+    w.add_kv(
+        "general.name",
+        Value::String(format!("huginn-test-seed{}", spec.seed)),
+    )?;
     w.add_kv("huginn.context_length", u32v(spec.n_ctx))?;
     w.add_kv("huginn.embedding_length", u32v(d))?;
     w.add_kv("huginn.feed_forward_length", u32v(spec.n_ff))?;
-    w.add_kv("huginn.block_count", u32v(spec.n_prelude + spec.n_core + spec.n_coda))?;
+    w.add_kv(
+        "huginn.block_count",
+        u32v(spec.n_prelude + spec.n_core + spec.n_coda),
+    )?;
     w.add_kv("huginn.prelude_block_count", u32v(spec.n_prelude))?;
     w.add_kv("huginn.core_block_count", u32v(spec.n_core))?;
     w.add_kv("huginn.coda_block_count", u32v(spec.n_coda))?;
     w.add_kv("huginn.attention.head_count", u32v(spec.n_head))?;
     w.add_kv("huginn.attention.head_count_kv", u32v(spec.n_head_kv))?;
     w.add_kv("huginn.attention.key_length", u32v(hd))?;
-    w.add_kv("huginn.attention.layer_norm_rms_epsilon", Value::F32(spec.norm_eps))?;
+    w.add_kv(
+        "huginn.attention.layer_norm_rms_epsilon",
+        Value::F32(spec.norm_eps),
+    )?;
     w.add_kv("huginn.rope.freq_base", Value::F32(spec.rope_base))?;
     w.add_kv("huginn.rope.pairing", Value::String("adjacent".into()))?;
     w.add_kv("huginn.block_type", Value::String("sandwich".into()))?;
     w.add_kv("huginn.embedding_scale", Value::F32((d as f32).sqrt()))?;
     w.add_kv("huginn.recurrence.default", u32v(spec.default_iterations))?;
-    w.add_kv("huginn.recurrence.state_init_std", Value::F32((2.0 / (5.0 * d as f32)).sqrt()))?;
+    w.add_kv(
+        "huginn.recurrence.state_init_std",
+        Value::F32((2.0 / (5.0 * d as f32)).sqrt()),
+    )?;
     w.add_kv("huginn.norm_after_recurrence", Value::Bool(true))?;
 
     let ty = spec.weight_type;
-    let matrix = |w: &mut GgufWriter, rng: &mut SplitMix64, name: &str, n_in: usize, n_out: usize, std: f32| {
+    let matrix = |w: &mut GgufWriter,
+                  rng: &mut SplitMix64,
+                  name: &str,
+                  n_in: usize,
+                  n_out: usize,
+                  std: f32| {
         let vals = normals(rng, n_in * n_out, std, 0.0);
         let data = crate::ggml::quantize(ty, &vals, n_in)?;
         w.add_tensor(name, ty, &[n_in as u64, n_out as u64], data)?;
         Ok::<(), Error>(())
     };
-    let vector = |w: &mut GgufWriter, rng: &mut SplitMix64, name: &str, n: usize, std: f32, mean: f32| {
-        let vals = normals(rng, n, std, mean);
-        let data = crate::ggml::quantize(GgmlType::F32, &vals, n)?;
-        w.add_tensor(name, GgmlType::F32, &[n as u64], data)?;
-        Ok::<(), Error>(())
-    };
+    let vector =
+        |w: &mut GgufWriter, rng: &mut SplitMix64, name: &str, n: usize, std: f32, mean: f32| {
+            let vals = normals(rng, n, std, mean);
+            let data = crate::ggml::quantize(GgmlType::F32, &vals, n)?;
+            w.add_tensor(name, GgmlType::F32, &[n as u64], data)?;
+            Ok::<(), Error>(())
+        };
     let head_std = 5.0 / (d as f32).sqrt();
-    let embd_std = if spec.tied { head_std } else { 1.0 / (d as f32).sqrt() };
-    matrix(&mut w, &mut rng, "token_embd.weight", d, spec.n_vocab, embd_std)?;
+    let embd_std = if spec.tied {
+        head_std
+    } else {
+        1.0 / (d as f32).sqrt()
+    };
+    matrix(
+        &mut w,
+        &mut rng,
+        "token_embd.weight",
+        d,
+        spec.n_vocab,
+        embd_std,
+    )?;
     for i in 0..spec.n_prelude + spec.n_core + spec.n_coda {
         let n = |s: &str| format!("blk.{i}.{s}");
         vector(&mut w, &mut rng, &n("attn_norm.weight"), d, 0.2, 1.0)?;
-        matrix(&mut w, &mut rng, &n("attn_qkv.weight"), d, q_dim + 2 * kv_dim, 1.0 / (d as f32).sqrt())?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("attn_qkv.weight"),
+            d,
+            q_dim + 2 * kv_dim,
+            1.0 / (d as f32).sqrt(),
+        )?;
         if spec.qk_bias {
             vector(&mut w, &mut rng, &n("attn_q.bias"), q_dim, 0.5, 0.0)?;
             vector(&mut w, &mut rng, &n("attn_k.bias"), kv_dim, 0.5, 0.0)?;
         }
-        matrix(&mut w, &mut rng, &n("attn_output.weight"), q_dim, d, 1.0 / (q_dim as f32).sqrt())?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("attn_output.weight"),
+            q_dim,
+            d,
+            1.0 / (q_dim as f32).sqrt(),
+        )?;
         vector(&mut w, &mut rng, &n("attn_post_norm.weight"), d, 0.2, 1.0)?;
         vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 0.2, 1.0)?;
-        matrix(&mut w, &mut rng, &n("ffn_gate_up.weight"), d, 2 * spec.n_ff, 1.0 / (d as f32).sqrt())?;
-        matrix(&mut w, &mut rng, &n("ffn_down.weight"), spec.n_ff, d, 1.0 / (spec.n_ff as f32).sqrt())?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("ffn_gate_up.weight"),
+            d,
+            2 * spec.n_ff,
+            1.0 / (d as f32).sqrt(),
+        )?;
+        matrix(
+            &mut w,
+            &mut rng,
+            &n("ffn_down.weight"),
+            spec.n_ff,
+            d,
+            1.0 / (spec.n_ff as f32).sqrt(),
+        )?;
         vector(&mut w, &mut rng, &n("ffn_post_norm.weight"), d, 0.2, 1.0)?;
     }
     // The adapter sees concat(state, embedding). Damping the state half keeps the
@@ -178,7 +250,12 @@ pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
     for row in adapter.chunks_mut(2 * d) {
         row[..d].iter_mut().for_each(|v| *v *= STATE_DAMPING);
     }
-    w.add_tensor("adapter.weight", ty, &[2 * d as u64, d as u64], crate::ggml::quantize(ty, &adapter, 2 * d)?)?;
+    w.add_tensor(
+        "adapter.weight",
+        ty,
+        &[2 * d as u64, d as u64],
+        crate::ggml::quantize(ty, &adapter, 2 * d)?,
+    )?;
     vector(&mut w, &mut rng, "output_norm.weight", d, 0.2, 1.0)?;
     if !spec.tied {
         matrix(&mut w, &mut rng, "output.weight", d, spec.n_vocab, head_std)?;

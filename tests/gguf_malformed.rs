@@ -591,3 +591,26 @@ fn random_field_values_never_panic() {
         }
     }
 }
+
+/// Longer run of the two corruption tests with other seeds:
+/// `cargo test --test gguf_malformed -- --ignored`.
+#[test]
+#[ignore = "slow; run explicitly"]
+fn long_random_corruption() {
+    let base = valid_file();
+    let mut rng = Rng(0xdead_beef);
+    for _ in 0..300_000 {
+        let mut b = base.clone();
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(b.len());
+            b[at] ^= 1 + rng.below(255) as u8;
+        }
+        if rng.below(4) == 0 {
+            let at = rng.below(b.len() - 8);
+            put_u64(&mut b, at, rng.next() >> rng.below(64));
+        }
+        if let Ok(f) = parse(b) {
+            exercise(&f);
+        }
+    }
+}

@@ -108,35 +108,66 @@ fn run_case(c: &Case, dir: &Path) -> Outcome {
         c.name
     );
     let logits_ref: npy::NpyArray<f32> =
-        npy::read(&std::fs::read(golden_dir().join(format!("{}.logits.npy", c.name))).unwrap()).unwrap();
+        npy::read(&std::fs::read(golden_dir().join(format!("{}.logits.npy", c.name))).unwrap())
+            .unwrap();
     let tokens: npy::NpyArray<i32> =
-        npy::read(&std::fs::read(golden_dir().join(format!("{}.tokens.npy", c.name))).unwrap()).unwrap();
+        npy::read(&std::fs::read(golden_dir().join(format!("{}.tokens.npy", c.name))).unwrap())
+            .unwrap();
     let tokens: Vec<u32> = tokens.data.iter().map(|&t| t as u32).collect();
     let v = c.spec.n_vocab;
     assert_eq!(logits_ref.shape, vec![tokens.len(), v]);
 
-    let model = Model::load(&path, &LoadParams { backend: BackendKind::Cpu, n_threads: 2, use_mmap: true }).unwrap();
+    let model = Model::load(
+        &path,
+        &LoadParams {
+            backend: BackendKind::Cpu,
+            n_threads: 2,
+            use_mmap: true,
+        },
+    )
+    .unwrap();
     let (state_init, seed) = match c.init.strip_prefix("seed:") {
         Some(s) => (StateInit::Random, s.parse().unwrap()),
         None => (StateInit::Zeros, 0),
     };
-    let params = SessionParams { n_ctx: 128, kv_budget: c.kv_budget, seed, state_init, ..SessionParams::default() };
+    let params = SessionParams {
+        n_ctx: 128,
+        kv_budget: c.kv_budget,
+        seed,
+        state_init,
+        ..SessionParams::default()
+    };
     let mut s = Session::new(Arc::new(model), &params).unwrap();
-    let mut got = s.eval_all_logits(&tokens[..c.n_prompt], c.iterations).unwrap();
+    let mut got = s
+        .eval_all_logits(&tokens[..c.n_prompt], c.iterations)
+        .unwrap();
     for &t in &tokens[c.n_prompt..] {
         s.eval(&[t], c.iterations).unwrap();
         got.extend_from_slice(s.logits());
     }
     assert_eq!(got.len(), logits_ref.data.len());
     let want = &logits_ref.data;
-    let (lo, hi) = want.iter().fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let (lo, hi) = want
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let max_diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     let rows = tokens.len();
-    let agree = (0..rows).filter(|&r| argmax(&got[r * v..(r + 1) * v]) == argmax(&want[r * v..(r + 1) * v])).count();
+    let agree = (0..rows)
+        .filter(|&r| argmax(&got[r * v..(r + 1) * v]) == argmax(&want[r * v..(r + 1) * v]))
+        .count();
     // The reference decoded greedily: token r+1 is the argmax of row r for r >= n_prompt - 1.
-    let greedy_same =
-        (c.n_prompt - 1..rows - 1).all(|r| argmax(&got[r * v..(r + 1) * v]) as u32 == tokens[r + 1]);
-    Outcome { rel_err: max_diff / (hi - lo), agree, rows, greedy_same }
+    let greedy_same = (c.n_prompt - 1..rows - 1)
+        .all(|r| argmax(&got[r * v..(r + 1) * v]) as u32 == tokens[r + 1]);
+    Outcome {
+        rel_err: max_diff / (hi - lo),
+        agree,
+        rows,
+        greedy_same,
+    }
 }
 
 /// Largest allowed max-abs-difference relative to the logit range.
@@ -191,15 +222,26 @@ fn runtime_matches_reference() {
         e.1 += o.rows;
         e.2 = e.2.max(o.rel_err);
         if o.rel_err > bound_for(ty) {
-            failures.push(format!("{}: rel_err {:.3e} > {:.1e}", c.name, o.rel_err, bound_for(ty)));
+            failures.push(format!(
+                "{}: rel_err {:.3e} > {:.1e}",
+                c.name,
+                o.rel_err,
+                bound_for(ty)
+            ));
         }
         if ty == GgmlType::F32 && !o.greedy_same {
-            failures.push(format!("{}: greedy tokens differ from the reference", c.name));
+            failures.push(format!(
+                "{}: greedy tokens differ from the reference",
+                c.name
+            ));
         }
     }
     for (ty, (agree, rows, worst)) in &per_type {
         let frac = *agree as f64 / *rows as f64;
-        println!("{ty:5}: top-1 agreement {agree}/{rows} = {:.1}%, worst rel_err {worst:.2e}", frac * 100.0);
+        println!(
+            "{ty:5}: top-1 agreement {agree}/{rows} = {:.1}%, worst rel_err {worst:.2e}",
+            frac * 100.0
+        );
         let ty = GgmlType::from_name(ty).unwrap();
         if frac < min_agreement(ty) {
             failures.push(format!(

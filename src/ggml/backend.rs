@@ -46,7 +46,7 @@ fn cstr(p: *const std::os::raw::c_char) -> String {
 }
 
 /// Lists the devices compiled into this build.
-pub(crate) fn list_devices() -> Vec<DeviceInfo> {
+pub fn list_devices() -> Vec<DeviceInfo> {
     init_backends();
     // SAFETY: registry queries.
     let n = unsafe { sys::ggml_backend_dev_count() };
@@ -73,7 +73,9 @@ pub(crate) fn list_devices() -> Vec<DeviceInfo> {
 /// Number of physical CPU cores (Linux: distinct (package, core) pairs in
 /// /proc/cpuinfo), falling back to the logical count.
 pub(crate) fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
     };
@@ -90,7 +92,11 @@ pub(crate) fn physical_cores() -> usize {
             }
         }
     }
-    if cores.is_empty() { logical } else { cores.len().min(logical) }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
 }
 
 /// An initialised compute backend: the chosen device plus the CPU backend (which
@@ -110,16 +116,24 @@ impl Backend {
     /// Initialises a backend of `kind` with `n_threads` CPU threads (0 = physical cores).
     pub(crate) fn new(kind: BackendKind, n_threads: usize) -> Result<Backend> {
         init_backends();
-        let n_threads = if n_threads == 0 { physical_cores() } else { n_threads };
+        let n_threads = if n_threads == 0 {
+            physical_cores()
+        } else {
+            n_threads
+        };
         if n_threads > 512 {
-            return Err(Error::InvalidArgument(format!("n_threads {n_threads} > 512")));
+            return Err(Error::InvalidArgument(format!(
+                "n_threads {n_threads} > 512"
+            )));
         }
         let want_gpu = match kind {
             BackendKind::Cpu => false,
             BackendKind::Gpu => true,
             // SAFETY: registry query.
-            BackendKind::Auto => !unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_GPU) }
-                .is_null(),
+            BackendKind::Auto => {
+                !unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_GPU) }
+                    .is_null()
+            }
         };
         // SAFETY: creates the CPU backend; NULL on failure.
         let cpu = NonNull::new(unsafe { sys::ggml_backend_cpu_init() })
@@ -142,10 +156,18 @@ impl Backend {
             sys::ggml_backend_cpu_set_n_threads(cpu.as_ptr(), n_threads as i32);
             sys::ggml_backend_cpu_set_threadpool(cpu.as_ptr(), threadpool.as_ptr());
         }
-        let mut b = Backend { main: cpu, cpu: None, threadpool, n_threads, is_cpu: true };
+        let mut b = Backend {
+            main: cpu,
+            cpu: None,
+            threadpool,
+            n_threads,
+            is_cpu: true,
+        };
         if want_gpu {
             // SAFETY: NULL when no such device is compiled in or present.
-            let gpu = unsafe { sys::ggml_backend_init_by_type(sys::GGML_BACKEND_DEVICE_TYPE_GPU, std::ptr::null()) };
+            let gpu = unsafe {
+                sys::ggml_backend_init_by_type(sys::GGML_BACKEND_DEVICE_TYPE_GPU, std::ptr::null())
+            };
             match NonNull::new(gpu) {
                 Some(g) => {
                     b.cpu = Some(b.main);
@@ -153,7 +175,9 @@ impl Backend {
                     b.is_cpu = false;
                 }
                 None if kind == BackendKind::Gpu => {
-                    return Err(Error::Backend("no GPU device available in this build".into()));
+                    return Err(Error::Backend(
+                        "no GPU device available in this build".into(),
+                    ));
                 }
                 None => {}
             }
@@ -215,9 +239,12 @@ impl Backend {
     pub(crate) fn host_buffer_from_ptr(&self, ptr: *const u8, size: usize) -> Result<Buffer> {
         // SAFETY: ggml only records the pointer; weights are never written.
         let buf = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut _, size) };
-        let buf = NonNull::new(buf).ok_or_else(|| Error::Backend("cannot wrap mapped memory".into()))?;
+        let buf =
+            NonNull::new(buf).ok_or_else(|| Error::Backend("cannot wrap mapped memory".into()))?;
         // SAFETY: valid buffer.
-        unsafe { sys::ggml_backend_buffer_set_usage(buf.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS) };
+        unsafe {
+            sys::ggml_backend_buffer_set_usage(buf.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+        };
         Ok(Buffer { buf })
     }
 
@@ -291,7 +318,9 @@ impl Buffer {
             return Err(Error::Backend("tensor placement outside its buffer".into()));
         }
         // SAFETY: bounds checked above.
-        let st = unsafe { sys::ggml_backend_tensor_alloc(self.buf.as_ptr(), tensor.ptr(), addr as *mut _) };
+        let st = unsafe {
+            sys::ggml_backend_tensor_alloc(self.buf.as_ptr(), tensor.ptr(), addr as *mut _)
+        };
         if st != sys::GGML_STATUS_SUCCESS {
             return Err(Error::Backend(format!("tensor placement failed ({st})")));
         }
@@ -326,7 +355,11 @@ impl Scheduler {
     pub(crate) fn reserve(&mut self, graph: &mut Graph) -> Result<()> {
         // SAFETY: valid scheduler and graph.
         let ok = unsafe { sys::ggml_backend_sched_reserve(self.sched.as_ptr(), graph.g.as_ptr()) };
-        if ok { Ok(()) } else { Err(Error::OutOfMemory("compute buffer reservation".into())) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::OutOfMemory("compute buffer reservation".into()))
+        }
     }
 
     /// Allocates the graph's intermediate tensors in the reserved compute buffers.
@@ -336,13 +369,18 @@ impl Scheduler {
             sys::ggml_backend_sched_reset(self.sched.as_ptr());
             sys::ggml_backend_sched_alloc_graph(self.sched.as_ptr(), graph.g.as_ptr())
         };
-        if ok { Ok(()) } else { Err(Error::OutOfMemory("compute graph allocation".into())) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::OutOfMemory("compute graph allocation".into()))
+        }
     }
 
     /// Runs an allocated graph to completion (or until the abort flag is raised).
     pub(crate) fn compute(&mut self, graph: &mut Graph) -> Result<()> {
         // SAFETY: graph allocated by `alloc` on this scheduler.
-        let st = unsafe { sys::ggml_backend_sched_graph_compute(self.sched.as_ptr(), graph.g.as_ptr()) };
+        let st =
+            unsafe { sys::ggml_backend_sched_graph_compute(self.sched.as_ptr(), graph.g.as_ptr()) };
         match st {
             sys::GGML_STATUS_SUCCESS => Ok(()),
             sys::GGML_STATUS_ABORTED => Err(Error::Cancelled),
@@ -356,7 +394,8 @@ impl Scheduler {
         let mut total = 0;
         for b in [Some(backend.main), backend.cpu].into_iter().flatten() {
             // SAFETY: the backend belongs to this scheduler.
-            total += unsafe { sys::ggml_backend_sched_get_buffer_size(self.sched.as_ptr(), b.as_ptr()) };
+            total +=
+                unsafe { sys::ggml_backend_sched_get_buffer_size(self.sched.as_ptr(), b.as_ptr()) };
         }
         total
     }

@@ -64,7 +64,9 @@ impl Tensor {
     /// Uploads `data` into the tensor at byte `offset` (tensor must be allocated).
     pub(crate) fn write_bytes(self, offset: usize, data: &[u8]) -> Result<()> {
         if self.data_ptr().is_null() || offset.saturating_add(data.len()) > self.nbytes() {
-            return Err(Error::Backend("tensor write out of bounds or unallocated".into()));
+            return Err(Error::Backend(
+                "tensor write out of bounds or unallocated".into(),
+            ));
         }
         // SAFETY: range checked above; the tensor is allocated in a backend buffer.
         unsafe {
@@ -82,7 +84,8 @@ impl Tensor {
     /// Uploads i32 values.
     pub(crate) fn write_i32(self, data: &[i32]) -> Result<()> {
         // SAFETY: i32 has no padding and any byte pattern read back is valid.
-        let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
         self.write_bytes(0, bytes)
     }
 
@@ -91,19 +94,13 @@ impl Tensor {
         let offset = offset_elems * 4;
         let size = out.len() * 4;
         if self.data_ptr().is_null() || offset.saturating_add(size) > self.nbytes() {
-            return Err(Error::Backend("tensor read out of bounds or unallocated".into()));
+            return Err(Error::Backend(
+                "tensor read out of bounds or unallocated".into(),
+            ));
         }
         // SAFETY: range checked; `out` is a writable region of `size` bytes.
         unsafe { sys::ggml_backend_tensor_get(self.ptr(), out.as_mut_ptr().cast(), offset, size) };
         Ok(())
-    }
-
-    /// Fills the tensor's bytes with zero.
-    pub(crate) fn clear(self) {
-        if !self.data_ptr().is_null() {
-            // SAFETY: the whole tensor range is valid.
-            unsafe { sys::ggml_backend_tensor_memset(self.ptr(), 0, 0, self.nbytes()) }
-        }
     }
 
     /// Sets the tensor's debug name.
@@ -141,7 +138,8 @@ impl Context {
         let mut size = max_tensors.saturating_mul(overhead).saturating_add(1024);
         if graph_size > 0 {
             // SAFETY: pure size query.
-            size = size.saturating_add(unsafe { sys::ggml_graph_overhead_custom(graph_size, false) });
+            size =
+                size.saturating_add(unsafe { sys::ggml_graph_overhead_custom(graph_size, false) });
         }
         let mut mem = Vec::new();
         mem.try_reserve_exact(size)
@@ -182,19 +180,6 @@ impl Context {
         NonNull::new(t)
             .map(Tensor)
             .ok_or_else(|| Error::OutOfMemory("ggml context full".into()))
-    }
-
-    /// Iterates over the tensors of this context in creation order.
-    pub(crate) fn tensors(&self) -> Vec<Tensor> {
-        let mut out = Vec::new();
-        // SAFETY: walking the context's own list.
-        let mut t = unsafe { sys::ggml_get_first_tensor(self.ptr()) };
-        while let Some(nn) = NonNull::new(t) {
-            out.push(Tensor(nn));
-            // SAFETY: `t` is a tensor of this context.
-            t = unsafe { sys::ggml_get_next_tensor(self.ptr(), t) };
-        }
-        out
     }
 
     /// Starts a graph with room for `size` nodes in this context.

@@ -15,10 +15,11 @@ mod context;
 mod ops;
 mod quantize;
 
+pub use backend::list_devices;
+pub(crate) use backend::{Backend, Buffer, Scheduler};
 pub use backend::{BackendKind, DeviceInfo};
-pub(crate) use backend::{Backend, Buffer, Scheduler, list_devices, physical_cores};
-pub(crate) use ops::RopeMode;
 pub(crate) use context::{Context, Graph, Tensor};
+pub(crate) use ops::RopeMode;
 pub use quantize::quantize;
 
 use crate::gguf::GgmlType;

@@ -70,7 +70,14 @@ impl Context {
     }
 
     /// 2-D view with explicit row stride and byte offset.
-    pub(crate) fn view_2d(&mut self, a: Tensor, ne0: i64, ne1: i64, nb1: usize, offset: usize) -> Tensor {
+    pub(crate) fn view_2d(
+        &mut self,
+        a: Tensor,
+        ne0: i64,
+        ne1: i64,
+        nb1: usize,
+        offset: usize,
+    ) -> Tensor {
         // SAFETY: callers keep the view inside `a`.
         wrap(unsafe { sys::ggml_view_2d(self.ptr(), a.ptr(), ne0, ne1, nb1, offset) })
     }
@@ -89,12 +96,6 @@ impl Context {
     ) -> Tensor {
         // SAFETY: callers keep the view inside `a`.
         wrap(unsafe { sys::ggml_view_3d(self.ptr(), a.ptr(), ne0, ne1, ne2, nb1, nb2, offset) })
-    }
-
-    /// Reinterprets a contiguous tensor with a new 3-D shape.
-    pub(crate) fn reshape_3d(&mut self, a: Tensor, ne0: i64, ne1: i64, ne2: i64) -> Tensor {
-        // SAFETY: element counts agree (caller).
-        wrap(unsafe { sys::ggml_reshape_3d(self.ptr(), a.ptr(), ne0, ne1, ne2) })
     }
 
     /// Reinterprets a contiguous tensor with a new 2-D shape.
@@ -135,7 +136,14 @@ impl Context {
 
     /// Rotary position embedding over the first `n_dims` of each head.
     /// `a` is `[head_dim, n_heads, n_tokens]`, `pos` an I32 `[n_tokens]`.
-    pub(crate) fn rope(&mut self, a: Tensor, pos: Tensor, n_dims: i32, mode: RopeMode, base: f32) -> Tensor {
+    pub(crate) fn rope(
+        &mut self,
+        a: Tensor,
+        pos: Tensor,
+        n_dims: i32,
+        mode: RopeMode,
+        base: f32,
+    ) -> Tensor {
         let mode = match mode {
             RopeMode::Adjacent => 0,
             RopeMode::Neox => 2,

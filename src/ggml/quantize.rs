@@ -7,7 +7,7 @@ use crate::gguf::GgmlType;
 /// Converts f32 rows of length `n_per_row` to `ty` with ggml's quantizer (or
 /// plain conversion for F16/BF16/F32). Returns the encoded bytes.
 pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
-    if n_per_row == 0 || src.len() % n_per_row != 0 {
+    if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
         return Err(Error::InvalidArgument(format!(
             "quantize: {} values are not whole rows of {n_per_row}",
             src.len()
@@ -24,17 +24,26 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> 
     match ty {
         GgmlType::F32 => return Ok(src.iter().flat_map(|v| v.to_le_bytes()).collect()),
         GgmlType::F16 => {
-            return Ok(src.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect());
+            return Ok(src
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect());
         }
         GgmlType::BF16 => {
-            return Ok(src.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect());
+            return Ok(src
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect());
         }
         _ => {}
     }
     // SAFETY: pure query.
     let needs_imatrix = unsafe { sys::ggml_quantize_requires_imatrix(ggml_type(ty)) };
     if needs_imatrix || !ty.is_quantized() {
-        return Err(Error::InvalidArgument(format!("cannot quantize to {}", ty.name())));
+        return Err(Error::InvalidArgument(format!(
+            "cannot quantize to {}",
+            ty.name()
+        )));
     }
     let mut out = vec![0u8; row_bytes * n_rows];
     // SAFETY: initialises ggml's quantization tables (idempotent, thread-safe).
@@ -53,7 +62,10 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> 
         )
     };
     if written != out.len() {
-        return Err(Error::Backend(format!("quantize wrote {written} bytes, expected {}", out.len())));
+        return Err(Error::Backend(format!(
+            "quantize wrote {written} bytes, expected {}",
+            out.len()
+        )));
     }
     Ok(out)
 }

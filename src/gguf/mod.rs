@@ -10,10 +10,13 @@ mod types;
 mod value;
 mod writer;
 
+use std::borrow::Cow;
 use std::fmt;
 
 pub use error::GgufError;
-pub use reader::{GgufFile, MAX_ARRAY_LEN, MAX_TOTAL_ARRAY_ELEMENTS};
+pub use reader::{
+    GgufFile, MAX_ARRAY_LEN, MAX_KV_COUNT, MAX_TENSOR_COUNT, MAX_TOTAL_ARRAY_ELEMENTS,
+};
 pub use types::{GgmlType, MAX_DIMS, MAX_TENSOR_NAME_LEN, TensorInfo, tensor_nbytes};
 pub use value::{ArrayElement, MAX_ARRAY_DEPTH, Value, ValueType};
 pub use writer::{GgufWriter, WRITE_VERSION};
@@ -62,6 +65,7 @@ fn write_metadata(f: &mut fmt::Formatter<'_>, metadata: &[(String, Value)]) -> f
     let types: Vec<String> = metadata.iter().map(|(_, v)| v.type_description()).collect();
     let type_w = column_width(types.iter().map(String::len), usize::MAX);
     for ((key, value), ty) in metadata.iter().zip(&types) {
+        let key = printable(key);
         let shown = value.summary(SHOWN_ITEMS, SHOWN_CHARS);
         writeln!(f, "  {key:<key_w$}  {ty:<type_w$}  {shown}")?;
     }
@@ -80,10 +84,11 @@ fn write_tensors(f: &mut fmt::Formatter<'_>, tensors: &[TensorInfo]) -> fmt::Res
     )?;
     let (mut params, mut bytes) = (0u64, 0u64);
     for (t, shape) in tensors.iter().zip(&shapes) {
+        let name = printable(&t.name);
         writeln!(
             f,
-            "  {:<name_w$}  {:<7}  {shape:<shape_w$}  {:>12}",
-            t.name, t.ty, t.size
+            "  {name:<name_w$}  {:<7}  {shape:<shape_w$}  {:>12}",
+            t.ty, t.size
         )?;
         params = params.saturating_add(t.n_elements());
         bytes = bytes.saturating_add(t.size);
@@ -99,6 +104,16 @@ fn write_tensors(f: &mut fmt::Formatter<'_>, tensors: &[TensorInfo]) -> fmt::Res
             &[" B", " KiB", " MiB", " GiB", " TiB"]
         ),
     )
+}
+
+/// `s` itself, or quoted and escaped if it holds control characters (names come
+/// from untrusted files and must not drive the terminal).
+fn printable(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(format!("{s:?}"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 fn column_width(lens: impl Iterator<Item = usize>, cap: usize) -> usize {
@@ -149,6 +164,8 @@ mod tests {
             text.contains("total: 2 tensors, 67 parameters (67), 80 bytes (80 B)"),
             "{text}"
         );
+        assert_eq!(printable("a\u{1b}[31m"), r#""a\u{1b}[31m""#);
+        assert_eq!(printable("blk.0.x"), "blk.0.x");
         assert_eq!(human(134_515_008.0, 1000.0, &["", " K", " M"]), "134.52 M");
     }
 }

@@ -14,6 +14,10 @@ use super::{
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GgmlType, GgufError, MAGIC, TensorInfo, Value, ValueType,
 };
 
+/// Most metadata entries a file may hold.
+pub const MAX_KV_COUNT: u64 = 1 << 20;
+/// Most tensors a file may hold.
+pub const MAX_TENSOR_COUNT: u64 = 1 << 20;
 /// Most elements one metadata array may hold.
 pub const MAX_ARRAY_LEN: u64 = 1 << 23;
 /// Most metadata array elements (at any nesting level) one file may hold in total.
@@ -223,13 +227,25 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     }
     let n_tensors = p.cur.u64(&|| "tensor count".to_string())?;
     let n_kv = p.cur.u64(&|| "metadata entry count".to_string())?;
-    check_count(&p.cur, n_kv, MIN_KV_SIZE, "metadata entries")?;
-    check_count(&p.cur, n_tensors, MIN_TENSOR_INFO_SIZE, "tensors")?;
+    check_count(&p.cur, n_kv, MIN_KV_SIZE, MAX_KV_COUNT, "metadata entries")?;
+    check_count(
+        &p.cur,
+        n_tensors,
+        MIN_TENSOR_INFO_SIZE,
+        MAX_TENSOR_COUNT,
+        "tensors",
+    )?;
 
     let (metadata, key_index) = p.metadata(n_kv)?;
     let alignment = alignment(&metadata, &key_index)?;
 
-    check_count(&p.cur, n_tensors, MIN_TENSOR_INFO_SIZE, "tensors")?;
+    check_count(
+        &p.cur,
+        n_tensors,
+        MIN_TENSOR_INFO_SIZE,
+        MAX_TENSOR_COUNT,
+        "tensors",
+    )?;
     let mut tensors = Vec::with_capacity(n_tensors.min(MAX_PREALLOC) as usize);
     let mut tensor_index = HashMap::new();
     for i in 0..n_tensors {
@@ -270,9 +286,16 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     })
 }
 
-/// Rejects `count` entries of at least `min_size` bytes each if the rest of the file cannot hold them.
-fn check_count(cur: &Cursor, count: u64, min_size: u64, what: &str) -> Result<(), GgufError> {
-    if count > cur.remaining() / min_size {
+/// Rejects `count` entries of at least `min_size` bytes each if the rest of the file
+/// cannot hold them or there are more than `max`.
+fn check_count(
+    cur: &Cursor,
+    count: u64,
+    min_size: u64,
+    max: u64,
+    what: &str,
+) -> Result<(), GgufError> {
+    if count > cur.remaining() / min_size || count > max {
         return Err(GgufError::CountTooLarge {
             what: what.to_string(),
             count,

@@ -70,14 +70,22 @@ const MAX_BLOCKS: usize = 4096;
 impl ModelConfig {
     /// Reads the `huginn.*` keys of `file`.
     pub fn from_gguf(file: &GgufFile) -> Result<ModelConfig> {
-        let arch = file.get_str("general.architecture")?.unwrap_or_default().to_string();
+        let arch = file
+            .get_str("general.architecture")?
+            .unwrap_or_default()
+            .to_string();
         if arch != "huginn" {
-            return Err(Error::UnsupportedArchitecture(if arch.is_empty() { "(none)".into() } else { arch }));
+            return Err(Error::UnsupportedArchitecture(if arch.is_empty() {
+                "(none)".into()
+            } else {
+                arch
+            }));
         }
         let req = |k: &str| -> Result<usize> {
             let key = format!("huginn.{k}");
             match file.get_u64(&key)? {
-                Some(v) => usize::try_from(v).map_err(|_| Error::InvalidModel(format!("{key} = {v} is too large"))),
+                Some(v) => usize::try_from(v)
+                    .map_err(|_| Error::InvalidModel(format!("{key} = {v} is too large"))),
                 None => Err(Error::InvalidModel(format!("missing metadata key {key}"))),
             }
         };
@@ -106,12 +114,20 @@ impl ModelConfig {
         };
         let block_type = match file.get_str("huginn.block_type")?.unwrap_or("sandwich") {
             "sandwich" => BlockType::Sandwich,
-            other => return Err(Error::InvalidModel(format!("unsupported huginn.block_type {other:?}"))),
+            other => {
+                return Err(Error::InvalidModel(format!(
+                    "unsupported huginn.block_type {other:?}"
+                )));
+            }
         };
         let rope_pairing = match file.get_str("huginn.rope.pairing")?.unwrap_or("adjacent") {
             "adjacent" => RopePairing::Adjacent,
             "neox" => RopePairing::Neox,
-            other => return Err(Error::InvalidModel(format!("unsupported huginn.rope.pairing {other:?}"))),
+            other => {
+                return Err(Error::InvalidModel(format!(
+                    "unsupported huginn.rope.pairing {other:?}"
+                )));
+            }
         };
         let token_embd = file
             .tensor("token_embd.weight")
@@ -134,18 +150,28 @@ impl ModelConfig {
             n_coda: req("coda_block_count")?,
             norm_eps: file
                 .get_f32("huginn.attention.layer_norm_rms_epsilon")?
-                .ok_or_else(|| Error::InvalidModel("missing huginn.attention.layer_norm_rms_epsilon".into()))?,
+                .ok_or_else(|| {
+                    Error::InvalidModel("missing huginn.attention.layer_norm_rms_epsilon".into())
+                })?,
             rope_base: optf("rope.freq_base")?.unwrap_or(10000.0),
             rope_pairing,
             block_type,
             embedding_scale: optf("embedding_scale")?.unwrap_or((n_embd as f32).sqrt()),
             default_iterations: opt("recurrence.default")?.unwrap_or(32),
-            state_init_std: optf("recurrence.state_init_std")?.unwrap_or((2.0 / (5.0 * n_embd as f32)).sqrt()),
-            norm_after_recurrence: file.get_bool("huginn.norm_after_recurrence")?.unwrap_or(true),
+            state_init_std: optf("recurrence.state_init_std")?
+                .unwrap_or((2.0 / (5.0 * n_embd as f32)).sqrt()),
+            norm_after_recurrence: file
+                .get_bool("huginn.norm_after_recurrence")?
+                .unwrap_or(true),
             tied_embeddings: file.tensor("output.weight").is_none(),
         };
         let blocks = req("block_count")?;
-        if blocks != cfg.n_prelude.saturating_add(cfg.n_core).saturating_add(cfg.n_coda) {
+        if blocks
+            != cfg
+                .n_prelude
+                .saturating_add(cfg.n_core)
+                .saturating_add(cfg.n_coda)
+        {
             return Err(Error::InvalidModel(format!(
                 "huginn.block_count {blocks} != prelude {} + core {} + coda {}",
                 cfg.n_prelude, cfg.n_core, cfg.n_coda
@@ -167,7 +193,9 @@ impl ModelConfig {
             ("context_length", self.context_length),
         ] {
             if v == 0 || v > MAX_DIM {
-                return bad(format!("huginn.{name} = {v} is out of range (1..={MAX_DIM})"));
+                return bad(format!(
+                    "huginn.{name} = {v} is out of range (1..={MAX_DIM})"
+                ));
             }
         }
         if self.n_core == 0 {
@@ -176,11 +204,17 @@ impl ModelConfig {
         if self.n_prelude + self.n_core + self.n_coda > MAX_BLOCKS {
             return bad("too many blocks".into());
         }
-        if self.head_dim % 2 != 0 {
-            return bad(format!("head dimension {} must be even for RoPE", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head dimension {} must be even for RoPE",
+                self.head_dim
+            ));
         }
-        if self.n_head % self.n_head_kv != 0 {
-            return bad(format!("head_count {} is not a multiple of head_count_kv {}", self.n_head, self.n_head_kv));
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return bad(format!(
+                "head_count {} is not a multiple of head_count_kv {}",
+                self.n_head, self.n_head_kv
+            ));
         }
         if self.n_head * self.head_dim > MAX_DIM {
             return bad("attention width too large".into());
@@ -198,7 +232,10 @@ impl ModelConfig {
             return bad("invalid recurrence.state_init_std".into());
         }
         if self.default_iterations == 0 || self.default_iterations > 4096 {
-            return bad(format!("recurrence.default {} out of range", self.default_iterations));
+            return bad(format!(
+                "recurrence.default {} out of range",
+                self.default_iterations
+            ));
         }
         Ok(())
     }

@@ -56,7 +56,13 @@ impl GraphBuilder<'_> {
 
     /// One recurrence: `x = adapter(concat(x, e))`, then the core blocks with the
     /// given K/V slots (one per core block).
-    pub fn step(&mut self, x: Tensor, e: Tensor, inp: &BatchInputs, slots: &[KvLayer]) -> Result<Tensor> {
+    pub fn step(
+        &mut self,
+        x: Tensor,
+        e: Tensor,
+        inp: &BatchInputs,
+        slots: &[KvLayer],
+    ) -> Result<Tensor> {
         let xe = self.ctx.concat(x, e, 0);
         let mut x = self.ctx.mul_mat(self.w.adapter, xe);
         for (j, layer) in slots.iter().enumerate() {
@@ -69,7 +75,13 @@ impl GraphBuilder<'_> {
     /// Coda: `output_norm` (if configured), coda blocks, `output_norm`, head.
     /// With `last_only`, the head runs on the last position only (the coda blocks
     /// still process every position, as their K/V rows are needed later).
-    pub fn coda(&mut self, x: Tensor, inp: &BatchInputs, kv: &[KvLayer], last_only: bool) -> Result<Tensor> {
+    pub fn coda(
+        &mut self,
+        x: Tensor,
+        inp: &BatchInputs,
+        kv: &[KvLayer],
+        last_only: bool,
+    ) -> Result<Tensor> {
         let mut x = x;
         if self.cfg.norm_after_recurrence {
             x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
@@ -80,14 +92,22 @@ impl GraphBuilder<'_> {
         }
         if last_only && inp.n > 1 {
             let nb1 = x.nb()[1];
-            x = self.ctx.view_2d(x, self.cfg.n_embd as i64, 1, nb1, (inp.n - 1) * nb1);
+            x = self
+                .ctx
+                .view_2d(x, self.cfg.n_embd as i64, 1, nb1, (inp.n - 1) * nb1);
         }
         let x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
         Ok(self.ctx.mul_mat(self.w.head(), x))
     }
 
     /// Sandwich block: `x = n2(attn(n1(x)) + x); x = n4(mlp(n3(x)) + x)`.
-    fn block(&mut self, bw: &BlockWeights, x: Tensor, inp: &BatchInputs, kv: KvLayer) -> Result<Tensor> {
+    fn block(
+        &mut self,
+        bw: &BlockWeights,
+        x: Tensor,
+        inp: &BatchInputs,
+        kv: KvLayer,
+    ) -> Result<Tensor> {
         let eps = self.cfg.norm_eps;
         let h = self.ctx.rms_norm(x, bw.attn_norm, eps);
         let a = self.attention(bw, h, inp, kv)?;
@@ -112,7 +132,13 @@ impl GraphBuilder<'_> {
         self.ctx.mul_mat(bw.ffn_down, h)
     }
 
-    fn attention(&mut self, bw: &BlockWeights, x: Tensor, inp: &BatchInputs, kv: KvLayer) -> Result<Tensor> {
+    fn attention(
+        &mut self,
+        bw: &BlockWeights,
+        x: Tensor,
+        inp: &BatchInputs,
+        kv: KvLayer,
+    ) -> Result<Tensor> {
         let cfg = self.cfg;
         let (hd, nh, nkv) = (cfg.head_dim as i64, cfg.n_head as i64, cfg.n_head_kv as i64);
         let n = inp.n as i64;
@@ -121,8 +147,16 @@ impl GraphBuilder<'_> {
         let qkv = self.ctx.mul_mat(bw.attn_qkv, x);
         let row = qkv.nb()[1];
         let mut q = self.ctx.view_3d(qkv, hd, nh, n, hd as usize * f, row, 0);
-        let mut k = self.ctx.view_3d(qkv, hd, nkv, n, hd as usize * f, row, cfg.q_dim() * f);
-        let v = self.ctx.view_2d(qkv, cfg.kv_dim() as i64, n, row, (cfg.q_dim() + cfg.kv_dim()) * f);
+        let mut k = self
+            .ctx
+            .view_3d(qkv, hd, nkv, n, hd as usize * f, row, cfg.q_dim() * f);
+        let v = self.ctx.view_2d(
+            qkv,
+            cfg.kv_dim() as i64,
+            n,
+            row,
+            (cfg.q_dim() + cfg.kv_dim()) * f,
+        );
         if let (Some(qb), Some(kb)) = (bw.q_bias, bw.k_bias) {
             let qb = self.ctx.reshape_2d(qb, hd, nh);
             let kb = self.ctx.reshape_2d(kb, hd, nkv);
@@ -144,18 +178,26 @@ impl GraphBuilder<'_> {
         self.graph.expand(k_store)?;
         let v_elem = kv.v.nb()[0];
         let v_row = kv.v.nb()[1];
-        let v_dst = self.ctx.view_2d(kv.v, n, kv_dim, v_row, inp.n_past * v_elem);
+        let v_dst = self
+            .ctx
+            .view_2d(kv.v, n, kv_dim, v_row, inp.n_past * v_elem);
         let vt = self.ctx.transpose(v);
         let v_store = self.ctx.cpy(vt, v_dst);
         self.graph.expand(v_store)?;
 
         // Attend over every cached row up to the end of this batch.
-        let keys = self.ctx.view_3d(kv.k, hd, nkv, n_kv, hd as usize * kv.k.nb()[0], k_row, 0);
+        let keys = self
+            .ctx
+            .view_3d(kv.k, hd, nkv, n_kv, hd as usize * kv.k.nb()[0], k_row, 0);
         let keys = self.ctx.permute(keys, [0, 2, 1, 3]);
         let q = self.ctx.permute(q, [0, 2, 1, 3]);
         let kq = self.ctx.mul_mat(keys, q);
-        let kq = self.ctx.soft_max_masked(kq, inp.mask, 1.0 / (cfg.head_dim as f32).sqrt());
-        let vals = self.ctx.view_3d(kv.v, n_kv, hd, nkv, v_row, v_row * hd as usize, 0);
+        let kq = self
+            .ctx
+            .soft_max_masked(kq, inp.mask, 1.0 / (cfg.head_dim as f32).sqrt());
+        let vals = self
+            .ctx
+            .view_3d(kv.v, n_kv, hd, nkv, v_row, v_row * hd as usize, 0);
         let out = self.ctx.mul_mat(vals, kq);
         let out = self.ctx.permute(out, [0, 2, 1, 3]);
         let out = self.ctx.cont_2d(out, cfg.q_dim() as i64, n);

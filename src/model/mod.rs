@@ -28,7 +28,11 @@ pub struct LoadParams {
 
 impl Default for LoadParams {
     fn default() -> Self {
-        LoadParams { backend: BackendKind::Auto, n_threads: 0, use_mmap: true }
+        LoadParams {
+            backend: BackendKind::Auto,
+            n_threads: 0,
+            use_mmap: true,
+        }
     }
 }
 
@@ -37,7 +41,7 @@ pub struct Model {
     // Field order is drop order: weights (which may point into the file's
     // mapping) and the backend go before the file.
     pub(crate) weights: Weights,
-    backend: Backend,
+    backend_name: String,
     config: ModelConfig,
     params: LoadParams,
     file: GgufFile,
@@ -59,11 +63,24 @@ impl Model {
     /// Builds a model from an already parsed GGUF file.
     pub fn from_file(file: GgufFile, params: &LoadParams) -> Result<Model> {
         let config = ModelConfig::from_gguf(&file)?;
+        // The backend is only needed to place the weights; sessions make their own
+        // (ggml buffers outlive the backend that allocated them).
         let backend = Backend::new(params.backend, params.n_threads)?;
         let weights = Weights::load(&file, &config, &backend)?;
         let mut params = params.clone();
         params.n_threads = backend.n_threads();
-        Ok(Model { weights, backend, config, params, file })
+        params.backend = if backend.is_cpu() {
+            BackendKind::Cpu
+        } else {
+            BackendKind::Gpu
+        };
+        Ok(Model {
+            weights,
+            backend_name: backend.name(),
+            config,
+            params,
+            file,
+        })
     }
 
     /// Hyper-parameters.
@@ -82,8 +99,8 @@ impl Model {
     }
 
     /// Name of the backend the weights live on (e.g. `CPU`).
-    pub fn backend_name(&self) -> String {
-        self.backend.name()
+    pub fn backend_name(&self) -> &str {
+        &self.backend_name
     }
 
     /// Whether weight data is used in place from the memory-mapped file.

@@ -39,6 +39,9 @@ pub(crate) struct Weights {
     pub mapped: bool,
 }
 
+/// Alignment ggml requires of host memory wrapped as a buffer.
+const HOST_PTR_ALIGNMENT: usize = 32;
+
 /// Types accepted for weight matrices.
 const MATRIX_TYPES: &[GgmlType] = &[
     GgmlType::F32,
@@ -122,7 +125,12 @@ impl Weights {
     /// available to `backend`.
     pub(crate) fn load(file: &GgufFile, cfg: &ModelConfig, backend: &Backend) -> Result<Weights> {
         let n_tensors = file.tensors().len();
-        let mut b = Binder { file, ctx: Context::new(n_tensors + 8, 0)?, bound: Vec::new(), seen: HashSet::new() };
+        let mut b = Binder {
+            file,
+            ctx: Context::new(n_tensors + 8, 0)?,
+            bound: Vec::new(),
+            seen: HashSet::new(),
+        };
         let d = cfg.n_embd;
         let token_embd = b.get("token_embd.weight", &[d, cfg.n_vocab], Kind::Matrix)?;
         let mut blocks = Vec::with_capacity(cfg.n_blocks());
@@ -137,7 +145,11 @@ impl Weights {
             }
             blocks.push(BlockWeights {
                 attn_norm: b.get(&n("attn_norm.weight"), &[d], Kind::Vector)?,
-                attn_qkv: b.get(&n("attn_qkv.weight"), &[d, cfg.q_dim() + 2 * cfg.kv_dim()], Kind::Matrix)?,
+                attn_qkv: b.get(
+                    &n("attn_qkv.weight"),
+                    &[d, cfg.q_dim() + 2 * cfg.kv_dim()],
+                    Kind::Matrix,
+                )?,
                 q_bias,
                 k_bias,
                 attn_output: b.get(&n("attn_output.weight"), &[cfg.q_dim(), d], Kind::Matrix)?,
@@ -151,11 +163,21 @@ impl Weights {
         let adapter = b.get("adapter.weight", &[2 * d, d], Kind::Matrix)?;
         let output_norm = b.get("output_norm.weight", &[d], Kind::Vector)?;
         let output = b.opt("output.weight", &[d, cfg.n_vocab], Kind::Matrix)?;
-        if let Some(extra) = file.tensors().iter().find(|t| !b.seen.contains(t.name.as_str())) {
-            return Err(Error::InvalidModel(format!("unexpected tensor {}", extra.name)));
+        if let Some(extra) = file
+            .tensors()
+            .iter()
+            .find(|t| !b.seen.contains(t.name.as_str()))
+        {
+            return Err(Error::InvalidModel(format!(
+                "unexpected tensor {}",
+                extra.name
+            )));
         }
         let Binder { ctx, bound, .. } = b;
-        let (buffer, mapped) = if backend.is_cpu() {
+        // ggml wraps host memory only at 32-byte alignment; a page-aligned mapping
+        // always qualifies, an in-memory copy may not (then the data is copied).
+        let aligned = file.bytes().as_ptr() as usize % HOST_PTR_ALIGNMENT == 0;
+        let (buffer, mapped) = if backend.is_cpu() && aligned {
             // Use the weights where they are mapped: wrap the whole file.
             let bytes = file.bytes();
             let buffer = backend.host_buffer_from_ptr(bytes.as_ptr(), bytes.len())?;
@@ -170,7 +192,16 @@ impl Weights {
             }
             (buffer, false)
         };
-        Ok(Weights { token_embd, blocks, adapter, output_norm, output, _ctx: ctx, buffer, mapped })
+        Ok(Weights {
+            token_embd,
+            blocks,
+            adapter,
+            output_norm,
+            output,
+            _ctx: ctx,
+            buffer,
+            mapped,
+        })
     }
 
     /// The matrix used as output head.

