@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod exit;
+pub mod generate;
 mod ggml;
 pub mod gguf;
 pub mod model;

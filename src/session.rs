@@ -68,7 +68,7 @@ impl Default for SessionParams {
 }
 
 /// Most recurrence steps placed in one graph; longer runs use several graphs.
-const STEPS_PER_GRAPH: usize = 16;
+pub(crate) const STEPS_PER_GRAPH: usize = 16;
 /// Upper bound on graph nodes per block (the builder uses about 45).
 const NODES_PER_BLOCK: usize = 64;
 /// Most iterations a single token may run.
@@ -354,6 +354,7 @@ impl Session {
                 }
                 step += n_steps;
             }
+            self.fill_unreached_slots(iterations)?;
             self.end_batch();
         }
         Ok(())
@@ -411,6 +412,72 @@ impl Session {
             _ => x0.fill(0.0),
         }
         Ok(())
+    }
+
+    /// Replaces the initial state of every position of the current batch with
+    /// `row` (warm start: the previous token's final state).
+    pub(crate) fn set_initial_state(&mut self, row: &[f32]) {
+        let d = self.model.config().n_embd;
+        for i in 0..self.n_cur {
+            self.host.x0[i * d..(i + 1) * d].copy_from_slice(&row[..d]);
+        }
+    }
+
+    /// Reads the recurrent state of the last position of the current batch.
+    pub(crate) fn read_last_state(&self, out: &mut [f32]) -> Result<()> {
+        let d = self.model.config().n_embd;
+        self.state_store
+            .read_f32((self.n_cur.max(1) - 1) * d, &mut out[..d])
+    }
+
+    /// Latest-entry semantics for a batch that ran `steps` recurrences with
+    /// `steps < B`: slots the batch never reached get a copy of its deepest entry,
+    /// so later tokens never read stale rows.
+    pub(crate) fn fill_unreached_slots(&mut self, steps: usize) -> Result<()> {
+        let b = self.params.kv_budget;
+        if steps == 0 || steps >= b {
+            return Ok(());
+        }
+        let c = self.model.config().n_core;
+        let n = self.n_cur as i64;
+        let kv_dim = self.model.config().kv_dim() as i64;
+        let src_slot = steps - 1;
+        let total = (b - steps) * c;
+        let mut next = 0;
+        while next < total {
+            self.graph_ctx.reset();
+            let mut graph = self.graph_ctx.new_graph(self.graph_size)?;
+            while next < total && graph.has_room(8) {
+                let (s, j) = (steps + next / c, next % c);
+                next += 1;
+                let src = self.core_kv[src_slot * c + j];
+                let dst = self.core_kv[s * c + j];
+                let ctx = &mut self.graph_ctx;
+                let k_row = src.k.nb()[1];
+                let ks = ctx.view_2d(src.k, kv_dim, n, k_row, self.n_past * k_row);
+                let kd = ctx.view_2d(dst.k, kv_dim, n, k_row, self.n_past * k_row);
+                let kc = ctx.cpy(ks, kd);
+                graph.expand(kc)?;
+                let (v_el, v_row) = (src.v.nb()[0], src.v.nb()[1]);
+                let vs = ctx.view_2d(src.v, n, kv_dim, v_row, self.n_past * v_el);
+                let vd = ctx.view_2d(dst.v, n, kv_dim, v_row, self.n_past * v_el);
+                let vc = ctx.cpy(vs, vd);
+                graph.expand(vc)?;
+            }
+            self.sched.alloc(&mut graph)?;
+            self.sched.compute(&mut graph)?;
+        }
+        Ok(())
+    }
+
+    /// Whether cancellation was requested (clears the request).
+    pub(crate) fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::Relaxed)
+    }
+
+    /// Most positions evaluated in one graph.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// Commits the current batch to the cache.

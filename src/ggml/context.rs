@@ -217,6 +217,11 @@ impl Graph {
         Ok(())
     }
 
+    /// Whether `n` more nodes fit (with the same headroom `expand` keeps).
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.n_nodes() + n + 512 <= self.capacity
+    }
+
     /// Number of nodes (operations) in the graph.
     pub(crate) fn n_nodes(&self) -> usize {
         // SAFETY: valid graph.

@@ -176,7 +176,7 @@ impl Weights {
         let Binder { ctx, bound, .. } = b;
         // ggml wraps host memory only at 32-byte alignment; a page-aligned mapping
         // always qualifies, an in-memory copy may not (then the data is copied).
-        let aligned = file.bytes().as_ptr() as usize % HOST_PTR_ALIGNMENT == 0;
+        let aligned = (file.bytes().as_ptr() as usize).is_multiple_of(HOST_PTR_ALIGNMENT);
         let (buffer, mapped) = if backend.is_cpu() && aligned {
             // Use the weights where they are mapped: wrap the whole file.
             let bytes = file.bytes();

@@ -44,7 +44,7 @@ pub struct ModelArgs {
     /// Initial state: zeros, or seed:N for a seeded truncated normal.
     #[arg(long, default_value = "zeros")]
     pub init: String,
-    /// KV recurrence budget B (slots per core block; default: the iteration count).
+    /// KV recurrence budget B (slots per core block; default: the iteration count, i.e. the full cache).
     #[arg(long)]
     pub kv_budget: Option<usize>,
 }
@@ -71,12 +71,57 @@ pub struct RunArgs {
     /// Comma-separated prompt token ids.
     #[arg(long)]
     pub prompt_tokens: String,
-    /// Recurrence iterations per token (default: the model's).
+    /// Fixed iterations per token (sets both --min- and --max-iterations).
     #[arg(long)]
     pub iterations: Option<usize>,
+    /// Fewest core iterations per generated token.
+    #[arg(long)]
+    pub min_iterations: Option<usize>,
+    /// Most core iterations per generated token (default: the model's).
+    #[arg(long)]
+    pub max_iterations: Option<usize>,
+    /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability.
+    #[arg(long, default_value = "none")]
+    pub exit: String,
+    /// Evaluate the exit criterion every N steps once min is reached.
+    #[arg(long, default_value_t = 1)]
+    pub check_every: usize,
+    /// Allow early exit during the prompt.
+    #[arg(long)]
+    pub exit_in_prefill: bool,
+    /// Start each token's state from the previous token's final state.
+    #[arg(long)]
+    pub warm_start: bool,
     /// Tokens to generate.
     #[arg(long, default_value_t = 16)]
     pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    pub temp: Option<f32>,
+    /// Top-k (0 = off).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Top-p (1 = off).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Min-p (0 = off).
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Repetition penalty over the last 64 tokens (1 = off).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Greedy decoding (the default unless a sampling option is given).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Comma-separated stop token ids.
+    #[arg(long, default_value = "")]
+    pub stop: String,
+    /// One JSON object per token, then a stats object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

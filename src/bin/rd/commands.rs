@@ -1,14 +1,16 @@
 //! Implementations of the `rd` subcommands.
 
 use crate::args::{Cli, Command, LogitsArgs, MakeArgs, ModelArgs, RunArgs};
+use recurrent_depth::exit::ExitSpec;
+use recurrent_depth::generate::{ComputeLimits, GenerateParams};
 use recurrent_depth::gguf::{GgmlType, GgufFile};
 use recurrent_depth::model::{BackendKind, LoadParams, Model};
+use recurrent_depth::sampling::SamplingParams;
 use recurrent_depth::session::{Session, SessionParams, StateInit};
 use recurrent_depth::testmodel::TestModelSpec;
 use recurrent_depth::{Error, Result};
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
@@ -93,43 +95,98 @@ fn logits(a: LogitsArgs) -> Result<()> {
     Ok(())
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 fn run(a: RunArgs) -> Result<()> {
     let prompt = parse_ids(&a.prompt_tokens)?;
-    let (mut s, iters) = open(&a.model, a.iterations)?;
-    let t0 = Instant::now();
-    s.eval(&prompt, iters)?;
-    let prefill = t0.elapsed();
-    let t1 = Instant::now();
-    let mut out = Vec::with_capacity(a.max_tokens);
-    for i in 0..a.max_tokens {
-        let next = argmax(s.logits());
-        out.push(next);
-        print!("{next}{}", if i + 1 < a.max_tokens { "," } else { "\n" });
-        std::io::stdout().flush()?;
-        if i + 1 < a.max_tokens {
-            s.eval(&[next], iters)?;
-        }
+    let max_it = a.iterations.or(a.max_iterations);
+    let (mut s, default_iters) = open(&a.model, max_it)?;
+    let max_iterations = max_it.unwrap_or(default_iters);
+    let min_iterations = a
+        .iterations
+        .or(a.min_iterations)
+        .unwrap_or(1)
+        .min(max_iterations);
+    let limits = ComputeLimits {
+        min_iterations,
+        max_iterations,
+        exit: a.exit.parse::<ExitSpec>()?,
+        check_every: a.check_every,
+        exit_in_prefill: a.exit_in_prefill,
+        warm_start: a.warm_start,
+    };
+    let sampled = a.temp.is_some() || a.top_k.is_some() || a.top_p.is_some() || a.min_p.is_some();
+    let d = SamplingParams::default();
+    let sampling = SamplingParams {
+        temperature: a.temp.unwrap_or(d.temperature),
+        top_k: a.top_k.unwrap_or(d.top_k),
+        top_p: a.top_p.unwrap_or(d.top_p),
+        min_p: a.min_p.unwrap_or(d.min_p),
+        repeat_penalty: a.repeat_penalty.unwrap_or(d.repeat_penalty),
+        seed: a.seed,
+        greedy: a.greedy || !sampled,
+        ..d
+    };
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        limits,
+        prefill_iterations: None,
+        sampling,
+        stop_tokens: parse_ids(&a.stop)?,
+    };
+    let json = a.json;
+    let mut out = std::io::stdout().lock();
+    let stats = s.generate(&prompt, &params, |ev, _| {
+        let _ = if json {
+            writeln!(
+                out,
+                "{{\"id\":{},\"text\":null,\"iterations\":{},\"exit_value\":{}}}",
+                ev.token,
+                ev.iterations,
+                json_f64(ev.exit_value)
+            )
+        } else {
+            let bar = iteration_bar(ev.iterations, max_iterations);
+            writeln!(out, "{:>6}  {:>4} it  {bar}", ev.token, ev.iterations)
+        };
+        true
+    })?;
+    let tps = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    if json {
+        writeln!(
+            out,
+            "{{\"stats\":{{\"tokens\":{},\"prompt_tokens\":{},\"prefill_tokens_per_s\":{:.3},\"decode_tokens_per_s\":{:.3},\"mean_iterations\":{:.3},\"kv_bytes\":{}}}}}",
+            stats.tokens,
+            stats.prompt_tokens,
+            tps(stats.prompt_tokens, stats.prefill_seconds),
+            tps(stats.tokens.saturating_sub(1), stats.decode_seconds),
+            stats.mean_iterations,
+            stats.kv_bytes
+        )?;
+    } else {
+        eprintln!(
+            "{} tokens, mean {:.2} iterations (max {}), prefill {:.1} tok/s, decode {:.1} tok/s, KV cache {:.1} KiB",
+            stats.tokens,
+            stats.mean_iterations,
+            max_iterations,
+            tps(stats.prompt_tokens, stats.prefill_seconds),
+            tps(stats.tokens.saturating_sub(1), stats.decode_seconds),
+            stats.kv_bytes as f64 / 1024.0
+        );
     }
-    let decode = t1.elapsed();
-    eprintln!(
-        "prompt {} tokens in {:.1} ms, generated {} tokens in {:.1} ms ({} iterations per token)",
-        prompt.len(),
-        prefill.as_secs_f64() * 1e3,
-        out.len(),
-        decode.as_secs_f64() * 1e3,
-        iters
-    );
     Ok(())
+}
+
+fn json_f64(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:e}")
+    } else {
+        "null".into()
+    }
+}
+
+/// A bar of `#` proportional to iterations used, 20 wide at `max`.
+fn iteration_bar(iterations: usize, max: usize) -> String {
+    let n = (iterations * 20).div_ceil(max.max(1)).min(20);
+    "#".repeat(n)
 }
 
 fn make(a: MakeArgs) -> Result<()> {

@@ -1,0 +1,373 @@
+//! The generation loop: per-token compute limits (iteration budget, early exit,
+//! warm start), sampling, stop conditions and the token callback.
+//!
+//! Per token: the prelude runs once, then the core runs step by step in graphs
+//! of several steps; at each check step (from `min_iterations` on, every
+//! `check_every` steps, and always at `max_iterations`) the exit criterion is
+//! evaluated: criteria on the next-token distribution run the coda and head
+//! (which rewrites the coda's K/V rows for this token; the last write is the one
+//! of the exit step), latent criteria read the state. Slots of the KV budget the
+//! token did not reach get its deepest entry (latest-entry semantics).
+//! Nothing is allocated per token: buffers are sized per call.
+
+use crate::error::{Error, Result};
+use crate::exit::{ExitCriterion, ExitSpec, ExitState};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::session::{CodaMode, MAX_ITERATIONS, STEPS_PER_GRAPH, Segment, Session};
+use std::time::Instant;
+
+/// How much a token may think.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ComputeLimits {
+    /// Fewest core iterations per token (>= 1).
+    pub min_iterations: usize,
+    /// Most core iterations per token (>= min_iterations).
+    pub max_iterations: usize,
+    /// Early-exit criterion and threshold.
+    pub exit: ExitSpec,
+    /// Evaluate the criterion every this many steps once `min_iterations` is reached.
+    pub check_every: usize,
+    /// Allow early exit while prefilling the prompt (decided on the last position).
+    pub exit_in_prefill: bool,
+    /// Start each new token's state from the previous token's final state.
+    pub warm_start: bool,
+}
+
+impl Default for ComputeLimits {
+    fn default() -> Self {
+        ComputeLimits {
+            min_iterations: 1,
+            max_iterations: 32,
+            exit: ExitSpec::default(),
+            check_every: 1,
+            exit_in_prefill: false,
+            warm_start: false,
+        }
+    }
+}
+
+impl ComputeLimits {
+    /// A fixed number of iterations, no exit.
+    pub fn fixed(iterations: usize) -> Self {
+        ComputeLimits {
+            min_iterations: iterations,
+            max_iterations: iterations,
+            ..Self::default()
+        }
+    }
+
+    /// Checks ranges: 1 <= min <= max <= MAX_ITERATIONS, check_every >= 1, a valid threshold.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_iterations == 0 || self.max_iterations > MAX_ITERATIONS {
+            return Err(Error::InvalidArgument(format!(
+                "max_iterations {} out of range 1..={MAX_ITERATIONS}",
+                self.max_iterations
+            )));
+        }
+        if self.min_iterations == 0 || self.min_iterations > self.max_iterations {
+            return Err(Error::InvalidArgument(format!(
+                "min_iterations {} must be in 1..=max_iterations ({})",
+                self.min_iterations, self.max_iterations
+            )));
+        }
+        if self.check_every == 0 {
+            return Err(Error::InvalidArgument(
+                "check_every must be at least 1".into(),
+            ));
+        }
+        self.exit.validate()
+    }
+
+    /// Whether the criterion is evaluated after step `t` (1-based).
+    fn is_check(&self, t: usize) -> bool {
+        t == self.max_iterations
+            || (self.exit.criterion != ExitCriterion::None
+                && t >= self.min_iterations
+                && (t - self.min_iterations).is_multiple_of(self.check_every))
+    }
+}
+
+/// Parameters of one generation call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateParams {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Limits for generated tokens (changeable from the callback).
+    pub limits: ComputeLimits,
+    /// Iterations for the prompt (default: `limits.max_iterations`).
+    pub prefill_iterations: Option<usize>,
+    /// Sampling.
+    pub sampling: SamplingParams,
+    /// Generation stops after producing one of these (it is reported, then stop).
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 64,
+            limits: ComputeLimits::default(),
+            prefill_iterations: None,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
+/// One generated token, as reported to the callback.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenEvent {
+    /// Token id.
+    pub token: u32,
+    /// Core iterations this token's distribution came from.
+    pub iterations: usize,
+    /// Value of the exit criterion at the last check (NaN if none was evaluated).
+    pub exit_value: f64,
+    /// Index of the token in this generation (0-based).
+    pub index: usize,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_tokens` reached.
+    MaxTokens,
+    /// A stop token was produced.
+    StopToken,
+    /// The callback asked to stop.
+    Callback,
+}
+
+/// Statistics of one generation call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GenerateStats {
+    /// Tokens generated.
+    pub tokens: usize,
+    /// Prompt tokens evaluated.
+    pub prompt_tokens: usize,
+    /// Seconds spent on the prompt.
+    pub prefill_seconds: f64,
+    /// Seconds spent generating.
+    pub decode_seconds: f64,
+    /// Mean core iterations per generated token.
+    pub mean_iterations: f64,
+    /// Iterations the prompt ran.
+    pub prefill_iterations: usize,
+    /// KV cache bytes of the session.
+    pub kv_bytes: usize,
+    /// Why generation ended.
+    pub stop: StopReason,
+}
+
+/// Per-call working memory, allocated once per call.
+struct Work {
+    exit: ExitState,
+    state: Vec<f32>,
+    prev_state: Vec<f32>,
+    have_prev: bool,
+}
+
+impl Session {
+    /// Evaluates `prompt` (may be empty to continue from the cache), then
+    /// generates up to `params.max_tokens` tokens. `on_token` sees every token and
+    /// may change the limits of the next token; returning false stops.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut on_token: impl FnMut(&TokenEvent, &mut ComputeLimits) -> bool,
+    ) -> Result<GenerateStats> {
+        params.limits.validate()?;
+        params.sampling.validate()?;
+        let prefill_iters = params
+            .prefill_iterations
+            .unwrap_or(params.limits.max_iterations);
+        if prefill_iters == 0 || prefill_iters > MAX_ITERATIONS {
+            return Err(Error::InvalidArgument(format!(
+                "prefill_iterations {prefill_iters} out of range"
+            )));
+        }
+        if prompt.is_empty() && self.n_past() == 0 {
+            return Err(Error::InvalidArgument(
+                "empty prompt and empty cache".into(),
+            ));
+        }
+        if !prompt.is_empty() {
+            self.check_tokens(prompt)?;
+        }
+        let cfg = self.model().config().clone();
+        let mut sampler = Sampler::new(cfg.n_vocab, params.sampling)?;
+        let mut history: Vec<u32> = Vec::with_capacity(prompt.len() + params.max_tokens);
+        history.extend_from_slice(prompt);
+        let mut w = Work {
+            exit: ExitState::new(cfg.n_vocab, cfg.n_embd),
+            state: vec![0.0; cfg.n_embd],
+            prev_state: vec![0.0; cfg.n_embd],
+            have_prev: false,
+        };
+        let mut limits = params.limits;
+
+        let t0 = Instant::now();
+        let mut prefill_used = 0;
+        if !prompt.is_empty() {
+            let mut pl = limits;
+            pl.max_iterations = prefill_iters;
+            pl.min_iterations = pl.min_iterations.min(prefill_iters);
+            if !limits.exit_in_prefill {
+                pl.exit = ExitSpec::default();
+            }
+            let n_chunks = prompt.len().div_ceil(self.n_batch());
+            for (i, chunk) in prompt.chunks(self.n_batch()).enumerate() {
+                let last = i + 1 == n_chunks;
+                let chunk_limits = if last {
+                    pl
+                } else {
+                    ComputeLimits {
+                        exit: ExitSpec::default(),
+                        ..pl
+                    }
+                };
+                let (used, _) = self.run_token(chunk, &chunk_limits, &mut w)?;
+                prefill_used = used;
+            }
+        }
+        let prefill_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut stats = GenerateStats {
+            tokens: 0,
+            prompt_tokens: prompt.len(),
+            prefill_seconds,
+            decode_seconds: 0.0,
+            mean_iterations: 0.0,
+            prefill_iterations: prefill_used,
+            kv_bytes: self.kv_bytes(),
+            stop: StopReason::MaxTokens,
+        };
+        let mut total_iters = 0usize;
+        let mut iterations = prefill_used;
+        let mut exit_value = f64::NAN;
+        for index in 0..params.max_tokens {
+            let recent_from = history.len().saturating_sub(params.sampling.repeat_last_n);
+            let token = sampler.sample(self.logits(), &history[recent_from..]);
+            history.push(token);
+            stats.tokens += 1;
+            total_iters += iterations;
+            let ev = TokenEvent {
+                token,
+                iterations,
+                exit_value,
+                index,
+            };
+            let go_on = on_token(&ev, &mut limits);
+            limits.validate()?;
+            if params.stop_tokens.contains(&token) {
+                stats.stop = StopReason::StopToken;
+                break;
+            }
+            if !go_on {
+                stats.stop = StopReason::Callback;
+                break;
+            }
+            if index + 1 == params.max_tokens {
+                break;
+            }
+            let needed = self.n_past() + 1;
+            if needed > self.n_ctx() {
+                return Err(Error::ContextFull {
+                    needed,
+                    n_ctx: self.n_ctx(),
+                });
+            }
+            (iterations, exit_value) = self.run_token(&[token], &limits, &mut w)?;
+        }
+        stats.decode_seconds = t1.elapsed().as_secs_f64();
+        stats.mean_iterations = if stats.tokens > 0 {
+            total_iters as f64 / stats.tokens as f64
+        } else {
+            0.0
+        };
+        Ok(stats)
+    }
+
+    /// Runs one batch (a prompt chunk or one token) under `limits`; returns the
+    /// iterations used and the last exit value. Leaves logits of the last
+    /// position in [`Session::logits`].
+    fn run_token(
+        &mut self,
+        tokens: &[u32],
+        limits: &ComputeLimits,
+        w: &mut Work,
+    ) -> Result<(usize, f64)> {
+        self.begin_batch(tokens)?;
+        if limits.warm_start && w.have_prev && tokens.len() == 1 {
+            self.set_initial_state(&w.prev_state);
+        }
+        w.exit.reset();
+        let spec = limits.exit;
+        let needs_logits = spec.criterion.needs_logits();
+        let mut t = 0;
+        let mut value = f64::NAN;
+        loop {
+            // Next step at which something must be observed.
+            let mut target = t + 1;
+            while !limits.is_check(target) {
+                target += 1;
+            }
+            let mut prelude = t == 0;
+            while t < target {
+                let n = (target - t).min(STEPS_PER_GRAPH);
+                let at_target = t + n == target;
+                let coda = if at_target && (needs_logits || target == limits.max_iterations) {
+                    CodaMode::Last
+                } else {
+                    CodaMode::None
+                };
+                self.run_segment(
+                    Segment {
+                        prelude,
+                        first_step: t + 1,
+                        n_steps: n,
+                        coda,
+                    },
+                    None,
+                )?;
+                prelude = false;
+                t += n;
+                if self.take_cancel() {
+                    return Err(Error::Cancelled);
+                }
+            }
+            if needs_logits {
+                value = w.exit.observe_logits(&spec, self.logits());
+            } else if spec.criterion.needs_latent() {
+                self.read_last_state(&mut w.state)?;
+                value = w.exit.observe_latent(&spec, &w.state);
+            }
+            if t >= limits.max_iterations {
+                break;
+            }
+            if t >= limits.min_iterations && spec.should_exit(value) {
+                if !needs_logits {
+                    // Latent exit: the coda has not run at this step yet.
+                    self.run_segment(
+                        Segment {
+                            prelude: false,
+                            first_step: t + 1,
+                            n_steps: 0,
+                            coda: CodaMode::Last,
+                        },
+                        None,
+                    )?;
+                }
+                break;
+            }
+        }
+        self.fill_unreached_slots(t)?;
+        if limits.warm_start {
+            self.read_last_state(&mut w.prev_state)?;
+            w.have_prev = true;
+        }
+        self.end_batch();
+        Ok((t, value))
+    }
+}
