@@ -33,6 +33,13 @@ Usage:
     python3 tools/reference.py --model M.gguf --tokens 1,2,3 --iterations 4 \\
         [--kv-budget B] [--init zeros|seed:N] [--decode N | --force-tokens a,b,c] \\
         [--decode-iterations n1,n2,...] [--out FILE.npz]
+    python3 tools/reference.py --model M.gguf --tokens 1,2,3 --generate 12 \\
+        --min-iterations 2 --max-iterations 16 --exit kl:1e-3 --check-every 1 \\
+        [--warm-start] [--prefill-iterations P] [--kv-budget B] [--verbose]
+
+With --generate the reference mirrors the runtime's generation loop
+(Session::generate): greedy picks, per-token early exit (`generate`,
+`Session.feed_adaptive`, `ExitState`) and prints the (token, iterations) trace.
 """
 
 from __future__ import annotations
@@ -425,51 +432,129 @@ class Session:
                 x[i, f] = np.float32(z * hp.state_init_std * hp.embedding_scale)
         return x
 
-    def feed(self, ids, iterations: int) -> np.ndarray:
-        """Run tokens `ids` (one chunk, at the next positions) for `iterations`
-        recurrence steps; return their logits [n, vocab] in float64."""
-        model, hp = self.model, self.model.hp
+    def _check_chunk(self, ids) -> np.ndarray:
+        hp = self.model.hp
         ids = np.asarray(ids, dtype=np.int64)
         n = len(ids)
         if n == 0:
             raise ValueError("empty chunk")
-        if iterations < 1:
-            raise ValueError("iterations must be >= 1")
         if ids.min() < 0 or ids.max() >= hp.vocab:
             raise ValueError(f"token id out of range 0..{hp.vocab - 1}")
         if self.n_past + n > hp.context_length:
             raise ValueError("context length exceeded")
-        positions = np.arange(self.n_past, self.n_past + n)
-        cache = self.cache
+        return ids
 
-        # 1. embedding and prelude
+    def _prelude(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Embedding and prelude blocks of a chunk: e [n, d]."""
+        model, hp = self.model, self.model.hp
         e = model.token_embd[ids] * hp.embedding_scale
         for i in range(hp.n_prelude):
-            e = sandwich_block(model, model.prelude_block(i), e, positions, cache, ("prelude", i))
+            e = sandwich_block(model, model.prelude_block(i), e, positions, self.cache, ("prelude", i))
+        return e
 
-        # 2. recurrence: step t uses slot (t-1) mod B of every core layer
-        x = self.initial_state(n)
-        for t in range(1, iterations + 1):
-            slot = (t - 1) % self.B
-            x = np.concatenate([x, e], axis=-1) @ model.adapter.T
-            for j in range(hp.n_core):
-                x = sandwich_block(model, model.core_block(j), x, positions, cache, ("core", j, slot))
-        # A chunk that stopped before using every slot leaves its deepest entry
-        # in the slots it never reached, so later tokens read its latest state.
-        if iterations < self.B:
-            for j in range(hp.n_core):
-                for s in range(iterations, self.B):
-                    cache.copy_rows(("core", j, iterations - 1), ("core", j, s), positions)
-        self.last_state = x
+    def _core_step(self, x: np.ndarray, e: np.ndarray, positions: np.ndarray, t: int) -> np.ndarray:
+        """Recurrence step t (1-based): adapter, then every core block on slot (t-1) mod B."""
+        model, hp = self.model, self.model.hp
+        slot = (t - 1) % self.B
+        x = np.concatenate([x, e], axis=-1) @ model.adapter.T
+        for j in range(hp.n_core):
+            x = sandwich_block(model, model.core_block(j), x, positions, self.cache, ("core", j, slot))
+        return x
 
-        # 3. coda and head
+    def _fill_unreached(self, steps: int, positions: np.ndarray) -> None:
+        """A chunk that stopped before using every slot leaves its deepest entry
+        in the slots it never reached, so later tokens read its latest state."""
+        if steps < self.B:
+            for j in range(self.model.hp.n_core):
+                for s in range(steps, self.B):
+                    self.cache.copy_rows(("core", j, steps - 1), ("core", j, s), positions)
+
+    def _coda_head(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Coda and head on the state x [n, d]; (re)writes the coda's K/V rows
+        of `positions` (the last write is the one later tokens read)."""
+        model, hp = self.model, self.model.hp
         if hp.norm_after_recurrence:
             x = rms_norm(x, model.output_norm, hp.eps)
         for i in range(hp.n_coda):
-            x = sandwich_block(model, model.coda_block(i), x, positions, cache, ("coda", i))
+            x = sandwich_block(model, model.coda_block(i), x, positions, self.cache, ("coda", i))
         x = rms_norm(x, model.output_norm, hp.eps)
-        self.n_past += n
         return x @ model.output.T
+
+    def feed(self, ids, iterations: int) -> np.ndarray:
+        """Run tokens `ids` (one chunk, at the next positions) for `iterations`
+        recurrence steps; return their logits [n, vocab] in float64."""
+        if iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        ids = self._check_chunk(ids)
+        n = len(ids)
+        positions = np.arange(self.n_past, self.n_past + n)
+
+        # 1. embedding and prelude
+        e = self._prelude(ids, positions)
+        # 2. recurrence: step t uses slot (t-1) mod B of every core layer
+        x = self.initial_state(n)
+        for t in range(1, iterations + 1):
+            x = self._core_step(x, e, positions, t)
+        self._fill_unreached(iterations, positions)
+        self.last_state = x
+        # 3. coda and head
+        logits = self._coda_head(x, positions)
+        self.n_past += n
+        return logits
+
+    def feed_adaptive(self, token: int, limits: "ComputeLimits", warm_state=None):
+        """Run one token under per-token compute limits (SPEC section 3, the
+        runtime's generation loop): the core runs step by step; at each check
+        step the exit criterion is evaluated (criteria on the next-token
+        distribution run the coda and head at that step, rewriting the coda's
+        K/V rows of this position; latent criteria read the state x_t); the
+        token stops at the first check with t >= min_iterations whose value
+        says exit, or at max_iterations. After a latent exit the coda runs on
+        the exit state. `warm_state` [d] replaces the initial state (the
+        generator is still drawn from, as the runtime does).
+
+        Returns a TokenRun (logits [vocab] of the exit step, iterations used,
+        last criterion value, final state [d], per-check records).
+        """
+        lim = limits
+        ids = self._check_chunk([token])
+        positions = np.arange(self.n_past, self.n_past + 1)
+        crit = lim.criterion
+        needs_logits = crit in LOGIT_CRITERIA
+        needs_latent = crit in LATENT_CRITERIA
+        exit_state = ExitState(self.model.hp.vocab, self.model.hp.d)
+
+        e = self._prelude(ids, positions)
+        x = self.initial_state(1)
+        if warm_state is not None:
+            x = np.asarray(warm_state, dtype=np.float64).reshape(1, -1).copy()
+        t = 0
+        value = math.nan
+        logits = None
+        checks = []
+        while True:
+            t += 1
+            x = self._core_step(x, e, positions, t)
+            if not lim.is_check(t):
+                continue
+            if needs_logits or t == lim.max_iterations:
+                logits = self._coda_head(x, positions)[-1]
+            if needs_logits:
+                value = exit_state.observe_logits(crit, logits)
+            elif needs_latent:
+                value = exit_state.observe_latent(crit, x[-1])
+            checks.append(CheckRecord(t, value, None if logits is None or not needs_logits
+                                      else top2_gap(logits)))
+            if t >= lim.max_iterations:
+                break
+            if t >= lim.min_iterations and should_exit(crit, lim.threshold, value):
+                if not needs_logits:
+                    logits = self._coda_head(x, positions)[-1]
+                break
+        self._fill_unreached(t, positions)
+        self.last_state = x
+        self.n_past += 1
+        return TokenRun(logits=logits, iterations=t, value=value, state=x[-1].copy(), checks=checks)
 
 
 def greedy(logits_row: np.ndarray) -> int:
@@ -505,6 +590,262 @@ def run(model: Model, prompt, iterations: int, kv_budget: int | None = None, ini
 
 
 # ---------------------------------------------------------------------------
+# Generation under per-token compute limits (SPEC section 3; the runtime's
+# src/generate.rs and src/exit.rs)
+# ---------------------------------------------------------------------------
+
+EXIT_CRITERIA = ("none", "kl", "minp-kl", "entropy-diff", "latent-diff", "cosine", "argmax-stability")
+LOGIT_CRITERIA = ("kl", "minp-kl", "entropy-diff", "argmax-stability")
+LATENT_CRITERIA = ("latent-diff", "cosine")
+DEFAULT_THRESHOLDS = {
+    "none": 0.0, "kl": 5e-4, "minp-kl": 1e-5, "entropy-diff": 1e-3,
+    "latent-diff": 0.03, "cosine": 1e-3, "argmax-stability": 5.0,
+}
+MINP_KL_LEVEL = 0.1     # minp-kl drops tokens with p < 0.1 p_max
+KL_PROB_FLOOR = 1e-10   # a zero previous probability where the current one is not
+
+
+def parse_exit(spec: str):
+    """'name' or 'name:threshold' -> (criterion, threshold), validated like the runtime."""
+    name, _, thr = spec.partition(":")
+    name = name.strip()
+    if name not in EXIT_CRITERIA:
+        raise ValueError(f"unknown exit criterion {name!r}")
+    threshold = DEFAULT_THRESHOLDS[name] if thr == "" and ":" not in spec else float(thr)
+    validate_threshold(name, threshold)
+    return name, threshold
+
+
+def validate_threshold(criterion: str, threshold: float) -> None:
+    if math.isnan(threshold) or threshold < 0.0:
+        raise ValueError(f"exit threshold for {criterion} must be >= 0, got {threshold}")
+    if criterion == "argmax-stability" and math.isfinite(threshold) \
+            and (threshold < 1.0 or threshold != int(threshold)):
+        raise ValueError(f"exit threshold for argmax-stability must be an integer >= 1, got {threshold}")
+
+
+def should_exit(criterion: str, threshold: float, value: float) -> bool:
+    """value < threshold (value >= threshold for argmax-stability); never for
+    'none'; a NaN value never exits."""
+    if criterion == "none" or math.isnan(value):
+        return False
+    if criterion == "argmax-stability":
+        return value >= threshold
+    return value < threshold
+
+
+@dataclass
+class ComputeLimits:
+    min_iterations: int = 1
+    max_iterations: int = 32
+    criterion: str = "none"
+    threshold: float = 0.0
+    check_every: int = 1
+    warm_start: bool = False
+
+    def validate(self) -> None:
+        if not 1 <= self.max_iterations <= 4096:
+            raise ValueError(f"max_iterations {self.max_iterations} out of range 1..=4096")
+        if not 1 <= self.min_iterations <= self.max_iterations:
+            raise ValueError("min_iterations must be in 1..=max_iterations")
+        if self.check_every < 1:
+            raise ValueError("check_every must be at least 1")
+        if self.criterion not in EXIT_CRITERIA:
+            raise ValueError(f"unknown exit criterion {self.criterion!r}")
+        validate_threshold(self.criterion, self.threshold)
+
+    def is_check(self, t: int) -> bool:
+        """Whether the criterion is evaluated after step t (1-based): always at
+        max_iterations; with a criterion, at min, min + c, min + 2c, ..."""
+        return t == self.max_iterations or (
+            self.criterion != "none" and t >= self.min_iterations
+            and (t - self.min_iterations) % self.check_every == 0)
+
+
+@dataclass
+class CheckRecord:
+    step: int
+    value: float
+    logit_gap: float | None     # top-1 minus top-2 logit at this check (logit criteria)
+
+
+@dataclass
+class TokenRun:
+    logits: np.ndarray
+    iterations: int
+    value: float
+    state: np.ndarray
+    checks: list
+
+
+def top2_gap(logits: np.ndarray) -> float:
+    """Largest minus second-largest logit (how safe an argmax is)."""
+    if len(logits) < 2:
+        return math.inf
+    a = np.partition(np.asarray(logits, dtype=np.float64), -2)
+    return float(a[-1] - a[-2])
+
+
+def log_softmax_stats(logits: np.ndarray):
+    """Stable float64 log-softmax, as src/exit.rs: returns (logp, entropy,
+    max_logp, minp_log_mass, argmax). NaN counts as -inf; +inf logits give a
+    uniform distribution over them; all -inf gives a uniform distribution."""
+    l = np.asarray(logits, dtype=np.float64).copy()
+    l[np.isnan(l)] = -np.inf
+    argmax = int(np.argmax(l))          # first maximum = lowest id
+    mx = l[argmax]
+    if math.isinf(mx):
+        if mx > 0:
+            keep = l == np.inf
+        else:
+            keep = np.ones(len(l), dtype=bool)
+        lp = -math.log(int(keep.sum()))
+        out = np.where(keep, lp, -np.inf)
+        return out, -lp, lp, 0.0, argmax
+    s = l - mx
+    log_z = math.log(float(np.sum(np.exp(s))))
+    out = s - log_z
+    fin = out > -np.inf
+    p = np.exp(out[fin])
+    entropy = max(0.0, float(-np.sum(p * out[fin])))
+    cut = math.log(MINP_KL_LEVEL) - log_z
+    kept = float(np.sum(np.exp(out[out >= cut])))
+    return out, entropy, -log_z, math.log(kept), argmax
+
+
+def _filtered(lp: np.ndarray, log_mass: float, cut):
+    """Per-token filtered log-probabilities (NaN marks 'dropped or zero')."""
+    f = np.where(lp == -np.inf, np.nan, lp)
+    if cut is not None:
+        f = np.where(f < cut, np.nan, f - log_mass)
+    return f
+
+
+def _kl(p, p_log_mass, p_cut, q, q_log_mass, q_cut) -> float:
+    """KL(p || q) over log-probabilities, each optionally min-p filtered; terms
+    with p = 0 contribute 0, a zero q where p > 0 is floored at KL_PROB_FLOOR."""
+    fp = _filtered(p, p_log_mass, p_cut)
+    fq = _filtered(q, q_log_mass, q_cut)
+    live = ~np.isnan(fp)
+    lq = np.where(np.isnan(fq), math.log(KL_PROB_FLOOR), fq)
+    acc = float(np.sum(np.exp(fp[live]) * (fp[live] - lq[live])))
+    return max(acc, 0.0)
+
+
+def _kl_vs_uniform(p, p_log_mass, p_cut, ln_v) -> float:
+    fp = _filtered(p, p_log_mass, p_cut)
+    live = ~np.isnan(fp)
+    return max(float(np.sum(np.exp(fp[live]) * (fp[live] + ln_v))), 0.0)
+
+
+class ExitState:
+    """The previous check's distribution and latent state of one token (reset
+    per token); mirrors ExitState in src/exit.rs."""
+
+    def __init__(self, vocab: int, d: int):
+        self.vocab, self.d = vocab, d
+        self.reset()
+
+    def reset(self):
+        self.prev = None            # (logp, entropy, max_logp, minp_log_mass, argmax)
+        self.argmax_run = 0
+        self.prev_latent = None
+
+    def observe_logits(self, criterion: str, logits: np.ndarray) -> float:
+        cur = log_softmax_stats(logits)
+        logp, entropy, max_logp, minp_log_mass, argmax = cur
+        ln_v = math.log(self.vocab)
+        first = self.prev is None
+        cut = math.log(MINP_KL_LEVEL)
+        if criterion == "kl":
+            value = max(ln_v - entropy, 0.0) if first else _kl(logp, 0.0, None, self.prev[0], 0.0, None)
+        elif criterion == "minp-kl":
+            if first:
+                value = _kl_vs_uniform(logp, minp_log_mass, max_logp + cut, ln_v)
+            else:
+                value = _kl(logp, minp_log_mass, max_logp + cut,
+                            self.prev[0], self.prev[3], self.prev[2] + cut)
+        elif criterion == "entropy-diff":
+            prev_h = ln_v if first else self.prev[1]
+            value = abs(entropy - prev_h)
+        elif criterion == "argmax-stability":
+            value = float(self.argmax_run + 1) if (not first and argmax == self.prev[4]) else 0.0
+        else:
+            value = math.nan
+        self.argmax_run = self.argmax_run + 1 if (not first and argmax == self.prev[4]) else 0
+        self.prev = cur
+        return value
+
+    def observe_latent(self, criterion: str, x: np.ndarray) -> float:
+        x = np.asarray(x, dtype=np.float64)
+        first = self.prev_latent is None
+        if criterion in LATENT_CRITERIA and first:
+            value = 1.0
+        elif criterion == "latent-diff":
+            b = self.prev_latent
+            diff2, norm2, prev2 = float(np.sum((x - b) ** 2)), float(np.sum(x * x)), float(np.sum(b * b))
+            if norm2 == 0.0:
+                value = 0.0 if prev2 == 0.0 else math.inf
+            else:
+                value = math.sqrt(diff2 / norm2)
+        elif criterion == "cosine":
+            b = self.prev_latent
+            dot, na, nb = float(np.dot(x, b)), float(np.sum(x * x)), float(np.sum(b * b))
+            if na == 0.0 or nb == 0.0:
+                value = 0.0 if na == nb else 1.0
+            else:
+                d = 1.0 - dot / (math.sqrt(na) * math.sqrt(nb))
+                value = d if math.isnan(d) else max(d, 0.0)
+        else:
+            value = math.nan
+        self.prev_latent = x.copy()
+        return value
+
+
+@dataclass
+class GeneratedToken:
+    token: int
+    iterations: int
+    value: float                # criterion value at the last check (NaN for the first token)
+    pick_gap: float             # top-1 minus top-2 logit of the distribution it was picked from
+    checks: list                # CheckRecords of the run that produced its distribution
+
+
+def generate(model: Model, prompt, n_tokens: int, limits: ComputeLimits,
+             prefill_iterations: int | None = None, kv_budget: int = 1, init="zeros"):
+    """Greedy generation of `n_tokens` tokens as the runtime's Session::generate:
+
+    * the prompt runs as ONE chunk with a fixed `prefill_iterations` (default
+      limits.max_iterations; no exit in prefill);
+    * the first token is the argmax of the prefill logits (its iterations are
+      the prefill's); every token but the last is fed back and runs under
+      `limits` (Session.feed_adaptive);
+    * warm start: a fed token starts from the previous batch's final state (the
+      last prompt position's for the first one).
+
+    Returns a list of GeneratedToken.
+    """
+    limits.validate()
+    pre = prefill_iterations if prefill_iterations is not None else limits.max_iterations
+    if not 1 <= pre <= 4096:
+        raise ValueError(f"prefill_iterations {pre} out of range")
+    sess = Session(model, kv_budget, init)
+    logits = sess.feed(prompt, pre)[-1]
+    prev_state = sess.last_state[-1].copy()
+    iters, value, checks = pre, math.nan, []
+    out = []
+    for index in range(n_tokens):
+        tok = greedy(logits)
+        out.append(GeneratedToken(tok, iters, value, top2_gap(logits), checks))
+        if index + 1 == n_tokens:
+            break
+        r = sess.feed_adaptive(tok, limits, prev_state if limits.warm_start else None)
+        logits, iters, value, checks = r.logits, r.iterations, r.value, r.checks
+        prev_state = r.state
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
@@ -533,8 +874,22 @@ def main(argv=None) -> int:
     g.add_argument("--decode", type=int, default=0, help="greedy-decode N tokens one at a time, feeding each back")
     g.add_argument("--force-tokens", type=_int_list, default=None,
                    help="teacher forcing: feed these tokens one at a time instead of greedy picks")
+    g.add_argument("--generate", type=int, default=None, metavar="N",
+                   help="greedy generation of N tokens under per-token compute limits "
+                        "(as Session::generate); prints the (token, iterations) trace")
     ap.add_argument("--decode-iterations", type=_int_list, default=None,
                     help="optional per-decoded-token iteration counts (simulates early exits)")
+    gl = ap.add_argument_group("compute limits (with --generate)")
+    gl.add_argument("--min-iterations", type=int, default=1)
+    gl.add_argument("--max-iterations", type=int, default=None,
+                    help="default: --iterations, else huginn.recurrence.default")
+    gl.add_argument("--exit", default="none", help="exit criterion: name or name:threshold (e.g. kl:1e-3)")
+    gl.add_argument("--check-every", type=int, default=1)
+    gl.add_argument("--warm-start", action="store_true",
+                    help="each fed token starts from the previous token's final state")
+    gl.add_argument("--prefill-iterations", type=int, default=None,
+                    help="fixed iterations of the prompt (default: --max-iterations)")
+    gl.add_argument("--verbose", action="store_true", help="print every check's value")
     ap.add_argument("--out", default=None, help="write an .npz with logits, tokens, generated, metadata")
     args = ap.parse_args(argv)
 
@@ -542,6 +897,8 @@ def main(argv=None) -> int:
     if not args.tokens:
         ap.error("--tokens: at least one token")
     iterations = args.iterations if args.iterations is not None else model.hp.default_recurrence
+    if args.generate is not None:
+        return _main_generate(args, model, iterations)
     logits, tokens, generated, B = run(model, args.tokens, iterations, args.kv_budget, args.init,
                                        args.decode, args.force_tokens, args.decode_iterations)
     dec_its = args.decode_iterations or [iterations] * (len(tokens) - len(args.tokens))
@@ -570,6 +927,25 @@ def main(argv=None) -> int:
         print(f"generated: {generated}")
     if args.out:
         print(f"wrote {args.out}")
+    return 0
+
+
+def _main_generate(args, model: Model, iterations: int) -> int:
+    crit, thr = parse_exit(args.exit)
+    max_it = args.max_iterations if args.max_iterations is not None else iterations
+    limits = ComputeLimits(min_iterations=args.min_iterations, max_iterations=max_it, criterion=crit,
+                           threshold=thr, check_every=args.check_every, warm_start=args.warm_start)
+    pre = args.prefill_iterations if args.prefill_iterations is not None else max_it
+    B = args.kv_budget if args.kv_budget is not None else max(max_it, pre)
+    trace = generate(model, args.tokens, args.generate, limits, pre, B, args.init)
+    print(f"limits: min={limits.min_iterations} max={limits.max_iterations} exit={crit}:{thr} "
+          f"check_every={limits.check_every} warm_start={limits.warm_start} prefill={pre} kv_budget={B}")
+    print("tokens: " + ",".join(str(g.token) for g in trace))
+    print("iterations: " + ",".join(str(g.iterations) for g in trace))
+    if args.verbose:
+        for i, g in enumerate(trace):
+            checks = " ".join(f"{c.step}:{c.value:.4g}" for c in g.checks)
+            print(f"  [{i}] token {g.token} it {g.iterations} gap {g.pick_gap:.3g}  checks {checks}")
     return 0
 
 
