@@ -1,0 +1,612 @@
+//! The generation loop (`Session::generate`) against the numpy reference, and
+//! properties of per-token compute limits that need no reference.
+//!
+//! tests/golden_traces/traces.tsv lists cases made by tools/make_traces.py: a
+//! random F32 model from the maker (rebuilt here from the same seed and shapes;
+//! its FNV-1a hash proves it is the file the reference read), a 9-token prompt
+//! prefilled in one chunk, then 12 greedily generated tokens under the case's
+//! limits (min/max iterations, exit criterion and threshold, check interval,
+//! warm start, KV budget B). The reference chose thresholds with every exit
+//! decision and every argmax that matters well away from its edge (see the
+//! margins columns), so the trace — each token and the iterations it used —
+//! must match exactly.
+
+use recurrent_depth::Error;
+use recurrent_depth::exit::{ExitCriterion, ExitSpec};
+use recurrent_depth::generate::{
+    ComputeLimits, GenerateParams, GenerateStats, StopReason, TokenEvent,
+};
+use recurrent_depth::gguf::GgmlType;
+use recurrent_depth::model::{BackendKind, LoadParams, Model};
+use recurrent_depth::sampling::SamplingParams;
+use recurrent_depth::session::{Session, SessionParams};
+use recurrent_depth::testmodel::{self, TestModelSpec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn traces_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden_traces/traces.tsv")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rd-traces-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn cpu() -> LoadParams {
+    LoadParams {
+        backend: BackendKind::Cpu,
+        n_threads: 1,
+        use_mmap: true,
+    }
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    s.split(',').map(|v| v.trim().parse().unwrap()).collect()
+}
+
+struct Case {
+    name: String,
+    model: String,
+    spec: TestModelSpec,
+    limits: ComputeLimits,
+    prefill_iterations: usize,
+    kv_budget: usize,
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
+    iterations: Vec<usize>,
+    values: Vec<f64>,
+    fnv: u64,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(traces_path()).expect("tests/golden_traces/traces.tsv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: BTreeMap<&str, &str> = header.iter().copied().zip(l.split('\t')).collect();
+            let n = |k: &str| f[k].parse::<usize>().unwrap();
+            let blocks: Vec<usize> = list(f["blocks"]);
+            Case {
+                name: f["name"].to_string(),
+                model: f["model"].to_string(),
+                spec: TestModelSpec {
+                    seed: f["seed"].parse().unwrap(),
+                    n_embd: n("n_embd"),
+                    n_ff: n("n_ff"),
+                    n_head: n("n_head"),
+                    n_head_kv: n("n_head_kv"),
+                    n_vocab: n("n_vocab"),
+                    n_prelude: blocks[0],
+                    n_core: blocks[1],
+                    n_coda: blocks[2],
+                    tied: n("tied") == 1,
+                    qk_bias: n("qk_bias") == 1,
+                    weight_type: GgmlType::from_name(f["type"]).unwrap(),
+                    ..TestModelSpec::default()
+                },
+                limits: ComputeLimits {
+                    min_iterations: n("min_iterations"),
+                    max_iterations: n("max_iterations"),
+                    exit: f["exit"].parse().unwrap(),
+                    check_every: n("check_every"),
+                    exit_in_prefill: false,
+                    warm_start: n("warm_start") == 1,
+                },
+                prefill_iterations: n("prefill_iterations"),
+                kv_budget: n("kv_budget"),
+                prompt: list(f["prompt"]),
+                tokens: list(f["tokens"]),
+                iterations: list(f["iterations"]),
+                values: list(f["values"]),
+                fnv: u64::from_str_radix(f["fnv1a64"], 16).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// What the callback saw: (token, iterations, exit value) per token.
+type Trace = Vec<(u32, usize, f64)>;
+
+fn run(
+    s: &mut Session,
+    prompt: &[u32],
+    params: &GenerateParams,
+) -> Result<(Trace, GenerateStats), Error> {
+    let mut trace = Vec::new();
+    let stats = s.generate(prompt, params, |ev: &TokenEvent, _| {
+        trace.push((ev.token, ev.iterations, ev.exit_value));
+        true
+    })?;
+    Ok((trace, stats))
+}
+
+#[test]
+fn generation_traces_match_reference() {
+    let all = cases();
+    assert!(all.len() >= 10, "traces.tsv lists too few cases");
+    let mut models: BTreeMap<String, Arc<Model>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut worst_value_err = 0.0f64;
+    for c in &all {
+        let model = models
+            .entry(c.model.clone())
+            .or_insert_with(|| {
+                let path = tmp(&format!("trace-{}.gguf", c.model));
+                testmodel::write(&c.spec, &path).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
+                assert_eq!(
+                    fnv1a64(&bytes),
+                    c.fnv,
+                    "{}: the maker no longer reproduces the file the traces were made from; \
+                     rerun tools/make_traces.py",
+                    c.name
+                );
+                Arc::new(Model::load(&path, &cpu()).unwrap())
+            })
+            .clone();
+        let params = SessionParams {
+            n_ctx: 64,
+            kv_budget: c.kv_budget,
+            ..SessionParams::default()
+        };
+        let mut s = Session::new(model, &params).unwrap();
+        let gp = GenerateParams {
+            max_tokens: c.tokens.len(),
+            limits: c.limits,
+            prefill_iterations: Some(c.prefill_iterations),
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+        };
+        let (trace, stats) = run(&mut s, &c.prompt, &gp).unwrap();
+        let tokens: Vec<u32> = trace.iter().map(|t| t.0).collect();
+        let iterations: Vec<usize> = trace.iter().map(|t| t.1).collect();
+        println!(
+            "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?}",
+            c.name, ""
+        );
+        if tokens != c.tokens || iterations != c.iterations {
+            failures.push(format!(
+                "{}: expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
+                c.name,
+                c.tokens,
+                c.iterations,
+                "",
+                w = c.name.len() + 1
+            ));
+            continue;
+        }
+        assert_eq!(stats.tokens, c.tokens.len());
+        assert_eq!(stats.stop, StopReason::MaxTokens);
+        assert_eq!(stats.prefill_iterations, c.prefill_iterations);
+        let mean = iterations.iter().sum::<usize>() as f64 / iterations.len() as f64;
+        assert!(
+            (stats.mean_iterations - mean).abs() < 1e-9,
+            "{}: mean_iterations",
+            c.name
+        );
+        // The exit value of each token's last check: the same criterion
+        // value the reference computed, up to f32-vs-f64 rounding.
+        for (i, (&(_, _, got), &want)) in trace.iter().zip(&c.values).enumerate() {
+            if want.is_nan() || got.is_nan() {
+                if want.is_nan() != got.is_nan() {
+                    failures.push(format!(
+                        "{} token {i}: exit value {got} vs reference {want}",
+                        c.name
+                    ));
+                }
+                continue;
+            }
+            let err = (got - want).abs() / want.abs().max(1e-3);
+            worst_value_err = worst_value_err.max(err);
+            if err > 0.05 {
+                failures.push(format!(
+                    "{} token {i}: exit value {got} vs reference {want}",
+                    c.name
+                ));
+            }
+        }
+    }
+    println!("worst exit-value difference (relative, floor 1e-3): {worst_value_err:.2e}");
+    assert!(
+        failures.is_empty(),
+        "trace mismatches:\n{}",
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Properties (no reference needed)
+// ---------------------------------------------------------------------------
+
+const PROMPT: [u32; 9] = [1, 11, 35, 73, 125, 191, 15, 109, 217];
+
+fn small_model(name: &str) -> Arc<Model> {
+    let spec = TestModelSpec {
+        seed: 21,
+        ..TestModelSpec::default()
+    };
+    let path = tmp(&format!("prop-{name}.gguf"));
+    testmodel::write(&spec, &path).unwrap();
+    Arc::new(Model::load(&path, &cpu()).unwrap())
+}
+
+fn session(model: &Arc<Model>, kv_budget: usize, n_ctx: usize) -> Session {
+    let params = SessionParams {
+        n_ctx,
+        kv_budget,
+        ..SessionParams::default()
+    };
+    Session::new(Arc::clone(model), &params).unwrap()
+}
+
+fn limits(min: usize, max: usize, exit: &str, check_every: usize) -> ComputeLimits {
+    ComputeLimits {
+        min_iterations: min,
+        max_iterations: max,
+        exit: exit.parse().unwrap(),
+        check_every,
+        exit_in_prefill: false,
+        warm_start: false,
+    }
+}
+
+fn params(l: ComputeLimits, max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        limits: l,
+        prefill_iterations: Some(4),
+        sampling: SamplingParams::greedy(),
+        stop_tokens: Vec::new(),
+    }
+}
+
+/// Iterations of the generated tokens after the first (which reports the prefill's).
+fn decode_iterations(t: &Trace) -> Vec<usize> {
+    t.iter().skip(1).map(|e| e.1).collect()
+}
+
+#[test]
+fn zero_threshold_never_exits_before_max() {
+    let m = small_model("zero");
+    for exit in [
+        "kl:0",
+        "minp-kl:0",
+        "entropy-diff:0",
+        "latent-diff:0",
+        "cosine:0",
+        "argmax-stability:inf",
+    ] {
+        for warm in [false, true] {
+            let mut s = session(&m, 3, 64);
+            let l = ComputeLimits {
+                warm_start: warm,
+                ..limits(1, 7, exit, 1)
+            };
+            let (t, _) = run(&mut s, &PROMPT, &params(l, 8)).unwrap();
+            assert_eq!(decode_iterations(&t), vec![7; 7], "{exit} warm {warm}");
+        }
+    }
+}
+
+#[test]
+fn infinite_threshold_exits_at_the_first_allowed_check() {
+    let m = small_model("inf");
+    for exit in ["kl", "minp-kl", "entropy-diff", "latent-diff", "cosine"] {
+        for (min, every) in [(1, 1), (3, 2), (5, 4)] {
+            let mut s = session(&m, 2, 64);
+            let l = ComputeLimits {
+                exit: ExitSpec::with_threshold(
+                    exit.parse::<ExitCriterion>().unwrap(),
+                    f64::INFINITY,
+                )
+                .unwrap(),
+                ..limits(min, 12, "none", every)
+            };
+            let (t, _) = run(&mut s, &PROMPT, &params(l, 6)).unwrap();
+            assert_eq!(
+                decode_iterations(&t),
+                vec![min; 5],
+                "{exit} min {min} every {every}"
+            );
+        }
+    }
+}
+
+#[test]
+fn iterations_stay_on_the_check_grid() {
+    let m = small_model("grid");
+    let configs = [
+        (1, 11, "kl:1e-2", 3),
+        (2, 11, "kl:1e-3", 3),
+        (3, 13, "minp-kl:1e-3", 2),
+        (2, 9, "entropy-diff:1e-2", 4),
+        (2, 16, "latent-diff:0.05", 5),
+        (1, 10, "cosine:1e-3", 3),
+        (2, 13, "argmax-stability:2", 2),
+        (4, 4, "kl:1e-3", 1),
+    ];
+    for (b, &(min, max, exit, every)) in [1, 4]
+        .iter()
+        .flat_map(|b| configs.iter().map(move |c| (*b, c)))
+    {
+        let mut s = session(&m, b, 64);
+        let l = limits(min, max, exit, every);
+        let (t, stats) = run(&mut s, &PROMPT, &params(l, 10)).unwrap();
+        assert_eq!(t.len(), 10);
+        assert_eq!(
+            t[0].1, 4,
+            "the first token reports the prefill's iterations"
+        );
+        for it in decode_iterations(&t) {
+            assert!(
+                (min..=max).contains(&it),
+                "{exit} B={b}: {it} outside [{min}, {max}]"
+            );
+            assert!(
+                it == max || (it - min) % every == 0,
+                "{exit} B={b}: {it} is not a check step (min {min}, every {every}, max {max})"
+            );
+        }
+        assert_eq!(stats.kv_bytes, s.kv_bytes());
+    }
+}
+
+#[test]
+fn budget_one_memory_does_not_grow_with_iterations() {
+    let m = small_model("budget");
+    let mut sizes = Vec::new();
+    for max in [4, 64] {
+        let mut s = session(&m, 1, 64);
+        let before = s.kv_bytes();
+        let (_, stats) = run(&mut s, &PROMPT, &params(ComputeLimits::fixed(max), 4)).unwrap();
+        assert_eq!(s.kv_bytes(), before);
+        assert_eq!(stats.kv_bytes, before);
+        sizes.push(before);
+    }
+    assert_eq!(sizes[0], sizes[1]);
+    // A larger budget does cost memory (the measurement is live).
+    assert!(session(&m, 8, 64).kv_bytes() > sizes[0]);
+}
+
+fn invalid<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
+    match r {
+        Err(Error::InvalidArgument(_)) => {}
+        other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_limits_are_rejected() {
+    let m = small_model("invalid");
+    let mut s = session(&m, 2, 64);
+    let ok = limits(2, 8, "kl:1e-3", 1);
+    let bad = [
+        (
+            "min > max",
+            ComputeLimits {
+                min_iterations: 9,
+                ..ok
+            },
+        ),
+        (
+            "max = 0",
+            ComputeLimits {
+                min_iterations: 0,
+                max_iterations: 0,
+                ..ok
+            },
+        ),
+        (
+            "min = 0",
+            ComputeLimits {
+                min_iterations: 0,
+                ..ok
+            },
+        ),
+        (
+            "max too large",
+            ComputeLimits {
+                max_iterations: 1 << 20,
+                ..ok
+            },
+        ),
+        (
+            "check_every = 0",
+            ComputeLimits {
+                check_every: 0,
+                ..ok
+            },
+        ),
+        (
+            "NaN threshold",
+            ComputeLimits {
+                exit: ExitSpec {
+                    criterion: ExitCriterion::Kl,
+                    threshold: f64::NAN,
+                },
+                ..ok
+            },
+        ),
+        (
+            "negative threshold",
+            ComputeLimits {
+                exit: ExitSpec {
+                    criterion: ExitCriterion::Kl,
+                    threshold: -1e-3,
+                },
+                ..ok
+            },
+        ),
+    ];
+    for (what, l) in bad {
+        invalid(run(&mut s, &PROMPT, &params(l, 3)), what);
+        assert_eq!(s.n_past(), 0, "{what}: nothing was evaluated");
+    }
+    invalid(
+        ExitSpec::with_threshold(ExitCriterion::Kl, f64::NAN),
+        "with_threshold NaN",
+    );
+    invalid("kl:nan".parse::<ExitSpec>(), "kl:nan");
+    invalid("kl:-1".parse::<ExitSpec>(), "kl:-1");
+    invalid(
+        run(
+            &mut s,
+            &PROMPT,
+            &GenerateParams {
+                prefill_iterations: Some(0),
+                ..params(ok, 3)
+            },
+        ),
+        "prefill_iterations 0",
+    );
+    invalid(
+        run(&mut s, &[], &params(ok, 3)),
+        "empty prompt, empty cache",
+    );
+    invalid(
+        run(&mut s, &[100_000], &params(ok, 3)),
+        "token out of range",
+    );
+    // A callback that makes the limits invalid stops the call with an error.
+    let r = s.generate(&PROMPT, &params(ok, 4), |_, l| {
+        l.check_every = 0;
+        true
+    });
+    invalid(r, "callback set check_every 0");
+    // The session still works.
+    s.reset();
+    let (t, _) = run(&mut s, &PROMPT, &params(ok, 3)).unwrap();
+    assert_eq!(t.len(), 3);
+    // B = 0 is rejected when the session is made.
+    let p = SessionParams {
+        n_ctx: 64,
+        kv_budget: 0,
+        ..SessionParams::default()
+    };
+    invalid(Session::new(Arc::clone(&m), &p).map(|_| ()), "kv_budget 0");
+}
+
+#[test]
+fn sampling_seed_determines_the_tokens() {
+    let m = small_model("seed");
+    let sample = |seed: u64| -> Vec<u32> {
+        let mut s = session(&m, 2, 64);
+        let gp = GenerateParams {
+            sampling: SamplingParams {
+                greedy: false,
+                temperature: 1.0,
+                seed,
+                ..SamplingParams::default()
+            },
+            ..params(limits(2, 6, "kl:1e-2", 1), 16)
+        };
+        run(&mut s, &PROMPT, &gp)
+            .unwrap()
+            .0
+            .iter()
+            .map(|t| t.0)
+            .collect()
+    };
+    let a = sample(1);
+    assert_eq!(a, sample(1), "same seed, same tokens");
+    let others: Vec<Vec<u32>> = (2..5).map(sample).collect();
+    assert!(
+        others.iter().all(|o| *o != a),
+        "different seeds gave the same 16 tokens: {a:?} {others:?}"
+    );
+}
+
+#[test]
+fn callback_can_stop_and_change_limits() {
+    let m = small_model("callback");
+    // Returning false stops after that token.
+    let mut s = session(&m, 2, 64);
+    let mut seen = Vec::new();
+    let stats = s
+        .generate(&PROMPT, &params(ComputeLimits::fixed(3), 10), |ev, _| {
+            seen.push(ev.index);
+            ev.index < 2
+        })
+        .unwrap();
+    assert_eq!(seen, vec![0, 1, 2]);
+    assert_eq!(stats.tokens, 3);
+    assert_eq!(stats.stop, StopReason::Callback);
+    // Only tokens 0 and 1 were fed back: the prompt plus two positions.
+    assert_eq!(s.n_past(), PROMPT.len() + 2);
+
+    // Changing max_iterations takes effect from the next token on.
+    let mut s = session(&m, 2, 64);
+    let mut its = Vec::new();
+    s.generate(&PROMPT, &params(limits(1, 8, "none", 1), 9), |ev, l| {
+        its.push(ev.iterations);
+        match ev.index {
+            0 => l.max_iterations = 3,
+            4 => l.max_iterations = 5,
+            _ => {}
+        }
+        true
+    })
+    .unwrap();
+    assert_eq!(its, vec![4, 3, 3, 3, 3, 5, 5, 5, 5]);
+
+    // A stop token is reported, then generation ends.
+    let mut s = session(&m, 2, 64);
+    let (t, _) = run(&mut s, &PROMPT, &params(ComputeLimits::fixed(3), 6)).unwrap();
+    let stop = t[2].0;
+    let mut s = session(&m, 2, 64);
+    let gp = GenerateParams {
+        stop_tokens: vec![stop],
+        ..params(ComputeLimits::fixed(3), 6)
+    };
+    let (t2, stats) = run(&mut s, &PROMPT, &gp).unwrap();
+    let first = t.iter().position(|e| e.0 == stop).unwrap();
+    assert_eq!(t2.len(), first + 1);
+    assert_eq!(stats.stop, StopReason::StopToken);
+}
+
+#[test]
+fn context_full_then_reset() {
+    let m = small_model("ctx");
+    let mut s = session(&m, 2, 16);
+    let gp = params(limits(2, 6, "kl:1e-2", 1), 12);
+    match run(&mut s, &PROMPT, &gp) {
+        Err(Error::ContextFull { needed, n_ctx }) => {
+            assert_eq!((needed, n_ctx), (17, 16));
+        }
+        other => panic!("expected ContextFull, got {other:?}"),
+    }
+    // A prompt that alone is too long.
+    s.reset();
+    let long: Vec<u32> = (0..17).collect();
+    assert!(matches!(
+        run(&mut s, &long, &gp),
+        Err(Error::ContextFull { .. })
+    ));
+    // After reset the session works and agrees with a fresh one.
+    s.reset();
+    let short = params(limits(2, 6, "kl:1e-2", 1), 5);
+    let (t, _) = run(&mut s, &PROMPT, &short).unwrap();
+    let (fresh, _) = run(&mut session(&m, 2, 16), &PROMPT, &short).unwrap();
+    assert_eq!(t.len(), 5);
+    assert_eq!(
+        t.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        fresh.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>()
+    );
+}
