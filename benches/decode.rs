@@ -30,22 +30,45 @@ fn model() -> Arc<Model> {
         ..TestModelSpec::default()
     };
     testmodel::write(&spec, &path).expect("write bench model");
-    Arc::new(Model::load(&path, &LoadParams { backend: BackendKind::Cpu, ..LoadParams::default() }).expect("load"))
+    Arc::new(
+        Model::load(
+            &path,
+            &LoadParams {
+                backend: BackendKind::Cpu,
+                ..LoadParams::default()
+            },
+        )
+        .expect("load"),
+    )
 }
 
 /// Generates `n` tokens after a short prompt under `limits` (timed per call).
 fn decode(s: &mut Session, limits: ComputeLimits, n: usize) {
     s.reset();
-    let params = GenerateParams { max_tokens: n, limits, ..GenerateParams::default() };
-    s.generate(&[1, 2, 3, 4], &params, |_, _| true).expect("generate");
+    let params = GenerateParams {
+        max_tokens: n,
+        limits,
+        ..GenerateParams::default()
+    };
+    s.generate(&[1, 2, 3, 4], &params, |_, _| true)
+        .expect("generate");
 }
 
 fn benches(c: &mut Criterion) {
     let m = model();
-    let mut s = Session::new(Arc::clone(&m), &SessionParams { n_ctx: 256, kv_budget: 1, ..SessionParams::default() })
-        .expect("session");
+    let mut s = Session::new(
+        Arc::clone(&m),
+        &SessionParams {
+            n_ctx: 256,
+            kv_budget: 1,
+            ..SessionParams::default()
+        },
+    )
+    .expect("session");
     let mut g = c.benchmark_group("decode_8_tokens");
-    g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for r in [1usize, 4, 8, 32] {
         g.bench_with_input(BenchmarkId::new("fixed_iterations", r), &r, |b, &r| {
             b.iter(|| decode(&mut s, ComputeLimits::fixed(r), 8))
@@ -60,14 +83,23 @@ fn benches(c: &mut Criterion) {
             check_every: every,
             ..ComputeLimits::default()
         };
-        g.bench_with_input(BenchmarkId::new("kl_check_every_r8", every), &limits, |b, l| {
-            b.iter(|| decode(&mut s, *l, 8))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("kl_check_every_r8", every),
+            &limits,
+            |b, l| b.iter(|| decode(&mut s, *l, 8)),
+        );
     }
     g.finish();
     for bud in [1usize, 4, 32] {
-        let s = Session::new(Arc::clone(&m), &SessionParams { n_ctx: 1024, kv_budget: bud, ..SessionParams::default() })
-            .expect("session");
+        let s = Session::new(
+            Arc::clone(&m),
+            &SessionParams {
+                n_ctx: 1024,
+                kv_budget: bud,
+                ..SessionParams::default()
+            },
+        )
+        .expect("session");
         println!("kv_bytes n_ctx=1024 B={bud}: {}", s.kv_bytes());
     }
 }

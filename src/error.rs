@@ -34,6 +34,15 @@ pub enum Error {
     /// A ggml backend failed.
     #[error("backend error: {0}")]
     Backend(String),
+    /// A Hugging Face checkpoint could not be converted or a GGUF re-quantized.
+    #[error(transparent)]
+    Convert(#[from] crate::convert::ConvertError),
+    /// A tokenizer could not be built from the file, or could not encode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template could not be parsed or rendered.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
     /// An I/O error outside GGUF parsing (e.g. writing an output file).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

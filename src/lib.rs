@@ -7,8 +7,11 @@
 //! session with KV cache and recurrent state ([`session`]) -> generation loop
 //! (budgets, exits, sampling: [`exit`], [`sampling`]).
 
+pub mod chat;
+pub mod convert;
 pub mod error;
 pub mod exit;
+pub mod ffi;
 pub mod generate;
 mod ggml;
 pub mod gguf;
@@ -18,6 +21,7 @@ pub mod rng;
 pub mod sampling;
 pub mod session;
 pub mod testmodel;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use ggml::{BackendKind, DeviceInfo, list_devices};

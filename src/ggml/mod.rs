@@ -20,7 +20,7 @@ pub(crate) use backend::{Backend, Buffer, Scheduler};
 pub use backend::{BackendKind, DeviceInfo};
 pub(crate) use context::{Context, Graph, Tensor};
 pub(crate) use ops::RopeMode;
-pub use quantize::quantize;
+pub use quantize::{dequantize, quantize};
 
 use crate::gguf::GgmlType;
 use llama_cpp_sys_2 as sys;

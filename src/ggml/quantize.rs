@@ -69,3 +69,38 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> 
     }
     Ok(out)
 }
+
+/// Decodes `data` (whole rows of `ty`) into `out` with ggml's own
+/// dequantizer; `out.len()` must be the number of elements `data` encodes.
+pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
+    let expected = ty.row_size(out.len() as u64);
+    if expected != Some(data.len() as u64) {
+        return Err(Error::InvalidArgument(format!(
+            "dequantize: {} bytes of {} do not encode {} values",
+            data.len(),
+            ty.name(),
+            out.len()
+        )));
+    }
+    if ty == GgmlType::F32 {
+        for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        return Ok(());
+    }
+    // SAFETY: a pure lookup; ggml returns a pointer to a static table entry
+    // for every type id it knows, and our ids are ggml's.
+    let traits = unsafe { sys::ggml_get_type_traits(ggml_type(ty)) };
+    // SAFETY: `traits` is null or points to a static entry that lives forever.
+    let to_float = unsafe { traits.as_ref() }.and_then(|t| t.to_float);
+    let Some(to_float) = to_float else {
+        return Err(Error::InvalidArgument(format!(
+            "ggml cannot dequantize {}",
+            ty.name()
+        )));
+    };
+    // SAFETY: `data` holds exactly the blocks for `out.len()` values (checked
+    // above), and `out` has room for all of them.
+    unsafe { to_float(data.as_ptr().cast(), out.as_mut_ptr(), out.len() as i64) };
+    Ok(())
+}

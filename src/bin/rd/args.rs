@@ -24,6 +24,14 @@ pub enum Command {
     Run(RunArgs),
     /// Write a small random Huginn model (for tests and benchmarks).
     MakeTestModel(MakeArgs),
+    /// Convert a Hugging Face Huginn checkpoint directory to GGUF.
+    Convert(ConvertArgs),
+    /// Re-quantize a Huginn GGUF file to another weight type.
+    Quantize(QuantizeArgs),
+    /// Interactive multi-turn chat (keeps the KV cache between turns).
+    Chat(ChatArgs),
+    /// Print the token ids of a text (and the pieces they decode to).
+    Tokenize(TokenizeArgs),
 }
 
 /// Options shared by commands that load a model.
@@ -69,8 +77,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Comma-separated prompt token ids.
+    #[arg(long, required_unless_present = "prompt", conflicts_with = "prompt")]
+    pub prompt_tokens: Option<String>,
+    /// Prompt text, tokenized with the model's tokenizer (a BOS is added when
+    /// the tokenizer asks for one; special tokens such as <|end_turn|> are parsed).
     #[arg(long)]
-    pub prompt_tokens: String,
+    pub prompt: Option<String>,
     /// Fixed iterations per token (sets both --min- and --max-iterations).
     #[arg(long)]
     pub iterations: Option<usize>,
@@ -165,4 +177,96 @@ pub struct MakeArgs {
     /// Default recurrence stored in the file.
     #[arg(long, default_value_t = 8)]
     pub default_iterations: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Checkpoint directory (config.json, model.safetensors or model.safetensors.index.json,
+    /// tokenizer.json, tokenizer_config.json).
+    pub hf_dir: PathBuf,
+    /// Output GGUF path.
+    pub out: PathBuf,
+    /// Weight matrix type: f32, f16, bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1, q4_0.
+    #[arg(long = "type", default_value = "f16")]
+    pub weight_type: String,
+    /// general.name (default: from config.json or the directory name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Quantization threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Input Huginn GGUF.
+    pub input: PathBuf,
+    /// Output GGUF path.
+    pub out: PathBuf,
+    /// Weight matrix type (as for convert).
+    #[arg(long = "type")]
+    pub weight_type: String,
+    /// Quantization threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// System message put first in the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most core iterations per token (default: the model's).
+    #[arg(long)]
+    pub max_iterations: Option<usize>,
+    /// Fewest core iterations per token.
+    #[arg(long, default_value_t = 4)]
+    pub min_iterations: usize,
+    /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability).
+    #[arg(long, default_value = "kl:5e-4")]
+    pub exit: String,
+    /// Evaluate the exit criterion every N steps once min is reached.
+    #[arg(long, default_value_t = 1)]
+    pub check_every: usize,
+    /// Start each token's state from the previous token's final state.
+    #[arg(long)]
+    pub warm_start: bool,
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print each token's iteration count after it, as `text[n]`.
+    #[arg(long)]
+    pub show_iterations: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// The GGUF file whose tokenizer to use.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Text to tokenize.
+    pub text: String,
+    /// Prepend a BOS token when the tokenizer asks for one.
+    #[arg(long)]
+    pub add_special: bool,
+    /// Treat special-token text (<|end_turn|>) as plain text.
+    #[arg(long)]
+    pub no_parse_special: bool,
 }

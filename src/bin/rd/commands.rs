@@ -1,6 +1,11 @@
 //! Implementations of the `rd` subcommands.
 
-use crate::args::{Cli, Command, LogitsArgs, MakeArgs, ModelArgs, RunArgs};
+use crate::args::{
+    ChatArgs, Cli, Command, ConvertArgs, LogitsArgs, MakeArgs, ModelArgs, QuantizeArgs, RunArgs,
+    TokenizeArgs,
+};
+use recurrent_depth::chat::{ChatMessage, ChatTemplate, TemplateTokens};
+use recurrent_depth::convert::{ConvertOptions, ConvertReport, Progress};
 use recurrent_depth::exit::ExitSpec;
 use recurrent_depth::generate::{ComputeLimits, GenerateParams};
 use recurrent_depth::gguf::{GgmlType, GgufFile};
@@ -8,6 +13,7 @@ use recurrent_depth::model::{BackendKind, LoadParams, Model};
 use recurrent_depth::sampling::SamplingParams;
 use recurrent_depth::session::{Session, SessionParams, StateInit};
 use recurrent_depth::testmodel::TestModelSpec;
+use recurrent_depth::tokenizer::{StreamDecoder, Tokenizer};
 use recurrent_depth::{Error, Result};
 use std::io::Write;
 use std::sync::Arc;
@@ -22,6 +28,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Logits(a) => logits(a),
         Command::Run(a) => run(a),
         Command::MakeTestModel(a) => make(a),
+        Command::Convert(a) => convert(a),
+        Command::Quantize(a) => quantize(a),
+        Command::Chat(a) => chat(a),
+        Command::Tokenize(a) => tokenize(a),
     }
 }
 
@@ -96,9 +106,23 @@ fn logits(a: LogitsArgs) -> Result<()> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    let prompt = parse_ids(&a.prompt_tokens)?;
     let max_it = a.iterations.or(a.max_iterations);
     let (mut s, default_iters) = open(&a.model, max_it)?;
+    // A text prompt needs the model's tokenizer; token ids do not.
+    let tokenizer = match a.prompt {
+        Some(_) => Some(Tokenizer::from_gguf(s.model().gguf())?),
+        None => None,
+    };
+    let prompt = match (&a.prompt, &tokenizer) {
+        (Some(text), Some(tok)) => tok.encode(text, true, true)?,
+        _ => parse_ids(a.prompt_tokens.as_deref().unwrap_or(""))?,
+    };
+    let stop_tokens = match &tokenizer {
+        Some(tok) if a.stop.trim().is_empty() => tok.stop_tokens(),
+        _ => parse_ids(&a.stop)?,
+    };
+    let mut decoder = StreamDecoder::new(false);
+    let mut generated_text = String::new();
     let max_iterations = max_it.unwrap_or(default_iters);
     let min_iterations = a
         .iterations
@@ -130,25 +154,47 @@ fn run(a: RunArgs) -> Result<()> {
         limits,
         prefill_iterations: None,
         sampling,
-        stop_tokens: parse_ids(&a.stop)?,
+        stop_tokens,
     };
     let json = a.json;
     let mut out = std::io::stdout().lock();
     let stats = s.generate(&prompt, &params, |ev, _| {
+        // The text this token completes (whole UTF-8 characters only).
+        let piece = tokenizer.as_ref().map(|tok| decoder.push(tok, ev.token));
+        if let Some(p) = &piece {
+            generated_text.push_str(p);
+        }
         let _ = if json {
+            let text = piece.as_ref().map_or_else(
+                || "null".to_string(),
+                |p| serde_json::Value::from(p.as_str()).to_string(),
+            );
             writeln!(
                 out,
-                "{{\"id\":{},\"text\":null,\"iterations\":{},\"exit_value\":{}}}",
+                "{{\"id\":{},\"text\":{text},\"iterations\":{},\"exit_value\":{}}}",
                 ev.token,
                 ev.iterations,
                 json_f64(ev.exit_value)
             )
         } else {
             let bar = iteration_bar(ev.iterations, max_iterations);
-            writeln!(out, "{:>6}  {:>4} it  {bar}", ev.token, ev.iterations)
+            match &piece {
+                Some(p) => writeln!(
+                    out,
+                    "{:>6}  {:>4} it  {bar:<20}  {p:?}",
+                    ev.token, ev.iterations
+                ),
+                None => writeln!(out, "{:>6}  {:>4} it  {bar}", ev.token, ev.iterations),
+            }
         };
         true
     })?;
+    if tokenizer.is_some() {
+        decoder.finish_into(&mut generated_text);
+        if !json {
+            writeln!(out, "\n{generated_text}")?;
+        }
+    }
     let tps = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     if json {
         writeln!(
@@ -218,4 +264,297 @@ fn make(a: MakeArgs) -> Result<()> {
     recurrent_depth::testmodel::write(&spec, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// A progress bar over input bytes for convert and quantize (none when quiet).
+fn byte_progress(quiet: bool) -> (indicatif::ProgressBar, impl FnMut(&Progress)) {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar
+    };
+    let b = bar.clone();
+    let update = move |p: &Progress| {
+        b.set_length(p.bytes_total);
+        b.set_position(p.bytes_done);
+        b.set_message(format!(
+            "tensor {}/{} {}",
+            p.index + 1,
+            p.n_tensors,
+            p.tensor
+        ));
+    };
+    (bar, update)
+}
+
+/// Prints what a conversion wrote: types, fallbacks grouped by reason, drops.
+fn print_report(r: &ConvertReport, out: &std::path::Path) {
+    let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+    for t in &r.tensors {
+        match counts.iter_mut().find(|(ty, _)| *ty == t.ty) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((t.ty, 1)),
+        }
+    }
+    let types: Vec<String> = counts.iter().map(|(ty, n)| format!("{n} {ty}")).collect();
+    eprintln!(
+        "wrote {} ({:.1} MiB): {} tensors ({})",
+        out.display(),
+        r.bytes_written as f64 / (1024.0 * 1024.0),
+        r.tensors.len(),
+        types.join(", ")
+    );
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for t in r.fallbacks() {
+        let note = t.note.as_deref().unwrap_or("");
+        match groups.iter_mut().find(|(n, _)| *n == note) {
+            Some((_, names)) => names.push(&t.name),
+            None => groups.push((note, vec![&t.name])),
+        }
+    }
+    for (note, names) in groups {
+        let shown: Vec<&str> = names.iter().take(3).copied().collect();
+        let more = if names.len() > 3 { ", ..." } else { "" };
+        eprintln!(
+            "  {note}: {} tensor(s) ({}{more})",
+            names.len(),
+            shown.join(", ")
+        );
+    }
+    for (name, why) in &r.dropped {
+        eprintln!("  dropped {name}: {why}");
+    }
+    if let Some(head) = &r.head {
+        eprintln!("  output head: {head:?}");
+    }
+    match &r.tokenizer {
+        Some(t) => {
+            let pre = t
+                .pre
+                .as_deref()
+                .unwrap_or("(not a llama.cpp pre-tokenizer; use tokenizer.huggingface.json)");
+            eprintln!(
+                "  tokenizer: {} tokens, tokenizer.ggml.* keys: {}, pre: {pre}, chat template: {}",
+                t.n_tokens,
+                match &t.ggml_skipped {
+                    None => "yes".to_string(),
+                    Some(why) => format!("no ({why})"),
+                },
+                if t.chat_template { "yes" } else { "no" }
+            );
+        }
+        None if r.config.is_some() => eprintln!("  no tokenizer.json: the file has no tokenizer"),
+        None => {}
+    }
+    for note in &r.notes {
+        eprintln!("  note: {note}");
+    }
+}
+
+fn convert(a: ConvertArgs) -> Result<()> {
+    let out_type = recurrent_depth::convert::parse_type(&a.weight_type)?;
+    let opts = ConvertOptions {
+        out_type,
+        name: a.name.clone(),
+        threads: a.threads,
+    };
+    let (bar, mut update) = byte_progress(a.quiet);
+    let report = recurrent_depth::convert::convert(&a.hf_dir, &a.out, &opts, &mut update);
+    bar.finish_and_clear();
+    print_report(&report?, &a.out);
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    let ty = recurrent_depth::convert::parse_type(&a.weight_type)?;
+    let (bar, mut update) = byte_progress(a.quiet);
+    let report = recurrent_depth::convert::requantize(&a.input, &a.out, ty, a.threads, &mut update);
+    bar.finish_and_clear();
+    print_report(&report?, &a.out);
+    Ok(())
+}
+
+fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let file = GgufFile::open(&a.model)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let ids = tok.encode(&a.text, a.add_special, !a.no_parse_special)?;
+    let mut out = std::io::stdout().lock();
+    for id in &ids {
+        let bytes = tok.token_bytes(*id).unwrap_or_default();
+        writeln!(out, "{id:>7}  {:?}", String::from_utf8_lossy(bytes))?;
+    }
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    writeln!(out, "{}", list.join(","))?;
+    Ok(())
+}
+
+/// One character per token, higher for more iterations.
+fn sparkline(iterations: &[usize], max: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    iterations
+        .iter()
+        .map(|&it| BARS[(it * 8).div_ceil(max.max(1)).clamp(1, 8) - 1])
+        .collect()
+}
+
+fn chat(a: ChatArgs) -> Result<()> {
+    let (mut s, default_iters) = open(&a.model, a.max_iterations)?;
+    let max_iterations = a.max_iterations.unwrap_or(default_iters);
+    let tok = Tokenizer::from_gguf(s.model().gguf())?;
+    let template = ChatTemplate::from_gguf(s.model().gguf())?.ok_or_else(|| {
+        Error::InvalidArgument("the model file has no tokenizer.chat_template".into())
+    })?;
+    let text_of = |id: Option<u32>| {
+        id.and_then(|i| tok.token_bytes(i))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    let special = tok.special_tokens().clone();
+    let template_tokens = TemplateTokens {
+        bos: text_of(special.bos),
+        eos: text_of(special.eos),
+    };
+    let limits = ComputeLimits {
+        min_iterations: a.min_iterations.clamp(1, max_iterations),
+        max_iterations,
+        exit: a.exit.parse::<ExitSpec>()?,
+        check_every: a.check_every,
+        exit_in_prefill: false,
+        warm_start: a.warm_start,
+    };
+    let sampling = SamplingParams {
+        temperature: a.temp,
+        top_p: a.top_p,
+        seed: a.seed,
+        greedy: a.temp <= 0.0,
+        ..SamplingParams::default()
+    };
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        limits,
+        prefill_iterations: None,
+        sampling,
+        stop_tokens: tok.stop_tokens(),
+    };
+    let mut messages: Vec<ChatMessage> = Vec::new();
+    if let Some(sys) = &a.system {
+        messages.push(ChatMessage::new("system", sys.clone()));
+    }
+    // Token ids whose K/V rows are in the session, in order.
+    let mut cached: Vec<u32> = Vec::new();
+    // The conversation text the cache holds, and the last sampled token.
+    let mut transcript: Option<(String, u32)> = None;
+    eprintln!(
+        "chat with {} (/reset clears the conversation, Ctrl-D quits)",
+        a.model.model.display()
+    );
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        if stdin.read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.trim() == "/reset" {
+            messages.retain(|m| m.role == "system");
+            cached.clear();
+            transcript = None;
+            s.reset();
+            continue;
+        }
+        messages.push(ChatMessage::new("user", line));
+        let rendered = template.render(&messages, true, &template_tokens)?;
+        // When the cache holds exactly the conversation rendered so far (plus
+        // the last sampled token, not yet evaluated), only the new text is
+        // tokenized and evaluated. Otherwise the cache is reused up to the
+        // first token that differs from the re-tokenized conversation.
+        let (keep, prompt) = match transcript.take() {
+            Some((prev, last)) if rendered.starts_with(&prev) => {
+                let mut ids = vec![last];
+                ids.extend(tok.encode(&rendered[prev.len()..], false, true)?);
+                (cached.len(), ids)
+            }
+            _ => {
+                let ids = tok.encode(&rendered, false, true)?;
+                // At least one token must be evaluated to get fresh logits.
+                let keep = cached
+                    .iter()
+                    .zip(&ids)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(ids.len().saturating_sub(1));
+                s.truncate(keep);
+                cached.truncate(keep);
+                (keep, ids[keep..].to_vec())
+            }
+        };
+        let prompt = &prompt[..];
+        let mut decoder = StreamDecoder::new(true);
+        let mut reply = String::new();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut iterations: Vec<usize> = Vec::new();
+        let mut out = std::io::stdout().lock();
+        let result = s.generate(prompt, &params, |ev, _| {
+            generated.push(ev.token);
+            iterations.push(ev.iterations);
+            let piece = decoder.push(&tok, ev.token);
+            reply.push_str(&piece);
+            let _ = if a.show_iterations && !piece.is_empty() {
+                write!(out, "{piece}[{}]", ev.iterations)
+            } else {
+                write!(out, "{piece}")
+            };
+            let _ = out.flush();
+            true
+        });
+        decoder.finish_into(&mut reply);
+        writeln!(out)?;
+        drop(out);
+        match result {
+            Ok(stats) => {
+                cached.extend_from_slice(prompt);
+                // The last sampled token has not been evaluated yet.
+                cached.extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
+                cached.truncate(s.n_past());
+                eprintln!(
+                    "[prompt {} new + {keep} cached tokens; {} tokens, {:.1} iterations/token (max {max_iterations}), {:.1} tok/s] {}",
+                    prompt.len(),
+                    stats.tokens,
+                    stats.mean_iterations,
+                    if stats.decode_seconds > 0.0 {
+                        stats.tokens.saturating_sub(1) as f64 / stats.decode_seconds
+                    } else {
+                        0.0
+                    },
+                    sparkline(&iterations, max_iterations)
+                );
+                messages.push(ChatMessage::new("assistant", reply.trim()));
+                // Valid if the next rendering starts with it (checked then).
+                if let Some(&last) = generated.last() {
+                    let text = format!("{rendered}{}", tok.decode(&generated, false));
+                    transcript = Some((text, last));
+                }
+            }
+            Err(Error::ContextFull { needed, n_ctx }) => {
+                eprintln!("context full ({needed} > {n_ctx} positions): conversation reset");
+                messages.retain(|m| m.role == "system");
+                cached.clear();
+                transcript = None;
+                s.reset();
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -1,0 +1,41 @@
+//! Generates the C header from `src/ffi` with cbindgen (configuration in
+//! `cbindgen.toml`) into `$OUT_DIR/recurrent_depth.h`. `tests/header.rs`
+//! checks that it matches the committed `include/recurrent_depth.h`;
+//! `RD_WRITE_HEADER=1 cargo build` also writes it there.
+//!
+//! Only `src/ffi` and the configuration are parsed and watched, so edits
+//! elsewhere in the crate do not rerun this script.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-env-changed=RD_WRITE_HEADER");
+
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml"))
+        .unwrap_or_else(|e| panic!("cannot read cbindgen.toml: {e}"));
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_after_include(format!(
+            "\n/** The library's version as a string literal, \"MAJOR.MINOR.PATCH\". */\n\
+             #define RD_VERSION_STRING \"{}\"",
+            env::var("CARGO_PKG_VERSION").unwrap_or_default()
+        ))
+        .with_src(root.join("src/ffi/mod.rs"))
+        .generate()
+        .unwrap_or_else(|e| panic!("cbindgen failed on src/ffi: {e}"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("recurrent_depth.h");
+    bindings.write_to_file(&out);
+    if env::var_os("RD_WRITE_HEADER").is_some_and(|v| !v.is_empty() && v != "0") {
+        let dst = root.join("include/recurrent_depth.h");
+        if let Some(dir) = dst.parent() {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        }
+        bindings.write_to_file(&dst);
+        println!("cargo:warning=wrote {}", dst.display());
+    }
+}

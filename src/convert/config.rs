@@ -1,0 +1,312 @@
+//! `config.json` of a Huginn ("raven") checkpoint.
+
+use serde_json::{Map, Value as Json};
+
+use super::ConvertError;
+
+/// Upper bound on every width and count read from `config.json`; keeps derived
+/// sizes far from overflow (the runtime's own limit is the same).
+const MAX_DIM: usize = 1 << 20;
+/// Most blocks a configuration may declare.
+const MAX_BLOCKS: usize = 4096;
+
+/// The hyper-parameters of a Huginn checkpoint, as read from `config.json`.
+///
+/// Keys absent from the file take the defaults of the authors' `RavenConfig`
+/// where that class has one that cannot change tensor shapes (`rope_base`
+/// 50000, `norm_eps` 1e-6, `block_size` 4096, `mean_recurrence` 32, `qk_bias`
+/// and `tie_embeddings` true); widths and block counts are required.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfConfig {
+    /// `n_embd`: residual width `d`.
+    pub n_embd: usize,
+    /// `n_heads` (or `num_attention_heads`).
+    pub n_head: usize,
+    /// `num_key_value_heads`, default `n_heads`.
+    pub n_head_kv: usize,
+    /// `intermediate_size`: width of one MLP half.
+    pub n_ff: usize,
+    /// `vocab_size` (or `padded_vocab_size` when larger): rows of the embedding.
+    pub n_vocab: usize,
+    /// `block_size`: training context length.
+    pub n_ctx: usize,
+    /// `norm_eps`.
+    pub norm_eps: f32,
+    /// `rope_base`.
+    pub rope_base: f32,
+    /// `n_layers_in_prelude`.
+    pub n_prelude: usize,
+    /// `n_layers_in_recurrent_block`.
+    pub n_core: usize,
+    /// `n_layers_in_coda`.
+    pub n_coda: usize,
+    /// `mean_recurrence`: default iteration count.
+    pub mean_recurrence: usize,
+    /// `qk_bias`.
+    pub qk_bias: bool,
+    /// `tie_embeddings` (or `tie_word_embeddings`).
+    pub tie_embeddings: bool,
+    /// `name` or `_name_or_path`, for `general.name`.
+    pub name: Option<String>,
+}
+
+impl HfConfig {
+    /// Head dimension `n_embd / n_head`.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head.max(1)
+    }
+
+    /// Total blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.n_prelude + self.n_core + self.n_coda
+    }
+
+    /// Parses and validates the text of `config.json`.
+    pub fn from_json(text: &str) -> Result<HfConfig, ConvertError> {
+        let json: Json = serde_json::from_str(text)
+            .map_err(|e| ConvertError::config("(file)", format!("invalid JSON: {e}")))?;
+        let Json::Object(map) = json else {
+            return Err(ConvertError::config("(file)", "not a JSON object"));
+        };
+        Self::from_map(&map)
+    }
+
+    fn from_map(m: &Map<String, Json>) -> Result<HfConfig, ConvertError> {
+        check_architecture(m)?;
+        let n_embd = required_usize(m, &["n_embd", "hidden_size"])?;
+        let n_head = required_usize(m, &["n_heads", "num_attention_heads"])?;
+        let n_head_kv = optional_usize(m, &["num_key_value_heads"])?.unwrap_or(n_head);
+        let n_ff = required_usize(m, &["intermediate_size"])?;
+        let vocab = required_usize(m, &["vocab_size"])?;
+        let padded = optional_usize(m, &["padded_vocab_size"])?.unwrap_or(vocab);
+        let cfg = HfConfig {
+            n_embd,
+            n_head,
+            n_head_kv,
+            n_ff,
+            n_vocab: vocab.max(padded),
+            n_ctx: optional_usize(m, &["block_size", "max_position_embeddings"])?.unwrap_or(4096),
+            norm_eps: optional_f32(m, "norm_eps")?.unwrap_or(1e-6),
+            rope_base: optional_f32(m, "rope_base")?.unwrap_or(50_000.0),
+            n_prelude: required_usize(m, &["n_layers_in_prelude"])?,
+            n_core: required_usize(m, &["n_layers_in_recurrent_block"])?,
+            n_coda: required_usize(m, &["n_layers_in_coda"])?,
+            mean_recurrence: optional_usize(m, &["mean_recurrence"])?.unwrap_or(32),
+            qk_bias: optional_bool(m, "qk_bias")?.unwrap_or(true),
+            tie_embeddings: match optional_bool(m, "tie_embeddings")? {
+                Some(t) => t,
+                None => optional_bool(m, "tie_word_embeddings")?.unwrap_or(true),
+            },
+            name: ["name", "_name_or_path"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(Json::as_str))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConvertError> {
+        for (key, v) in [
+            ("n_embd", self.n_embd),
+            ("n_heads", self.n_head),
+            ("num_key_value_heads", self.n_head_kv),
+            ("intermediate_size", self.n_ff),
+            ("vocab_size", self.n_vocab),
+            ("block_size", self.n_ctx),
+            ("mean_recurrence", self.mean_recurrence),
+        ] {
+            if v == 0 || v > MAX_DIM {
+                return Err(ConvertError::config(
+                    key,
+                    format!("{v} is out of range 1..={MAX_DIM}"),
+                ));
+            }
+        }
+        if self.n_core == 0 {
+            return Err(ConvertError::config(
+                "n_layers_in_recurrent_block",
+                "the recurrent core needs at least one block",
+            ));
+        }
+        if self.n_blocks() > MAX_BLOCKS {
+            return Err(ConvertError::config(
+                "n_layers_in_recurrent_block",
+                format!("more than {MAX_BLOCKS} blocks in total"),
+            ));
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) || !self.head_dim().is_multiple_of(2) {
+            return Err(ConvertError::config(
+                "n_heads",
+                format!(
+                    "n_embd {} does not split into {} heads of even size",
+                    self.n_embd, self.n_head
+                ),
+            ));
+        }
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return Err(ConvertError::config(
+                "num_key_value_heads",
+                format!("{} does not divide n_heads {}", self.n_head_kv, self.n_head),
+            ));
+        }
+        if self.qk_bias && self.n_head_kv != self.n_head {
+            return Err(ConvertError::config(
+                "qk_bias",
+                "q/k biases are only defined without grouped-query attention",
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(ConvertError::config(
+                "norm_eps",
+                format!("{} is not a finite non-negative number", self.norm_eps),
+            ));
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 0.0) {
+            return Err(ConvertError::config(
+                "rope_base",
+                format!("{} is not a finite positive number", self.rope_base),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Rejects configurations of other model families, and Huginn variants whose
+/// blocks this runtime does not implement, with the key that says so.
+fn check_architecture(m: &Map<String, Json>) -> Result<(), ConvertError> {
+    let expect = |key: &str, allowed: &[&str]| -> Result<(), ConvertError> {
+        match m.get(key) {
+            None | Some(Json::Null) => Ok(()),
+            Some(Json::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+            Some(other) => Err(ConvertError::config(
+                key,
+                format!(
+                    "{other} is not supported (expected {})",
+                    allowed.join(" or ")
+                ),
+            )),
+        }
+    };
+    expect("model_type", &["huginn_raven"])?;
+    expect("block_class_name", &["SandwichBlock"])?;
+    expect("norm_class_name", &["RMSNorm_llama"])?;
+    expect("mlp_class_name", &["GatedMLP"])?;
+    expect("nonlin_name", &["SiLU"])?;
+    expect("injection_type", &["linear"])?;
+    if optional_bool(m, "bias")? == Some(true) {
+        return Err(ConvertError::config(
+            "bias",
+            "linear layers with biases are not supported",
+        ));
+    }
+    Ok(())
+}
+
+fn first<'m>(m: &'m Map<String, Json>, keys: &[&str]) -> Option<(&'m Json, String)> {
+    keys.iter().find_map(|k| {
+        m.get(*k)
+            .filter(|v| !v.is_null())
+            .map(|v| (v, k.to_string()))
+    })
+}
+
+fn optional_usize(m: &Map<String, Json>, keys: &[&str]) -> Result<Option<usize>, ConvertError> {
+    let Some((v, key)) = first(m, keys) else {
+        return Ok(None);
+    };
+    match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+        Some(n) => Ok(Some(n)),
+        None => Err(ConvertError::config(
+            &key,
+            format!("{v} is not a non-negative integer"),
+        )),
+    }
+}
+
+fn required_usize(m: &Map<String, Json>, keys: &[&str]) -> Result<usize, ConvertError> {
+    optional_usize(m, keys)?.ok_or_else(|| ConvertError::config(keys[0], "missing"))
+}
+
+fn optional_f32(m: &Map<String, Json>, key: &str) -> Result<Option<f32>, ConvertError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|x| Some(x as f32))
+            .ok_or_else(|| ConvertError::config(key, format!("{v} is not a number"))),
+    }
+}
+
+fn optional_bool(m: &Map<String, Json>, key: &str) -> Result<Option<bool>, ConvertError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(ConvertError::config(key, format!("{v} is not a boolean"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HUGINN: &str = r#"{
+        "architectures": ["RavenForCausalLM"], "model_type": "huginn_raven",
+        "n_embd": 5280, "n_heads": 55, "n_layers": 8, "block_size": 4096,
+        "vocab_size": 65536, "padding_multiple": 4096, "tie_embeddings": true,
+        "intermediate_size": 17920, "bias": false, "block_class_name": "SandwichBlock",
+        "norm_class_name": "RMSNorm_llama", "norm_eps": 1e-06, "mlp_class_name": "GatedMLP",
+        "nonlin_name": "SiLU", "injection_type": "linear", "n_layers_in_recurrent_block": 4,
+        "mean_recurrence": 32, "n_layers_in_prelude": 2, "n_layers_in_coda": 2,
+        "qk_bias": true, "rope_base": 50000, "torch_dtype": "bfloat16"
+    }"#;
+
+    #[test]
+    fn parses_huginn_0125() {
+        let c = HfConfig::from_json(HUGINN).unwrap();
+        assert_eq!(
+            (c.n_embd, c.n_head, c.n_head_kv, c.head_dim()),
+            (5280, 55, 55, 96)
+        );
+        assert_eq!((c.n_prelude, c.n_core, c.n_coda), (2, 4, 2));
+        assert_eq!((c.n_ff, c.n_vocab, c.n_ctx), (17920, 65536, 4096));
+        assert_eq!((c.rope_base, c.norm_eps), (50000.0, 1e-6));
+        assert!(c.qk_bias && c.tie_embeddings);
+        assert_eq!(c.mean_recurrence, 32);
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let with = |edit: &str, value: Json| {
+            let mut m: Map<String, Json> = serde_json::from_str(HUGINN).unwrap();
+            if value.is_null() {
+                m.remove(edit);
+            } else {
+                m.insert(edit.into(), value);
+            }
+            HfConfig::from_map(&m).unwrap_err().to_string()
+        };
+        assert!(with("n_embd", Json::Null).contains("`n_embd`: missing"));
+        assert!(with("n_embd", "big".into()).contains("not a non-negative integer"));
+        assert!(with("n_heads", 7.into()).contains("heads of even size"));
+        assert!(with("n_layers_in_recurrent_block", 0.into()).contains("at least one"));
+        assert!(with("model_type", "llama".into()).contains("`model_type`"));
+        assert!(with("bias", true.into()).contains("biases"));
+        assert!(with("rope_base", (-1.0).into()).contains("rope_base"));
+        assert!(with("qk_bias", "yes".into()).contains("not a boolean"));
+        assert!(with("vocab_size", 0.into()).contains("out of range"));
+        assert!(
+            HfConfig::from_json("[1]")
+                .unwrap_err()
+                .to_string()
+                .contains("object")
+        );
+        assert!(
+            HfConfig::from_json("{")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid JSON")
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! `rd_generate`: prompt evaluation, per-token compute limits, sampling, stop
+//! conditions, the streaming token callback and statistics.
+
+use super::boundary::{OutStruct, Versioned, arg_ref, arg_slice, guard, read_struct};
+use super::params::rd_generate_params;
+use super::rd_token;
+use super::session::rd_session;
+use super::status::{Fail, rd_status};
+use crate::generate::{ComputeLimits, GenerateParams, StopReason};
+use crate::sampling::SamplingParams;
+use crate::session::MAX_ITERATIONS;
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::Ordering;
+
+/// Why `rd_generate()` ended (`rd_generate_stats.stop_reason`).
+pub type rd_stop_reason = u32;
+/// `max_tokens` tokens were generated.
+pub const RD_STOP_MAX_TOKENS: rd_stop_reason = 0;
+/// A stop token was generated (and reported).
+pub const RD_STOP_STOP_TOKEN: rd_stop_reason = 1;
+/// The token callback returned false.
+pub const RD_STOP_CALLBACK: rd_stop_reason = 2;
+/// The context had no room for another token.
+pub const RD_STOP_CONTEXT_FULL: rd_stop_reason = 3;
+
+/// One generated token, as passed to an `rd_token_callback`. Owned by the
+/// library and valid only during the callback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_token_event {
+    /// `sizeof(rd_token_event)` of the library: fields beyond it are absent.
+    pub struct_size: usize,
+    /// The token id.
+    pub token: rd_token,
+    /// Core iterations the distribution this token was sampled from ran (for
+    /// the first token: the prompt's last position).
+    pub iterations: u32,
+    /// Index of the token in this generation, from 0.
+    pub index: usize,
+    /// Value of the exit criterion at the last check of that position, NaN
+    /// when none was evaluated (no criterion, or the prompt without
+    /// `exit_in_prefill`).
+    pub exit_value: f64,
+    /// The token's text (UTF-8 bytes, not NUL-terminated). Always NULL in this
+    /// version: the library has no tokenizer yet; detokenize ids yourself.
+    pub text: *const c_char,
+    /// Length of `text` in bytes (0 in this version).
+    pub text_len: usize,
+}
+
+/// Streaming callback of `rd_generate()`: called on the generating thread once
+/// per generated token, before the next token is computed. Return `true` to
+/// continue, `false` to stop (`rd_generate()` then returns `RD_OK` with
+/// `RD_STOP_CALLBACK`). From inside it the caller may call
+/// `rd_set_compute_limits()` and `rd_cancel()` on the same session; other
+/// calls on that session return `RD_ERR_BUSY`. It must not unwind (no C++
+/// exceptions or longjmp across it).
+pub type rd_token_callback =
+    Option<unsafe extern "C" fn(event: *const rd_token_event, user_data: *mut c_void) -> bool>;
+
+/// Statistics of one `rd_generate()` call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_generate_stats {
+    /// Set by the caller to `sizeof(rd_generate_stats)` before the call.
+    pub struct_size: usize,
+    /// Tokens generated (reported to the callback).
+    pub n_tokens: usize,
+    /// Prompt tokens evaluated.
+    pub n_prompt_tokens: usize,
+    /// Core iterations the prompt ran (0 without a prompt).
+    pub prefill_iterations: u32,
+    /// Why generation ended, an `rd_stop_reason`.
+    pub stop_reason: rd_stop_reason,
+    /// Seconds spent evaluating the prompt.
+    pub prefill_seconds: f64,
+    /// Seconds spent generating (sampling, callbacks and per-token compute).
+    pub decode_seconds: f64,
+    /// Mean core iterations per generated token.
+    pub mean_iterations: f64,
+    /// Bytes of the session's KV cache and state stores.
+    pub kv_bytes: u64,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; numbers only.
+unsafe impl Versioned for rd_generate_stats {
+    const NAME: &'static str = "rd_generate_stats";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        rd_generate_stats {
+            struct_size: size_of::<Self>(),
+            n_tokens: 0,
+            n_prompt_tokens: 0,
+            prefill_iterations: 0,
+            stop_reason: RD_STOP_MAX_TOKENS,
+            prefill_seconds: 0.0,
+            decode_seconds: 0.0,
+            mean_iterations: 0.0,
+            kv_bytes: 0,
+        }
+    }
+}
+
+/// Clears the "generation running" state when dropped, also on a panic.
+struct Generating<'a>(&'a rd_session);
+
+impl<'a> Generating<'a> {
+    fn start(h: &'a rd_session) -> Self {
+        Self::clear_pending(h);
+        h.generating.store(true, Ordering::Release);
+        Generating(h)
+    }
+
+    fn clear_pending(h: &rd_session) {
+        *h.pending.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Drop for Generating<'_> {
+    fn drop(&mut self) {
+        self.0.generating.store(false, Ordering::Release);
+        Self::clear_pending(self.0);
+    }
+}
+
+/// Evaluates the prompt `tokens[0..n_tokens]` (appended to the cached
+/// positions), then generates up to `params->max_tokens` tokens, calling
+/// `callback` with each one.
+///
+/// - `tokens` may be NULL when `n_tokens` is 0: generation then continues
+///   from the logits of the last evaluated position (that of the last
+///   `rd_eval()` or prompt). The last token a previous `rd_generate()`
+///   reported is *not* in the cache: pass it as the first prompt token to
+///   continue after it.
+/// - `params`: from `rd_generate_default_params()`; it and everything it
+///   points to are read during the call only.
+/// - `callback` may be NULL (no streaming); `user_data` is passed to it.
+/// - `out_stats` may be NULL; otherwise its `struct_size` must be set, and it
+///   is written on `RD_OK` only.
+///
+/// Per token: the prelude runs once, the core between `min_iterations` and
+/// `max_iterations` times (stopping early when the exit criterion is met at a
+/// check), then the coda and head; nothing is allocated on the heap per token.
+///
+/// Errors: `RD_ERR_INVALID_ARGUMENT` (NULL, n_tokens 0 on an empty cache,
+/// token or stop-token ids >= n_vocab, invalid limits or sampling),
+/// `RD_ERR_CONTEXT_FULL` (the prompt does not fit; nothing is evaluated),
+/// `RD_ERR_INVALID_STATE` (n_tokens 0 after a failed or cancelled call),
+/// `RD_ERR_CANCELLED` (`rd_cancel()`; positions evaluated before stay cached),
+/// `RD_ERR_BUSY`, `RD_ERR_BACKEND`. Not thread-safe for the same session;
+/// different sessions may generate concurrently.
+///
+/// # Safety
+///
+/// `session` must be NULL or a live session; `tokens` must hold
+/// `n_tokens` readable ids (or be anything when `n_tokens` is 0); `params` NULL
+/// or a valid `rd_generate_params` whose pointers are NULL or valid as
+/// documented; `callback` NULL or a valid function; `out_stats` NULL or a
+/// writable `rd_generate_stats` of `out_stats->struct_size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_generate(
+    session: *mut rd_session,
+    tokens: *const rd_token,
+    n_tokens: usize,
+    params: *const rd_generate_params,
+    callback: rd_token_callback,
+    user_data: *mut c_void,
+    out_stats: *mut rd_generate_stats,
+) -> rd_status {
+    guard("rd_generate", || {
+        // SAFETY: a non-NULL `session` is live (contract).
+        let handle = unsafe { arg_ref(session, "session")? };
+        // SAFETY: `tokens` holds `n_tokens` ids (contract).
+        let prompt = unsafe { arg_slice(tokens, n_tokens, "tokens")? };
+        // SAFETY: `params` points to a readable struct (contract).
+        let gp = unsafe { read_struct(params, "params")? };
+        let stats_out = if out_stats.is_null() {
+            None
+        } else {
+            // SAFETY: `out_stats` is writable for its struct_size (contract).
+            Some(unsafe { OutStruct::new(out_stats, "out_stats")? })
+        };
+        let limits = if gp.limits.is_null() {
+            ComputeLimits::default()
+        } else {
+            // SAFETY: a non-NULL `limits` points to a readable struct (contract).
+            unsafe { read_struct(gp.limits, "params->limits")? }.to_limits()?
+        };
+        let sampling = if gp.sampling.is_null() {
+            SamplingParams::greedy()
+        } else {
+            // SAFETY: a non-NULL `sampling` points to a readable struct (contract).
+            unsafe { read_struct(gp.sampling, "params->sampling")? }.to_sampling()?
+        };
+        // SAFETY: `stop_tokens` holds `n_stop_tokens` ids (contract).
+        let stop = unsafe { arg_slice(gp.stop_tokens, gp.n_stop_tokens, "params->stop_tokens")? };
+        let prefill_iterations = match gp.prefill_iterations as usize {
+            0 => None,
+            n if n > MAX_ITERATIONS => {
+                return Err(Fail::invalid(format!(
+                    "prefill_iterations {n} out of range 0..={MAX_ITERATIONS}"
+                )));
+            }
+            n => Some(n),
+        };
+
+        let mut inner = handle.lock()?;
+        let s = &inner.session;
+        let n_vocab = s.model().config().n_vocab;
+        if let Some(t) = stop.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Fail::invalid(format!(
+                "stop token id {t} out of range (vocabulary {n_vocab})"
+            )));
+        }
+        if !prompt.is_empty() {
+            s.check_tokens(prompt)?;
+        } else if s.n_past() == 0 {
+            return Err(Fail::invalid(
+                "no tokens and an empty cache: nothing to generate from",
+            ));
+        } else if !inner.logits_valid {
+            return Err(Fail::new(
+                rd_status::RD_ERR_INVALID_STATE,
+                "no tokens, and the last evaluation failed or was cancelled: \
+                 pass the tokens to continue from",
+            ));
+        }
+        // Every generated token but the last needs a free position; a request
+        // for more ends at a full context instead of failing there.
+        let room = s.n_ctx() - (s.n_past() + prompt.len());
+        let max_tokens = (gp.max_tokens as usize).min(room + 1);
+        let capped = max_tokens < gp.max_tokens as usize;
+        let mut stop_tokens = Vec::new();
+        stop_tokens
+            .try_reserve_exact(stop.len())
+            .map_err(|_| Fail::new(rd_status::RD_ERR_OUT_OF_MEMORY, "stop tokens"))?;
+        stop_tokens.extend_from_slice(stop);
+        let params = GenerateParams {
+            max_tokens,
+            limits,
+            prefill_iterations,
+            sampling,
+            stop_tokens,
+        };
+
+        let running = Generating::start(handle);
+        handle.clear_cancel();
+        inner.logits_valid = false;
+        let result = inner.session.generate(prompt, &params, |ev, limits| {
+            let go_on = match callback {
+                Some(cb) => {
+                    let event = rd_token_event {
+                        struct_size: size_of::<rd_token_event>(),
+                        token: ev.token,
+                        iterations: u32::try_from(ev.iterations).unwrap_or(u32::MAX),
+                        index: ev.index,
+                        exit_value: ev.exit_value,
+                        text: std::ptr::null(),
+                        text_len: 0,
+                    };
+                    // SAFETY: a valid C function pointer of this signature
+                    // (contract); `event` outlives the call.
+                    unsafe { cb(&event, user_data) }
+                }
+                None => true,
+            };
+            let mut pending = handle.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(new) = pending.take() {
+                *limits = new;
+            }
+            go_on
+        });
+        drop(running);
+        let stats = result?;
+        inner.logits_valid = true;
+        let stop_reason = match stats.stop {
+            StopReason::StopToken => RD_STOP_STOP_TOKEN,
+            StopReason::Callback => RD_STOP_CALLBACK,
+            StopReason::MaxTokens if capped && stats.tokens == max_tokens => RD_STOP_CONTEXT_FULL,
+            StopReason::MaxTokens => RD_STOP_MAX_TOKENS,
+        };
+        if let Some(out) = stats_out {
+            out.write(rd_generate_stats {
+                struct_size: size_of::<rd_generate_stats>(),
+                n_tokens: stats.tokens,
+                n_prompt_tokens: stats.prompt_tokens,
+                prefill_iterations: u32::try_from(stats.prefill_iterations).unwrap_or(u32::MAX),
+                stop_reason,
+                prefill_seconds: stats.prefill_seconds,
+                decode_seconds: stats.decode_seconds,
+                mean_iterations: stats.mean_iterations,
+                kv_bytes: stats.kv_bytes as u64,
+            });
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,309 @@
+//! `rd_model`: loading, freeing and describing a model.
+
+use super::boundary::{Out, OutStruct, Versioned, arg_ref, check_ptr, guard, read_struct};
+use super::params::rd_model_params;
+use super::status::{Fail, rd_status};
+use crate::gguf::GgufFile;
+use crate::model::Model;
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A loaded model: validated hyper-parameters and weights (memory-mapped and
+/// used in place on the CPU). Opaque.
+///
+/// Created by `rd_model_load()`, destroyed by `rd_model_free()`. Immutable
+/// after loading: one model may be used from any number of threads at once
+/// and shared by any number of sessions. Sessions keep the model's weights
+/// alive, so `rd_model_free()` may be called while sessions still exist.
+pub struct rd_model {
+    pub(crate) model: Arc<Model>,
+    architecture: CString,
+    backend_name: CString,
+}
+
+// The C API promises that models can be shared across threads.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<rd_model>();
+};
+
+/// The file system path of a C string.
+fn path_of(path: &CStr) -> Result<PathBuf, Fail> {
+    if path.is_empty() {
+        return Err(Fail::invalid("path is empty"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes())))
+    }
+    #[cfg(not(unix))]
+    {
+        path.to_str()
+            .map(PathBuf::from)
+            .map_err(|_| Fail::invalid("path is not valid UTF-8"))
+    }
+}
+
+/// Locks the pages of `range` in RAM.
+#[cfg(unix)]
+fn lock_memory(range: std::ops::Range<usize>) -> Result<(), Fail> {
+    unsafe extern "C" {
+        // POSIX, in the C library every Unix target links.
+        fn mlock(addr: *const c_void, len: usize) -> std::ffi::c_int;
+    }
+    const PAGE: usize = 4096;
+    let start = range.start & !(PAGE - 1);
+    let len = range.end.saturating_sub(start);
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: mlock only changes the residency of the pages of a range that is
+    // mapped in this process (the model's file bytes); it reads or writes no
+    // memory through the pointer.
+    let rc = unsafe { mlock(start as *const c_void, len) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Fail::new(
+            rd_status::RD_ERR_IO,
+            format!(
+                "mlock of {len} bytes failed: {e} (raise RLIMIT_MEMLOCK or load without use_mlock)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn lock_memory(_range: std::ops::Range<usize>) -> Result<(), Fail> {
+    Err(Fail::new(
+        rd_status::RD_ERR_UNSUPPORTED,
+        "use_mlock is not supported on this platform",
+    ))
+}
+
+/// Loads a `huginn` GGUF model.
+///
+/// - `path`: NUL-terminated file path (bytes on Unix, UTF-8 elsewhere);
+///   read only during the call.
+/// - `params`: from `rd_model_default_params()`, possibly changed; read only
+///   during the call.
+/// - `out_model`: on `RD_OK` receives a new model, owned by the caller, to be
+///   released with `rd_model_free()`; untouched on failure.
+///
+/// Errors: `RD_ERR_INVALID_ARGUMENT` (a NULL pointer, bad params),
+/// `RD_ERR_IO` (missing file, a directory, unreadable, mlock refused),
+/// `RD_ERR_INVALID_MODEL` (truncated or corrupt GGUF, bad `huginn` metadata or
+/// tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of another
+/// architecture), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
+/// `RD_ERR_CANCELLED` (the progress callback returned false).
+///
+/// The file is untrusted input: a bad file gives an error, never a crash.
+/// With `use_mmap` the file must not be modified while the model is alive.
+/// Thread-safe: several models may be loaded at once from several threads.
+///
+/// # Safety
+///
+/// `path` must be NULL or a NUL-terminated string; `params` NULL or a
+/// valid `rd_model_params` of `params->struct_size` bytes; `out_model` NULL or
+/// writable. `progress_callback`, if set, must be a valid function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_model_load(
+    path: *const c_char,
+    params: *const rd_model_params,
+    out_model: *mut *mut rd_model,
+) -> rd_status {
+    guard("rd_model_load", || {
+        check_ptr(path, "path")?;
+        // SAFETY: `params` points to a readable rd_model_params (contract).
+        let params = unsafe { read_struct(params, "params")? };
+        // SAFETY: `out_model` is writable until we return (contract).
+        let out = unsafe { Out::new(out_model, "out_model")? };
+        // SAFETY: `path` is a non-NULL NUL-terminated string (contract).
+        let path = path_of(unsafe { CStr::from_ptr(path) })?;
+        let load = params.to_load_params()?;
+        let progress = |p: f32| -> Result<(), Fail> {
+            match params.progress_callback {
+                // SAFETY: a valid C function pointer with this signature
+                // (contract); user data is passed through unchanged.
+                Some(cb) if !unsafe { cb(p, params.progress_user_data) } => Err(Fail::new(
+                    rd_status::RD_ERR_CANCELLED,
+                    "cancelled by the progress callback",
+                )),
+                _ => Ok(()),
+            }
+        };
+        let shown = path.display();
+        let io = |e: std::io::Error| Fail::new(rd_status::RD_ERR_IO, format!("{shown}: {e}"));
+        let with_path = |e: crate::Error| {
+            let f = Fail::from(e);
+            Fail::new(f.status, format!("{shown}: {}", f.message))
+        };
+        progress(0.0)?;
+        let meta = std::fs::metadata(&path).map_err(io)?;
+        if meta.is_dir() {
+            return Err(Fail::new(
+                rd_status::RD_ERR_IO,
+                format!("{shown}: is a directory"),
+            ));
+        }
+        let file = if load.use_mmap {
+            GgufFile::open(&path)
+        } else {
+            GgufFile::from_bytes(std::fs::read(&path).map_err(io)?)
+        }
+        .map_err(|e| with_path(e.into()))?;
+        progress(0.5)?;
+        let model = Model::from_file(file, &load).map_err(with_path)?;
+        if params.use_mlock {
+            lock_memory(model.file_range())?;
+        }
+        progress(1.0)?;
+        let architecture = model
+            .gguf()
+            .get_str("general.architecture")
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .replace('\0', "");
+        let handle = rd_model {
+            architecture: CString::new(architecture).unwrap_or_default(),
+            backend_name: CString::new(model.backend_name().replace('\0', "")).unwrap_or_default(),
+            model: Arc::new(model),
+        };
+        out.write(Box::into_raw(Box::new(handle)));
+        Ok(())
+    })
+}
+
+/// Releases the caller's reference to a model. NULL is ignored.
+///
+/// Sessions created from the model stay valid (they hold their own
+/// reference); the weights are released when the last of them is freed.
+/// Strings returned by `rd_model_get_info()` become invalid. The model must
+/// not be used by another thread during or after this call, and must not be
+/// freed twice.
+///
+/// # Safety
+///
+/// `model` must be NULL or a model from `rd_model_load()` that was not
+/// freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_model_free(model: *mut rd_model) {
+    let _ = guard("rd_model_free", || {
+        if !model.is_null() {
+            // SAFETY: a non-NULL `model` came from rd_model_load and is freed
+            // once (contract).
+            drop(unsafe { Box::from_raw(model) });
+        }
+        Ok(())
+    });
+}
+
+/// Hyper-parameters and placement of a model, written by `rd_model_get_info()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_model_info {
+    /// Set by the caller to `sizeof(rd_model_info)` before the call.
+    pub struct_size: usize,
+    /// `general.architecture` ("huginn"); owned by the model, valid until
+    /// `rd_model_free()`.
+    pub architecture: *const c_char,
+    /// Name of the backend holding the weights (e.g. "CPU"); owned by the
+    /// model, valid until `rd_model_free()`.
+    pub backend_name: *const c_char,
+    /// Vocabulary size: valid token ids are `0..n_vocab-1`.
+    pub n_vocab: u32,
+    /// Training context length (the largest `n_ctx` a session may use).
+    pub context_length: u32,
+    /// Width of the residual stream.
+    pub n_embd: u32,
+    /// Attention query heads.
+    pub n_head: u32,
+    /// Attention key/value heads.
+    pub n_head_kv: u32,
+    /// Prelude blocks (run once per token).
+    pub n_prelude: u32,
+    /// Core blocks (the recurrent part, run once per iteration).
+    pub n_core: u32,
+    /// Coda blocks (run once per token, and at every logits-based exit check).
+    pub n_coda: u32,
+    /// Default number of core iterations stored in the file.
+    pub default_iterations: u32,
+    /// CPU threads sessions use.
+    pub n_threads: u32,
+    /// Whether the weights are used in place from the memory-mapped file.
+    pub weights_mapped: bool,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; only written by the
+// library (a C bool, numbers, pointers).
+unsafe impl Versioned for rd_model_info {
+    const NAME: &'static str = "rd_model_info";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        rd_model_info {
+            struct_size: size_of::<Self>(),
+            architecture: std::ptr::null(),
+            backend_name: std::ptr::null(),
+            n_vocab: 0,
+            context_length: 0,
+            n_embd: 0,
+            n_head: 0,
+            n_head_kv: 0,
+            n_prelude: 0,
+            n_core: 0,
+            n_coda: 0,
+            default_iterations: 0,
+            n_threads: 0,
+            weights_mapped: false,
+        }
+    }
+}
+
+fn u32_of(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Describes a model.
+///
+/// `out_info->struct_size` must be set by the caller (e.g.
+/// `rd_model_info info = { .struct_size = sizeof info };`); on `RD_OK` the
+/// rest is filled in. Thread-safe (the model is immutable).
+///
+/// # Safety
+///
+/// `model` must be NULL or a live model; `out_info` NULL or a writable
+/// `rd_model_info` of `out_info->struct_size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_model_get_info(
+    model: *const rd_model,
+    out_info: *mut rd_model_info,
+) -> rd_status {
+    guard("rd_model_get_info", || {
+        // SAFETY: a non-NULL `model` is a live model (contract).
+        let handle = unsafe { arg_ref(model, "model")? };
+        // SAFETY: `out_info` is writable for its struct_size (contract).
+        let out = unsafe { OutStruct::new(out_info, "out_info")? };
+        let m = &handle.model;
+        let c = m.config();
+        out.write(rd_model_info {
+            struct_size: size_of::<rd_model_info>(),
+            architecture: handle.architecture.as_ptr(),
+            backend_name: handle.backend_name.as_ptr(),
+            n_vocab: u32_of(c.n_vocab),
+            context_length: u32_of(c.context_length),
+            n_embd: u32_of(c.n_embd),
+            n_head: u32_of(c.n_head),
+            n_head_kv: u32_of(c.n_head_kv),
+            n_prelude: u32_of(c.n_prelude),
+            n_core: u32_of(c.n_core),
+            n_coda: u32_of(c.n_coda),
+            default_iterations: u32_of(c.default_iterations),
+            n_threads: u32_of(m.load_params().n_threads),
+            weights_mapped: m.weights_are_mapped(),
+        });
+        Ok(())
+    })
+}

@@ -1,0 +1,527 @@
+//! Parameter structs of the C ABI, their defaults, and their conversion to
+//! the library's types.
+//!
+//! Enumerations that the caller passes in are plain `uint32_t` typedefs with
+//! `#define`d values, so an out-of-range value is an ordinary invalid argument
+//! rather than undefined behaviour.
+
+use super::boundary::{Versioned, guard_value};
+use super::rd_token;
+use super::status::Fail;
+use crate::exit::{ExitCriterion, ExitSpec};
+use crate::generate::ComputeLimits;
+use crate::model::{BackendKind, LoadParams};
+use crate::sampling::SamplingParams;
+use crate::session::{KvType, SessionParams, StateInit};
+use std::ffi::c_void;
+
+/// Device preference of `rd_model_params.backend`.
+pub type rd_backend = u32;
+/// A GPU when this build has one (Vulkan or Metal) and one is present, else
+/// the CPU.
+pub const RD_BACKEND_AUTO: rd_backend = 0;
+/// The CPU.
+pub const RD_BACKEND_CPU: rd_backend = 1;
+/// A GPU; loading fails with `RD_ERR_BACKEND` when there is none.
+pub const RD_BACKEND_GPU: rd_backend = 2;
+
+/// Element type of the KV cache (`rd_session_params.kv_type`).
+pub type rd_kv_type = u32;
+/// 32-bit floats.
+pub const RD_KV_F32: rd_kv_type = 0;
+/// 16-bit floats: half the memory of `RD_KV_F32`.
+pub const RD_KV_F16: rd_kv_type = 1;
+
+/// How the recurrent state of a new position starts
+/// (`rd_session_params.state_init`).
+pub type rd_state_init = u32;
+/// All zeros (deterministic; what the tests use).
+pub const RD_STATE_INIT_ZEROS: rd_state_init = 0;
+/// A truncated normal drawn from the session's seeded generator, as the model
+/// was trained (zeros when the model's init std is 0).
+pub const RD_STATE_INIT_RANDOM: rd_state_init = 1;
+
+/// Early-exit criterion of `rd_compute_limits.exit_criterion`. Criteria
+/// marked "logits" run the coda and the head at every check (costly: see
+/// `check_every`); the latent ones only compare states.
+pub type rd_exit_criterion = u32;
+/// Never exit early: every token runs `max_iterations`.
+pub const RD_EXIT_NONE: rd_exit_criterion = 0;
+/// Logits: KL(p_t || p_{t-1}) of successive next-token distributions below
+/// the threshold (usual: 5e-4).
+pub const RD_EXIT_KL: rd_exit_criterion = 1;
+/// Logits: the same KL after min-p(0.1) filtering (usual: 1e-5).
+pub const RD_EXIT_MINP_KL: rd_exit_criterion = 2;
+/// Logits: |H_t - H_{t-1}| of the entropies below the threshold (usual: 1e-3).
+pub const RD_EXIT_ENTROPY_DIFF: rd_exit_criterion = 3;
+/// Latent: |x_t - x_{t-1}| / |x_t| below the threshold (usual: 0.03).
+pub const RD_EXIT_LATENT_DIFF: rd_exit_criterion = 4;
+/// Latent: 1 - cos(x_t, x_{t-1}) below the threshold (usual: 1e-3).
+pub const RD_EXIT_COSINE: rd_exit_criterion = 5;
+/// Logits: the argmax unchanged for `threshold` consecutive checks (an
+/// integer >= 1; usual: 5).
+pub const RD_EXIT_ARGMAX_STABILITY: rd_exit_criterion = 6;
+
+/// `rd_session_params.n_ctx` value meaning "the model's training context
+/// length".
+pub const RD_N_CTX_FROM_MODEL: u32 = 0xFFFF_FFFF;
+
+/// Load progress callback: `progress` goes from 0 to 1. Return `true` to
+/// continue, `false` to cancel the load (`rd_model_load` then returns
+/// `RD_ERR_CANCELLED`). Called on the thread that called `rd_model_load`,
+/// at coarse steps: 0 before the file is opened, 0.5 once it is parsed and
+/// validated, 1 when the weights are placed (the weights are used in place
+/// from the memory map on the CPU, so there is no finer-grained work to
+/// report). It must not unwind (no C++ exceptions or longjmp across it).
+pub type rd_progress_callback =
+    Option<unsafe extern "C" fn(progress: f32, user_data: *mut c_void) -> bool>;
+
+/// How to load a model: get defaults from `rd_model_default_params()`, then
+/// change fields. The caller owns the struct; the library reads it only during
+/// `rd_model_load` and keeps no pointer to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_model_params {
+    /// `sizeof(rd_model_params)`; set by `rd_model_default_params()`.
+    pub struct_size: usize,
+    /// Device preference, an `rd_backend` (default `RD_BACKEND_AUTO`).
+    pub backend: rd_backend,
+    /// CPU threads used by sessions of this model; 0 = the number of physical
+    /// cores (default 0). At most 512.
+    pub n_threads: u32,
+    /// Memory-map the file and use CPU weights in place (default true). When
+    /// false the file is read into memory.
+    pub use_mmap: bool,
+    /// Lock the model's file bytes in RAM with mlock() so they cannot be paged
+    /// out (default false). Fails the load with `RD_ERR_IO` when the system
+    /// refuses (e.g. RLIMIT_MEMLOCK), and with `RD_ERR_UNSUPPORTED` on
+    /// platforms without mlock(). The lock ends when the memory is released.
+    pub use_mlock: bool,
+    /// Optional progress callback (NULL for none).
+    pub progress_callback: rd_progress_callback,
+    /// Passed unchanged to `progress_callback`.
+    pub progress_user_data: *mut c_void,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; bools come from C bools,
+// the callback from a C function pointer or NULL.
+unsafe impl Versioned for rd_model_params {
+    const NAME: &'static str = "rd_model_params";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        let d = LoadParams::default();
+        rd_model_params {
+            struct_size: size_of::<Self>(),
+            backend: RD_BACKEND_AUTO,
+            n_threads: 0,
+            use_mmap: d.use_mmap,
+            use_mlock: false,
+            progress_callback: None,
+            progress_user_data: std::ptr::null_mut(),
+        }
+    }
+}
+
+impl rd_model_params {
+    /// The library's load parameters.
+    pub(crate) fn to_load_params(self) -> Result<LoadParams, Fail> {
+        let backend = match self.backend {
+            RD_BACKEND_AUTO => BackendKind::Auto,
+            RD_BACKEND_CPU => BackendKind::Cpu,
+            RD_BACKEND_GPU => BackendKind::Gpu,
+            b => return Err(Fail::invalid(format!("unknown backend {b}"))),
+        };
+        Ok(LoadParams {
+            backend,
+            n_threads: self.n_threads as usize,
+            use_mmap: self.use_mmap,
+        })
+    }
+}
+
+/// Default model parameters (see each field). Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rd_model_default_params() -> rd_model_params {
+    guard_value(rd_model_params::defaults(), rd_model_params::defaults)
+}
+
+/// How to create a session: get defaults from `rd_session_default_params()`,
+/// then change fields. The caller owns the struct; the library reads it only
+/// during `rd_session_new`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_session_params {
+    /// `sizeof(rd_session_params)`; set by `rd_session_default_params()`.
+    pub struct_size: usize,
+    /// Context length in positions: 1 up to the model's training context, or
+    /// `RD_N_CTX_FROM_MODEL` (the default) for the training context. 0 is
+    /// invalid. The KV cache for all of it is allocated at creation.
+    pub n_ctx: u32,
+    /// Most positions evaluated in one graph during prefill; 0 = min(n_ctx,
+    /// 256) (default 0).
+    pub n_batch: u32,
+    /// Recurrence budget B: KV slots per core block, 1..=4096 (default 1).
+    /// KV memory is independent of the iteration count; B = 1 is what the
+    /// paper's vLLM plugin uses.
+    pub kv_budget: u32,
+    /// KV cache element type, an `rd_kv_type` (default `RD_KV_F32`).
+    pub kv_type: rd_kv_type,
+    /// Initial recurrent state, an `rd_state_init` (default
+    /// `RD_STATE_INIT_ZEROS`).
+    pub state_init: rd_state_init,
+    /// Seed of the initial-state generator (default 0).
+    pub seed: u64,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; integer fields only.
+unsafe impl Versioned for rd_session_params {
+    const NAME: &'static str = "rd_session_params";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        let d = SessionParams::default();
+        rd_session_params {
+            struct_size: size_of::<Self>(),
+            n_ctx: RD_N_CTX_FROM_MODEL,
+            n_batch: 0,
+            kv_budget: d.kv_budget as u32,
+            kv_type: RD_KV_F32,
+            state_init: RD_STATE_INIT_ZEROS,
+            seed: d.seed,
+        }
+    }
+}
+
+impl rd_session_params {
+    /// The library's session parameters (`n_ctx` 0 there means the model's).
+    pub(crate) fn to_session_params(self) -> Result<SessionParams, Fail> {
+        let n_ctx = match self.n_ctx {
+            0 => {
+                return Err(Fail::invalid(
+                    "n_ctx is 0 (use RD_N_CTX_FROM_MODEL for the model's context length)",
+                ));
+            }
+            RD_N_CTX_FROM_MODEL => 0,
+            n => n as usize,
+        };
+        let kv_type = match self.kv_type {
+            RD_KV_F32 => KvType::F32,
+            RD_KV_F16 => KvType::F16,
+            t => return Err(Fail::invalid(format!("unknown kv_type {t}"))),
+        };
+        let state_init = match self.state_init {
+            RD_STATE_INIT_ZEROS => StateInit::Zeros,
+            RD_STATE_INIT_RANDOM => StateInit::Random,
+            s => return Err(Fail::invalid(format!("unknown state_init {s}"))),
+        };
+        Ok(SessionParams {
+            n_ctx,
+            n_batch: self.n_batch as usize,
+            kv_budget: self.kv_budget as usize,
+            kv_type,
+            seed: self.seed,
+            state_init,
+        })
+    }
+}
+
+/// Default session parameters (see each field). Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rd_session_default_params() -> rd_session_params {
+    guard_value(rd_session_params::defaults(), rd_session_params::defaults)
+}
+
+/// How much each token may think. Get defaults from
+/// `rd_compute_limits_default()`. Used by `rd_generate_params.limits` and
+/// `rd_set_compute_limits()`; the library copies it and keeps no pointer.
+///
+/// Per token the core runs at least `min_iterations` and at most
+/// `max_iterations` steps; from `min_iterations` on, every `check_every`
+/// steps, the exit criterion is evaluated and the token stops when it is met.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_compute_limits {
+    /// `sizeof(rd_compute_limits)`; set by `rd_compute_limits_default()`.
+    pub struct_size: usize,
+    /// Fewest core iterations per token, 1..=max_iterations (default 1).
+    pub min_iterations: u32,
+    /// Most core iterations per token, 1..=4096 (default 32).
+    pub max_iterations: u32,
+    /// Evaluate the criterion every this many steps, >= 1 (default 1).
+    pub check_every: u32,
+    /// An `rd_exit_criterion` (default `RD_EXIT_NONE`).
+    pub exit_criterion: rd_exit_criterion,
+    /// Threshold of the criterion: not NaN, >= 0 (+infinity allowed); an
+    /// integer >= 1 for `RD_EXIT_ARGMAX_STABILITY` (default 0). See
+    /// `rd_exit_default_threshold()` for the usual values.
+    pub exit_threshold: f64,
+    /// Start each new token's state from the previous token's final state
+    /// ("continuous chain of thought"; default false).
+    pub warm_start: bool,
+    /// Allow the exit criterion during prompt prefill, decided on the last
+    /// prompt position (default false: the prompt runs the full budget).
+    pub exit_in_prefill: bool,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; numbers and C bools.
+unsafe impl Versioned for rd_compute_limits {
+    const NAME: &'static str = "rd_compute_limits";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        let d = ComputeLimits::default();
+        rd_compute_limits {
+            struct_size: size_of::<Self>(),
+            min_iterations: d.min_iterations as u32,
+            max_iterations: d.max_iterations as u32,
+            check_every: d.check_every as u32,
+            exit_criterion: RD_EXIT_NONE,
+            exit_threshold: 0.0,
+            warm_start: d.warm_start,
+            exit_in_prefill: d.exit_in_prefill,
+        }
+    }
+}
+
+/// The library's criterion for an `rd_exit_criterion`.
+fn criterion_of(c: rd_exit_criterion) -> Option<ExitCriterion> {
+    Some(match c {
+        RD_EXIT_NONE => ExitCriterion::None,
+        RD_EXIT_KL => ExitCriterion::Kl,
+        RD_EXIT_MINP_KL => ExitCriterion::MinpKl,
+        RD_EXIT_ENTROPY_DIFF => ExitCriterion::EntropyDiff,
+        RD_EXIT_LATENT_DIFF => ExitCriterion::LatentDiff,
+        RD_EXIT_COSINE => ExitCriterion::Cosine,
+        RD_EXIT_ARGMAX_STABILITY => ExitCriterion::ArgmaxStability,
+        _ => return None,
+    })
+}
+
+impl rd_compute_limits {
+    /// The library's limits, validated.
+    pub(crate) fn to_limits(self) -> Result<ComputeLimits, Fail> {
+        let criterion = criterion_of(self.exit_criterion).ok_or_else(|| {
+            Fail::invalid(format!("unknown exit_criterion {}", self.exit_criterion))
+        })?;
+        let limits = ComputeLimits {
+            min_iterations: self.min_iterations as usize,
+            max_iterations: self.max_iterations as usize,
+            exit: ExitSpec {
+                criterion,
+                threshold: self.exit_threshold,
+            },
+            check_every: self.check_every as usize,
+            exit_in_prefill: self.exit_in_prefill,
+            warm_start: self.warm_start,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
+}
+
+/// Default compute limits: 1..=32 iterations, no early exit, check every
+/// step, no warm start. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rd_compute_limits_default() -> rd_compute_limits {
+    guard_value(rd_compute_limits::defaults(), rd_compute_limits::defaults)
+}
+
+/// The usual threshold of a criterion (SPEC: kl 5e-4, minp-kl 1e-5,
+/// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5;
+/// none 0), or NaN for a value that is not an `rd_exit_criterion`.
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rd_exit_default_threshold(criterion: rd_exit_criterion) -> f64 {
+    guard_value(f64::NAN, || {
+        criterion_of(criterion).map_or(f64::NAN, ExitCriterion::default_threshold)
+    })
+}
+
+/// Sampling of the next token. Get defaults from
+/// `rd_sampling_default_params()`. Order: repetition penalty, then greedy
+/// (when `greedy` or `temperature == 0`), else top-k, temperature, top-p,
+/// min-p and a seeded draw. A feature is off at its neutral value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_sampling_params {
+    /// `sizeof(rd_sampling_params)`; set by `rd_sampling_default_params()`.
+    pub struct_size: usize,
+    /// Softmax temperature, >= 0; 0 = greedy (default 0.8).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 = off (default 40).
+    pub top_k: u32,
+    /// Nucleus: smallest set with cumulative probability >= top_p, in (0, 1];
+    /// 1 = off (default 0.95).
+    pub top_p: f32,
+    /// Drop tokens with p < min_p * p_max, in [0, 1]; 0 = off (default 0.05).
+    pub min_p: f32,
+    /// Repetition penalty, > 0; 1 = off (default 1).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at; 0 = off (default 64).
+    pub repeat_last_n: u32,
+    /// Seed of the draw: the same seed, model and inputs give the same tokens
+    /// (default 0).
+    pub seed: u64,
+    /// Always take the most likely token (default false).
+    pub greedy: bool,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; numbers and a C bool.
+unsafe impl Versioned for rd_sampling_params {
+    const NAME: &'static str = "rd_sampling_params";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        let d = SamplingParams::default();
+        rd_sampling_params {
+            struct_size: size_of::<Self>(),
+            temperature: d.temperature,
+            top_k: d.top_k as u32,
+            top_p: d.top_p,
+            min_p: d.min_p,
+            repeat_penalty: d.repeat_penalty,
+            repeat_last_n: d.repeat_last_n as u32,
+            seed: d.seed,
+            greedy: d.greedy,
+        }
+    }
+}
+
+impl rd_sampling_params {
+    /// The library's sampling parameters, validated.
+    pub(crate) fn to_sampling(self) -> Result<SamplingParams, Fail> {
+        let s = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k as usize,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n as usize,
+            seed: self.seed,
+            greedy: self.greedy,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// Default sampling: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, no
+/// repetition penalty, seed 0. (An `rd_generate_params` whose `sampling` is
+/// NULL decodes greedily instead.) Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rd_sampling_default_params() -> rd_sampling_params {
+    guard_value(rd_sampling_params::defaults(), rd_sampling_params::defaults)
+}
+
+/// Parameters of one `rd_generate()` call. Get defaults from
+/// `rd_generate_default_params()`. The caller owns the struct and everything
+/// it points to; the library reads them only during the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rd_generate_params {
+    /// `sizeof(rd_generate_params)`; set by `rd_generate_default_params()`.
+    pub struct_size: usize,
+    /// Most tokens to generate (default 64). Generation also ends, with
+    /// `RD_STOP_CONTEXT_FULL`, when the context has no room for another token;
+    /// 0 evaluates the prompt only.
+    pub max_tokens: u32,
+    /// Core iterations for the prompt; 0 = `limits.max_iterations` (default 0).
+    pub prefill_iterations: u32,
+    /// Limits for generated tokens; NULL = `rd_compute_limits_default()`
+    /// (default NULL).
+    pub limits: *const rd_compute_limits,
+    /// Sampling; NULL = greedy decoding (default NULL).
+    pub sampling: *const rd_sampling_params,
+    /// Tokens that end generation after being reported to the callback; may
+    /// be NULL when `n_stop_tokens` is 0 (default NULL).
+    pub stop_tokens: *const rd_token,
+    /// Number of entries in `stop_tokens` (default 0).
+    pub n_stop_tokens: usize,
+}
+
+// SAFETY: repr(C), starts with `struct_size: usize`; numbers and pointers.
+unsafe impl Versioned for rd_generate_params {
+    const NAME: &'static str = "rd_generate_params";
+    const MIN_SIZE: usize = size_of::<Self>();
+    fn defaults() -> Self {
+        rd_generate_params {
+            struct_size: size_of::<Self>(),
+            max_tokens: 64,
+            prefill_iterations: 0,
+            limits: std::ptr::null(),
+            sampling: std::ptr::null(),
+            stop_tokens: std::ptr::null(),
+            n_stop_tokens: 0,
+        }
+    }
+}
+
+/// Default generation parameters (see each field). Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rd_generate_default_params() -> rd_generate_params {
+    guard_value(rd_generate_params::defaults(), rd_generate_params::defaults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::boundary::read_struct;
+    use crate::ffi::status::rd_status;
+
+    #[test]
+    fn defaults_convert_and_validate() {
+        let m = rd_model_default_params();
+        assert_eq!(m.struct_size, size_of::<rd_model_params>());
+        assert_eq!(m.to_load_params().unwrap().backend, BackendKind::Auto);
+        let s = rd_session_default_params().to_session_params().unwrap();
+        assert_eq!(s.n_ctx, 0);
+        assert_eq!(s.kv_budget, 1);
+        let l = rd_compute_limits_default().to_limits().unwrap();
+        assert_eq!(l, ComputeLimits::default());
+        let p = rd_sampling_default_params().to_sampling().unwrap();
+        assert_eq!(p, SamplingParams::default());
+    }
+
+    #[test]
+    fn bad_values_are_invalid_arguments() {
+        let mut l = rd_compute_limits_default();
+        for (min, max) in [(1, 0), (5, 4), (0, 4)] {
+            l.min_iterations = min;
+            l.max_iterations = max;
+            assert_eq!(
+                l.to_limits().unwrap_err().status,
+                rd_status::RD_ERR_INVALID_ARGUMENT
+            );
+        }
+        let mut l = rd_compute_limits_default();
+        l.exit_criterion = RD_EXIT_KL;
+        for t in [f64::NAN, -1.0] {
+            l.exit_threshold = t;
+            assert!(l.to_limits().is_err());
+        }
+        l.exit_criterion = 99;
+        l.exit_threshold = 1.0;
+        assert!(
+            l.to_limits()
+                .unwrap_err()
+                .message
+                .contains("exit_criterion")
+        );
+        let mut s = rd_session_default_params();
+        s.n_ctx = 0;
+        assert!(s.to_session_params().is_err());
+        assert!(rd_exit_default_threshold(99).is_nan());
+        assert_eq!(rd_exit_default_threshold(RD_EXIT_KL), 5e-4);
+    }
+
+    #[test]
+    fn struct_size_is_checked() {
+        let mut p = rd_sampling_default_params();
+        // SAFETY: `p` is a valid, initialised struct.
+        assert!(unsafe { read_struct(&raw const p, "p") }.is_ok());
+        p.struct_size = 8;
+        // SAFETY: as above.
+        let e = unsafe { read_struct(&raw const p, "p") }.unwrap_err();
+        assert!(e.message.contains("struct_size"), "{}", e.message);
+        p.struct_size = size_of::<rd_sampling_params>() + 8;
+        // SAFETY: as above (the size is rejected before reading further).
+        assert!(unsafe { read_struct(&raw const p, "p") }.is_err());
+    }
+}
