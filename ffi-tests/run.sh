@@ -3,9 +3,11 @@
 #
 #   ffi-tests/run.sh [plain|asan|valgrind|all]   (default: plain)
 #
-# plain:    every test program against the static and the shared library
-# asan:     test_api under AddressSanitizer + UndefinedBehaviorSanitizer
-# valgrind: test_api under valgrind memcheck, failing on definite leaks
+# plain:    every test program against the static and the shared library, and
+#           the examples
+# asan:     test_api and test_text under AddressSanitizer + UBSan
+# valgrind: test_api and test_text under valgrind memcheck, failing on
+#           definite leaks
 # all:      the three in turn
 #
 # Set PROFILE=release to test target/release. Cross-compiled runs (Android over

@@ -28,7 +28,10 @@
  *      every call in the window comes from one of the three ggml sites
  *      above: the library adds none of its own.
  *
- * Usage: test_alloc FIXTURE_DIR (holding model.gguf)
+ * The same holds with the token text streamed to the callback (a model with
+ * a tokenizer: the session's decoder buffers are reserved at creation).
+ *
+ * Usage: test_alloc FIXTURE_DIR (holding model.gguf and tok-model.gguf)
  */
 #define _GNU_SOURCE
 
@@ -180,6 +183,8 @@ typedef struct {
     size_t n, last_index;
     long total_at[MAX_TOKENS];
     counts_t at_second, at_last;
+    size_t text_bytes;  /* bytes of token text seen */
+    unsigned checksum;  /* of the text, so that it is read */
 } probe_t;
 
 static bool probe_cb(const rd_token_event *ev, void *user_data) {
@@ -192,22 +197,26 @@ static bool probe_cb(const rd_token_event *ev, void *user_data) {
     }
     if (ev->index >= 1) p->at_last = now;
     if (ev->index == p->last_index) atomic_store(&g_window, 0);
+    for (size_t i = 0; ev->text && i < ev->text_len; i++) p->checksum += (unsigned char)ev->text[i];
+    p->text_bytes += ev->text_len;
     p->n++;
     return true;
 }
 
-static char g_model_path[4096];
+static char g_model_path[4096], g_tok_model_path[4096];
 
 /* Generates `n_tokens` (at most MAX_TOKENS) twice with the same settings (the
  * second call fully warm) and checks the window of both calls. */
-static void check_generation(const char *name, uint32_t n_threads, uint32_t kv_budget,
-                             rd_compute_limits limits, const rd_sampling_params *sampling,
-                             uint32_t n_tokens) {
+static void check_generation_of(const char *path, const char *name, uint32_t n_threads,
+                                uint32_t kv_budget, rd_compute_limits limits,
+                                const rd_sampling_params *sampling, uint32_t n_tokens) {
     rd_model_params mp = rd_model_default_params();
     mp.backend = RD_BACKEND_CPU;
     mp.n_threads = n_threads;
     rd_model *m = NULL;
-    REQUIRE_OK(rd_model_load(g_model_path, &mp, &m));
+    REQUIRE_OK(rd_model_load(path, &mp, &m));
+    rd_model_info info = {.struct_size = sizeof info};
+    REQUIRE_OK(rd_model_get_info(m, &info));
     rd_session_params sp = rd_session_default_params();
     sp.n_ctx = 128;
     sp.kv_budget = kv_budget;
@@ -220,6 +229,7 @@ static void check_generation(const char *name, uint32_t n_threads, uint32_t kv_b
     gp.limits = &limits;
     gp.sampling = sampling;
     gp.max_tokens = n_tokens;
+    gp.default_stop_tokens = false; /* a random model may sample EOS */
     int fixed = limits.min_iterations == limits.max_iterations;
     for (int round = 0; round < 2; round++) {
         REQUIRE_OK(rd_session_reset(s));
@@ -235,6 +245,10 @@ static void check_generation(const char *name, uint32_t n_threads, uint32_t kv_b
         atomic_store(&g_window, 0);
         counts_t after = snapshot();
         CHECK(p.n == n_tokens);
+        if (info.has_tokenizer) {
+            printf("     %zu bytes of token text streamed\n", p.text_bytes);
+            CHECK(p.text_bytes > 0);
+        }
         long window = total_of(&p.at_last) - total_of(&p.at_second);
         char what[200];
         snprintf(what, sizeof what, "%s, call %d: %u tokens, mean %.1f iterations; whole call",
@@ -267,6 +281,12 @@ static void check_generation(const char *name, uint32_t n_threads, uint32_t kv_b
 #endif
     }
     rd_session_free(s);
+}
+
+static void check_generation(const char *name, uint32_t n_threads, uint32_t kv_budget,
+                             rd_compute_limits limits, const rd_sampling_params *sampling,
+                             uint32_t n_tokens) {
+    check_generation_of(g_model_path, name, n_threads, kv_budget, limits, sampling, n_tokens);
 }
 
 static rd_compute_limits limits_of(uint32_t min, uint32_t max, rd_exit_criterion crit,
@@ -321,6 +341,21 @@ static void test_exits_and_sampling(void) {
                      limits_of(2, 16, RD_EXIT_KL, 1, false), &sp, 40);
 }
 
+/* Token text streamed to the callback (split characters held back) adds no
+ * allocation. Sampling close to uniform makes byte tokens of every kind. */
+static void test_streamed_text(void) {
+    rd_sampling_params sp = rd_sampling_default_params();
+    sp.temperature = 20.0f;
+    sp.top_k = 0;
+    sp.top_p = 1.0f;
+    sp.min_p = 0.0f;
+    sp.seed = 3;
+    check_generation_of(g_tok_model_path, "token text, fixed 8 iterations", 1, 1,
+                        limits_of(8, 8, RD_EXIT_NONE, 1, false), &sp, 40);
+    check_generation_of(g_tok_model_path, "token text, greedy, kl exit 2..16", 1, 1,
+                        limits_of(2, 16, RD_EXIT_KL, 1, false), NULL, 40);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s FIXTURE_DIR (holding model.gguf)\n", argv[0]);
@@ -331,10 +366,12 @@ int main(int argc, char **argv) {
     backtrace(warm, 4); /* loads the unwinder before any window opens */
 #endif
     rdt_path(g_model_path, sizeof g_model_path, "%s/model.gguf", argv[1]);
+    rdt_path(g_tok_model_path, sizeof g_tok_model_path, "%s/tok-model.gguf", argv[1]);
     printf("recurrent-depth %s allocation tests (%s)\n", rd_version(), argv[0]);
     RUN(test_interposition_works);
     RUN(test_fixed_budget);
     RUN(test_exits_and_sampling);
+    RUN(test_streamed_text);
 #ifdef RD_ATTRIBUTE
     int n_reports = atomic_load(&g_n_reports);
     for (int r = 0; r < n_reports && r < MAX_REPORTS; r++) {

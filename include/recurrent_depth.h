@@ -118,11 +118,35 @@ typedef enum rd_status {
      * An internal error (a bug: a Rust panic was caught at the boundary).
      */
     RD_ERR_PANIC = 13,
+    /**
+     * The call needs a tokenizer and the model file has none (neither
+     * `tokenizer.huggingface.json` nor `tokenizer.ggml.*` keys). Pass token
+     * ids instead.
+     */
+    RD_ERR_NO_TOKENIZER = 14,
+    /**
+     * The call needs a chat template and the model file has none
+     * (`tokenizer.chat_template`).
+     */
+    RD_ERR_NO_TEMPLATE = 15,
+    /**
+     * The model's tokenizer cannot be used: its data in the file is corrupt
+     * or of an unsupported kind (the message says which), or it failed on
+     * the input. The model itself loads and works with token ids.
+     */
+    RD_ERR_TOKENIZER = 16,
+    /**
+     * The model's chat template cannot be parsed, or rendering it failed
+     * (e.g. the template rejected the messages with `raise_exception`, or ran
+     * out of its instruction budget).
+     */
+    RD_ERR_CHAT_TEMPLATE = 17,
 } rd_status;
 
 /**
  * A loaded model: validated hyper-parameters and weights (memory-mapped and
- * used in place on the CPU). Opaque.
+ * used in place on the CPU), and the tokenizer and chat template of the file
+ * when it has them. Opaque.
  *
  * Created by `rd_model_load()`, destroyed by `rd_model_free()`. Immutable
  * after loading: one model may be used from any number of threads at once
@@ -364,7 +388,21 @@ typedef struct rd_sampling_params {
 typedef uint32_t rd_token;
 
 /**
- * Parameters of one `rd_generate()` call. Get defaults from
+ * Options of `rd_tokenize()` and `rd_generate_params.tokenize_flags`: a
+ * bitwise OR of `RD_TOKENIZE_*` values (0 for none). Unknown bits are an
+ * invalid argument.
+ */
+typedef uint32_t rd_tokenize_flags;
+
+/**
+ * Options of `rd_detokenize()` and `rd_generate_params.detokenize_flags`: a
+ * bitwise OR of `RD_DETOKENIZE_*` values (0 for none: control tokens such as
+ * `<|end_turn|>` produce their text). Unknown bits are an invalid argument.
+ */
+typedef uint32_t rd_detokenize_flags;
+
+/**
+ * Parameters of one `rd_generate()` or `rd_generate_text()` call. Get defaults from
  * `rd_generate_default_params()`. The caller owns the struct and everything
  * it points to; the library reads them only during the call.
  */
@@ -401,6 +439,27 @@ typedef struct rd_generate_params {
      * Number of entries in `stop_tokens` (default 0).
      */
     size_t n_stop_tokens;
+    /**
+     * When `n_stop_tokens` is 0, stop after the tokenizer's end-of-text
+     * (EOS) and end-of-turn tokens (`rd_model_info.eos_token`,
+     * `.eot_token`), as if they were given as `stop_tokens` (default true).
+     * No effect when the model has no usable tokenizer or `stop_tokens` are
+     * given; set false to generate past them.
+     */
+    bool default_stop_tokens;
+    /**
+     * How `rd_generate_text()` tokenizes its prompt, `rd_tokenize_flags`
+     * (default `RD_TOKENIZE_ADD_SPECIAL | RD_TOKENIZE_PARSE_SPECIAL`).
+     * `RD_TOKENIZE_ADD_SPECIAL` adds the BOS only when the session's cache is
+     * empty (the start of a conversation). Ignored by `rd_generate()`.
+     */
+    rd_tokenize_flags tokenize_flags;
+    /**
+     * How `rd_token_event.text` renders tokens, `rd_detokenize_flags`
+     * (default 0: control tokens produce their text, as with
+     * `rd_detokenize(..., 0, ...)`).
+     */
+    rd_detokenize_flags detokenize_flags;
 } rd_generate_params;
 
 /**
@@ -465,7 +524,51 @@ typedef struct rd_model_info {
      * Whether the weights are used in place from the memory-mapped file.
      */
     bool weights_mapped;
+    /**
+     * Whether the model has a usable tokenizer: `rd_tokenize()`,
+     * `rd_detokenize()`, `rd_generate_text()` and `rd_token_event.text` work.
+     */
+    bool has_tokenizer;
+    /**
+     * Whether the model has a usable chat template
+     * (`rd_chat_apply_template()`).
+     */
+    bool has_chat_template;
+    /**
+     * Whether `RD_TOKENIZE_ADD_SPECIAL` puts `bos_token` first.
+     */
+    bool add_bos;
+    /**
+     * The tokenizer's beginning-of-text token, or `RD_TOKEN_NONE`.
+     */
+    rd_token bos_token;
+    /**
+     * The tokenizer's end-of-text token, or `RD_TOKEN_NONE`.
+     */
+    rd_token eos_token;
+    /**
+     * The tokenizer's end-of-turn token (chat), or `RD_TOKEN_NONE`.
+     */
+    rd_token eot_token;
 } rd_model_info;
+
+/**
+ * One message of a conversation for `rd_chat_apply_template()`. Both strings
+ * are NUL-terminated UTF-8 owned by the caller and read during the call only.
+ * (This struct has no `struct_size`: it is used in arrays and will not grow;
+ * a later version would add a new function instead.)
+ */
+typedef struct rd_chat_message {
+    /**
+     * The speaker: `"system"`, `"user"`, `"assistant"`, ... as the model's
+     * template expects.
+     */
+    const char *role;
+    /**
+     * The message text.
+     */
+    const char *content;
+} rd_chat_message;
 
 /**
  * Sizes and fill level of a session, written by `rd_session_get_info()`.
@@ -530,12 +633,24 @@ typedef struct rd_token_event {
      */
     double exit_value;
     /**
-     * The token's text (UTF-8 bytes, not NUL-terminated). Always NULL in this
-     * version: the library has no tokenizer yet; detokenize ids yourself.
+     * The text this token completes: UTF-8 bytes of whole characters only.
+     * The bytes of a character split across tokens are held back until the
+     * token that completes it, whose text then includes them; at the last
+     * token of a generation ended by `max_tokens`, a stop token or a full
+     * context, bytes still held back are flushed (each incomplete character
+     * as U+FFFD). So the texts of all events of a generation concatenate to
+     * `rd_detokenize()` of its tokens with `params->detokenize_flags`, unless
+     * the callback stopped it (held-back bytes are then dropped).
+     * `text_len` may be 0 (an incomplete character, a skipped control token,
+     * or an id the tokenizer does not know). A NUL byte follows the text (not
+     * counted in `text_len`), so it can be printed as a C string unless it
+     * contains NUL characters. NULL when the model has no usable tokenizer.
+     * Owned by the session; valid only until the callback returns.
      */
     const char *text;
     /**
-     * Length of `text` in bytes (0 in this version).
+     * Length of `text` in bytes, without the NUL that follows it (0 when
+     * `text` is NULL).
      */
     size_t text_len;
 } rd_token_event;
@@ -597,6 +712,12 @@ typedef struct rd_generate_stats {
      */
     uint64_t kv_bytes;
 } rd_generate_stats;
+
+/**
+ * An `rd_token` value meaning "no such token" (e.g.
+ * `rd_model_info.eot_token` of a vocabulary without one).
+ */
+#define RD_TOKEN_NONE 4294967295
 
 /**
  * A GPU when this build has one (Vulkan or Metal) and one is present, else
@@ -671,6 +792,23 @@ typedef struct rd_generate_stats {
  * integer >= 1; usual: 5).
  */
 #define RD_EXIT_ARGMAX_STABILITY 6
+
+/**
+ * Put the BOS token first when the tokenizer asks for one
+ * (`rd_model_info.add_bos`).
+ */
+#define RD_TOKENIZE_ADD_SPECIAL 1
+
+/**
+ * Turn special-token text written in the input (e.g. `<|end_turn|>`) into
+ * the token's id; without this flag it is tokenized as plain text.
+ */
+#define RD_TOKENIZE_PARSE_SPECIAL 2
+
+/**
+ * Control tokens (BOS, EOS, end of turn, ...) produce no text.
+ */
+#define RD_DETOKENIZE_SKIP_SPECIAL 1
 
 /**
  * `max_tokens` tokens were generated.
@@ -762,7 +900,9 @@ struct rd_sampling_params rd_sampling_default_params(void);
 struct rd_generate_params rd_generate_default_params(void);
 
 /**
- * Loads a `huginn` GGUF model.
+ * Loads a `huginn` GGUF model, with its tokenizer and chat template when the
+ * file has them (a model without them loads too; see
+ * `rd_model_info.has_tokenizer`).
  *
  * - `path`: NUL-terminated file path (bytes on Unix, UTF-8 elsewhere);
  *   read only during the call.
@@ -777,6 +917,10 @@ struct rd_generate_params rd_generate_default_params(void);
  * tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of another
  * architecture), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
  * `RD_ERR_CANCELLED` (the progress callback returned false).
+ *
+ * A tokenizer or chat template that is present but cannot be used (corrupt
+ * or unsupported) does not fail the load: the calls that need it return
+ * `RD_ERR_TOKENIZER` or `RD_ERR_CHAT_TEMPLATE` with the reason.
  *
  * The file is untrusted input: a bad file gives an error, never a crash.
  * With `use_mmap` the file must not be modified while the model is alive.
@@ -823,12 +967,133 @@ void rd_model_free(struct rd_model *model);
 enum rd_status rd_model_get_info(const struct rd_model *model, struct rd_model_info *out_info);
 
 /**
- * Creates a session over `model`, allocating its KV cache (for `n_ctx`
- * positions and `kv_budget` slots per core block) and compute buffers.
- * Nothing is allocated per token afterwards.
+ * Converts text to token ids with the model's tokenizer.
  *
- * - `model`: a live model; the session keeps its weights alive, so the model
- *   may be freed before the session.
+ * - `text[0..text_len]`: UTF-8, not necessarily NUL-terminated (a NUL byte is
+ *   text like any other); may be NULL when `text_len` is 0. Read during the
+ *   call only.
+ * - `flags`: `rd_tokenize_flags` (`RD_TOKENIZE_ADD_SPECIAL`,
+ *   `RD_TOKENIZE_PARSE_SPECIAL`).
+ * - `out_tokens`: room for `capacity` ids; may be NULL when `capacity` is 0.
+ * - `out_n` (required): the number of ids.
+ *
+ * Size negotiation: when the ids do not fit in `capacity`, nothing is
+ * written to `out_tokens`, `*out_n` receives the number of ids needed and the
+ * call returns `RD_ERR_BUFFER_TOO_SMALL`. Call with `out_tokens = NULL,
+ * capacity = 0` to ask for the count (`RD_OK` with `*out_n = 0` when there are
+ * none), then again with a buffer of `*out_n` ids. On `RD_OK`,
+ * `out_tokens[0..*out_n]` holds the ids.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL model, text or out_n; NULL
+ * out_tokens with a non-zero capacity; unknown flags; text that is not valid
+ * UTF-8), `RD_ERR_NO_TOKENIZER`, `RD_ERR_TOKENIZER`,
+ * `RD_ERR_BUFFER_TOO_SMALL`. Thread-safe (the model is immutable).
+ *
+ * # Safety
+ *
+ * `model` must be NULL or a live model; `text` readable for `text_len`
+ * bytes; `out_tokens` NULL or writable for `capacity` ids; `out_n` NULL or
+ * writable.
+ */
+enum rd_status rd_tokenize(const struct rd_model *model,
+                           const char *text,
+                           size_t text_len,
+                           rd_tokenize_flags flags,
+                           rd_token *out_tokens,
+                           size_t capacity,
+                           size_t *out_n);
+
+/**
+ * Converts token ids to text with the model's tokenizer.
+ *
+ * - `tokens[0..n_tokens]`: ids below `n_vocab`; may be NULL when `n_tokens`
+ *   is 0. Ids of the model's vocabulary that the tokenizer does not know
+ *   (padding) produce no text.
+ * - `flags`: `rd_detokenize_flags` (`RD_DETOKENIZE_SKIP_SPECIAL`).
+ * - `out_text`: room for `capacity` bytes; may be NULL when `capacity` is 0.
+ * - `out_len` (required): the length of the text in bytes, without a NUL.
+ *
+ * The text is UTF-8: bytes that do not form valid UTF-8 (a character whose
+ * bytes are split over ids of which some are missing, e.g. at the end) each
+ * become U+FFFD, exactly as the concatenated `rd_token_event.text` of a
+ * generation that produced these ids.
+ *
+ * Size negotiation: when the text does not fit in `capacity` bytes, nothing
+ * is written to `out_text`, `*out_len` receives the length needed and the call
+ * returns `RD_ERR_BUFFER_TOO_SMALL`. Call with `out_text = NULL, capacity = 0`
+ * to ask for the length, then again with `*out_len + 1` bytes. On `RD_OK`,
+ * `out_text[0..*out_len]` holds the text and, when `capacity > *out_len`, a
+ * NUL byte follows it (so a buffer of `*out_len + 1` bytes yields a C string;
+ * the text itself may contain NUL characters when the ids encode them).
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL model or out_len, NULL tokens with
+ * a non-zero count, NULL out_text with a non-zero capacity, unknown flags, an
+ * id >= n_vocab), `RD_ERR_NO_TOKENIZER`, `RD_ERR_TOKENIZER`,
+ * `RD_ERR_BUFFER_TOO_SMALL`. Thread-safe (the model is immutable).
+ *
+ * # Safety
+ *
+ * `model` must be NULL or a live model; `tokens` readable for `n_tokens`
+ * ids; `out_text` NULL or writable for `capacity` bytes; `out_len` NULL or
+ * writable.
+ */
+enum rd_status rd_detokenize(const struct rd_model *model,
+                             const rd_token *tokens,
+                             size_t n_tokens,
+                             rd_detokenize_flags flags,
+                             char *out_text,
+                             size_t capacity,
+                             size_t *out_len);
+
+/**
+ * Renders a conversation with the model's chat template
+ * (`tokenizer.chat_template`, a Jinja template rendered as Hugging Face
+ * `transformers` does, in a sandbox: no file or network access and a
+ * bounded instruction budget).
+ *
+ * - `messages[0..n_messages]`: the conversation; may be NULL when
+ *   `n_messages` is 0. Read during the call only.
+ * - `add_generation_prompt`: end with the header of the assistant's turn, so
+ *   that the text can be passed to `rd_generate_text()` for the reply.
+ * - `out_text`, `capacity`, `out_len`: as in `rd_detokenize()`, with the
+ *   same size negotiation (`RD_ERR_BUFFER_TOO_SMALL` with the length needed
+ *   written to `*out_len`; `NULL, 0` asks for it; a NUL follows the text when
+ *   there is room).
+ *
+ * The template's `bos_token` and `eos_token` are the texts of the tokenizer's
+ * BOS and EOS tokens (empty without a tokenizer). The rendered text contains
+ * special tokens as text (e.g. `<|end_turn|>`): tokenize it with
+ * `RD_TOKENIZE_PARSE_SPECIAL`, as `rd_generate_text()` does by default.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL model or out_len, NULL messages
+ * with a non-zero count, a NULL role or content, a string that is not valid
+ * UTF-8, NULL out_text with a non-zero capacity), `RD_ERR_NO_TEMPLATE`,
+ * `RD_ERR_CHAT_TEMPLATE` (the template cannot be parsed, or it rejected the
+ * messages or failed while rendering), `RD_ERR_BUFFER_TOO_SMALL`.
+ * Thread-safe (the model is immutable).
+ *
+ * # Safety
+ *
+ * `model` must be NULL or a live model; `messages` readable for
+ * `n_messages` entries whose strings are NULL or NUL-terminated; `out_text`
+ * NULL or writable for `capacity` bytes; `out_len` NULL or writable.
+ */
+enum rd_status rd_chat_apply_template(const struct rd_model *model,
+                                      const struct rd_chat_message *messages,
+                                      size_t n_messages,
+                                      bool add_generation_prompt,
+                                      char *out_text,
+                                      size_t capacity,
+                                      size_t *out_len);
+
+/**
+ * Creates a session over `model`, allocating its KV cache (for `n_ctx`
+ * positions and `kv_budget` slots per core block), compute buffers and the
+ * buffers that turn generated tokens into text. Nothing is allocated per
+ * token afterwards.
+ *
+ * - `model`: a live model; the session keeps its weights, tokenizer and chat
+ *   template alive, so the model may be freed before the session.
  * - `params`: from `rd_session_default_params()`; read during the call only.
  * - `out_session`: on `RD_OK` receives the new session, owned by the caller,
  *   to be released with `rd_session_free()`; untouched on failure.
@@ -1007,15 +1272,22 @@ enum rd_status rd_session_get_info(struct rd_session *session, struct rd_session
  * - `params`: from `rd_generate_default_params()`; it and everything it
  *   points to are read during the call only.
  * - `callback` may be NULL (no streaming); `user_data` is passed to it.
+ *   Each event carries the token's text when the model has a tokenizer (see
+ *   `rd_token_event.text`).
  * - `out_stats` may be NULL; otherwise its `struct_size` must be set, and it
  *   is written on `RD_OK` only.
  *
+ * Generation stops after a stop token: `params->stop_tokens`, or when none
+ * are given (and `params->default_stop_tokens` is set, the default) the
+ * tokenizer's end-of-text and end-of-turn tokens.
+ *
  * Per token: the prelude runs once, the core between `min_iterations` and
  * `max_iterations` times (stopping early when the exit criterion is met at a
- * check), then the coda and head; nothing is allocated on the heap per token.
+ * check), then the coda and head; nothing is allocated on the heap per token
+ * (the token's text included).
  *
  * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL, n_tokens 0 on an empty cache,
- * token or stop-token ids >= n_vocab, invalid limits or sampling),
+ * token or stop-token ids >= n_vocab, invalid limits, sampling or flags),
  * `RD_ERR_CONTEXT_FULL` (the prompt does not fit; nothing is evaluated),
  * `RD_ERR_INVALID_STATE` (n_tokens 0 after a failed or cancelled call),
  * `RD_ERR_CANCELLED` (`rd_cancel()`; positions evaluated before stay cached),
@@ -1037,6 +1309,38 @@ enum rd_status rd_generate(struct rd_session *session,
                            rd_token_callback callback,
                            void *user_data,
                            struct rd_generate_stats *out_stats);
+
+/**
+ * Like `rd_generate()`, with the prompt given as text, tokenized with the
+ * model's tokenizer as `params->tokenize_flags` says (default: special-token
+ * text such as `<|end_turn|>` becomes its id, and a BOS comes first when the
+ * tokenizer asks for one and the session's cache is empty). Suits the output
+ * of `rd_chat_apply_template()`.
+ *
+ * - `text[0..text_len]`: UTF-8, not necessarily NUL-terminated; read during
+ *   the call only. It may be NULL when `text_len` is 0; text that gives no
+ *   tokens continues from the last evaluated position, as `n_tokens = 0`
+ *   does for `rd_generate()`.
+ * - The other arguments are those of `rd_generate()`.
+ *
+ * Errors: those of `rd_generate()`, and `RD_ERR_INVALID_ARGUMENT` (NULL
+ * text with a non-zero length, text that is not valid UTF-8),
+ * `RD_ERR_NO_TOKENIZER`, `RD_ERR_TOKENIZER`; arguments are checked before
+ * the tokenizer is looked for. A prompt whose ids the model's vocabulary does
+ * not hold is `RD_ERR_INVALID_ARGUMENT`. Not thread-safe for the same
+ * session.
+ *
+ * # Safety
+ *
+ * As `rd_generate()`; `text` must be readable for `text_len` bytes.
+ */
+enum rd_status rd_generate_text(struct rd_session *session,
+                                const char *text,
+                                size_t text_len,
+                                const struct rd_generate_params *params,
+                                rd_token_callback callback,
+                                void *user_data,
+                                struct rd_generate_stats *out_stats);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -268,3 +268,25 @@ pub fn write(spec: &TestModelSpec, path: impl AsRef<Path>) -> Result<()> {
     build(spec)?.write_to_file(path.as_ref())?;
     Ok(())
 }
+
+/// Adds a tokenizer (the text of a Hugging Face `tokenizer.json`, stored as
+/// `tokenizer.huggingface.json`) and optionally a chat template
+/// (`tokenizer.chat_template`) to a test model built by [`build`]. Both are
+/// checked by building them as the runtime does. Without this call the file
+/// is exactly what [`build`] makes.
+pub fn add_text_metadata(
+    w: &mut GgufWriter,
+    tokenizer_json: &str,
+    chat_template: Option<&str>,
+) -> Result<()> {
+    crate::tokenizer::Tokenizer::from_hf_json(tokenizer_json)?;
+    w.add_kv(
+        crate::tokenizer::HF_JSON_KEY,
+        Value::String(tokenizer_json.to_string()),
+    )?;
+    if let Some(t) = chat_template {
+        crate::chat::ChatTemplate::new(t)?;
+        w.add_kv(crate::chat::CHAT_TEMPLATE_KEY, Value::String(t.to_string()))?;
+    }
+    Ok(())
+}

@@ -613,6 +613,20 @@ impl StreamDecoder {
         &self.pending
     }
 
+    /// Forgets the bytes held back and sets whether control tokens produce
+    /// text, keeping the buffer (for reuse across generations).
+    pub fn reset(&mut self, skip_special: bool) {
+        self.pending.clear();
+        self.skip_special = skip_special;
+    }
+
+    /// Makes room for `additional` more held-back bytes, so that pushing a
+    /// token of up to `additional - 3` bytes never allocates (at most 3 bytes
+    /// of an incomplete character are held back between tokens).
+    pub fn reserve(&mut self, additional: usize) {
+        self.pending.reserve(additional);
+    }
+
     fn drain(&mut self, out: &mut String, flush: bool) {
         let mut start = 0;
         loop {

@@ -2,10 +2,14 @@
 //! conditions, the streaming token callback and statistics.
 
 use super::boundary::{OutStruct, Versioned, arg_ref, arg_slice, guard, read_struct};
-use super::params::rd_generate_params;
+use super::params::{
+    RD_DETOKENIZE_SKIP_SPECIAL, RD_TOKENIZE_ADD_SPECIAL, RD_TOKENIZE_PARSE_SPECIAL, check_flags,
+    rd_generate_params,
+};
 use super::rd_token;
 use super::session::rd_session;
 use super::status::{Fail, rd_status};
+use super::text::arg_text;
 use crate::generate::{ComputeLimits, GenerateParams, StopReason};
 use crate::sampling::SamplingParams;
 use crate::session::MAX_ITERATIONS;
@@ -41,10 +45,22 @@ pub struct rd_token_event {
     /// when none was evaluated (no criterion, or the prompt without
     /// `exit_in_prefill`).
     pub exit_value: f64,
-    /// The token's text (UTF-8 bytes, not NUL-terminated). Always NULL in this
-    /// version: the library has no tokenizer yet; detokenize ids yourself.
+    /// The text this token completes: UTF-8 bytes of whole characters only.
+    /// The bytes of a character split across tokens are held back until the
+    /// token that completes it, whose text then includes them; at the last
+    /// token of a generation ended by `max_tokens`, a stop token or a full
+    /// context, bytes still held back are flushed (each incomplete character
+    /// as U+FFFD). So the texts of all events of a generation concatenate to
+    /// `rd_detokenize()` of its tokens with `params->detokenize_flags`, unless
+    /// the callback stopped it (held-back bytes are then dropped).
+    /// `text_len` may be 0 (an incomplete character, a skipped control token,
+    /// or an id the tokenizer does not know). A NUL byte follows the text (not
+    /// counted in `text_len`), so it can be printed as a C string unless it
+    /// contains NUL characters. NULL when the model has no usable tokenizer.
+    /// Owned by the session; valid only until the callback returns.
     pub text: *const c_char,
-    /// Length of `text` in bytes (0 in this version).
+    /// Length of `text` in bytes, without the NUL that follows it (0 when
+    /// `text` is NULL).
     pub text_len: usize,
 }
 
@@ -123,6 +139,221 @@ impl Drop for Generating<'_> {
     }
 }
 
+/// The prompt of a generation: token ids, or text to tokenize.
+enum Prompt<'a> {
+    Tokens(&'a [rd_token]),
+    Text(&'a str),
+}
+
+/// Checked inputs of a generation that do not need the session.
+struct Request {
+    gp: rd_generate_params,
+    limits: ComputeLimits,
+    sampling: SamplingParams,
+    prefill_iterations: Option<usize>,
+    stats_out: Option<OutStruct<rd_generate_stats>>,
+}
+
+impl Request {
+    /// Reads and validates `params` and `out_stats`.
+    ///
+    /// # Safety
+    ///
+    /// As for `rd_generate`'s `params` and `out_stats`.
+    unsafe fn read(
+        params: *const rd_generate_params,
+        out_stats: *mut rd_generate_stats,
+    ) -> Result<Request, Fail> {
+        // SAFETY: `params` points to a readable struct (contract).
+        let gp = unsafe { read_struct(params, "params")? };
+        let stats_out = if out_stats.is_null() {
+            None
+        } else {
+            // SAFETY: `out_stats` is writable for its struct_size (contract).
+            Some(unsafe { OutStruct::new(out_stats, "out_stats")? })
+        };
+        let limits = if gp.limits.is_null() {
+            ComputeLimits::default()
+        } else {
+            // SAFETY: a non-NULL `limits` points to a readable struct (contract).
+            unsafe { read_struct(gp.limits, "params->limits")? }.to_limits()?
+        };
+        let sampling = if gp.sampling.is_null() {
+            SamplingParams::greedy()
+        } else {
+            // SAFETY: a non-NULL `sampling` points to a readable struct (contract).
+            unsafe { read_struct(gp.sampling, "params->sampling")? }.to_sampling()?
+        };
+        let prefill_iterations = match gp.prefill_iterations as usize {
+            0 => None,
+            n if n > MAX_ITERATIONS => {
+                return Err(Fail::invalid(format!(
+                    "prefill_iterations {n} out of range 0..={MAX_ITERATIONS}"
+                )));
+            }
+            n => Some(n),
+        };
+        check_flags(
+            gp.tokenize_flags,
+            RD_TOKENIZE_ADD_SPECIAL | RD_TOKENIZE_PARSE_SPECIAL,
+            "params->tokenize_flags",
+        )?;
+        check_flags(
+            gp.detokenize_flags,
+            RD_DETOKENIZE_SKIP_SPECIAL,
+            "params->detokenize_flags",
+        )?;
+        Ok(Request {
+            gp,
+            limits,
+            sampling,
+            prefill_iterations,
+            stats_out,
+        })
+    }
+}
+
+/// The generation of `rd_generate` and `rd_generate_text`.
+fn generate(
+    handle: &rd_session,
+    prompt: Prompt<'_>,
+    req: Request,
+    callback: rd_token_callback,
+    user_data: *mut c_void,
+) -> Result<(), Fail> {
+    let gp = req.gp;
+    // SAFETY: `stop_tokens` holds `n_stop_tokens` ids (contract of the callers).
+    let stop = unsafe { arg_slice(gp.stop_tokens, gp.n_stop_tokens, "params->stop_tokens")? };
+
+    let mut guard = handle.lock()?;
+    let inner = &mut *guard;
+    let s = &inner.session;
+    let n_vocab = s.model().config().n_vocab;
+    if let Some(t) = stop.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(Fail::invalid(format!(
+            "stop token id {t} out of range (vocabulary {n_vocab})"
+        )));
+    }
+    let tokenizer = handle.text.ready_tokenizer();
+    let encoded;
+    let prompt: &[rd_token] = match prompt {
+        Prompt::Tokens(t) => t,
+        Prompt::Text(text) => {
+            let tok = handle.text.tokenizer()?;
+            // A BOS starts a conversation, not each turn of it.
+            let add_bos = gp.tokenize_flags & RD_TOKENIZE_ADD_SPECIAL != 0 && s.n_past() == 0;
+            let parse = gp.tokenize_flags & RD_TOKENIZE_PARSE_SPECIAL != 0;
+            encoded = tok.encode(text, add_bos, parse)?;
+            &encoded
+        }
+    };
+    if !prompt.is_empty() {
+        s.check_tokens(prompt)?;
+    } else if s.n_past() == 0 {
+        return Err(Fail::invalid(
+            "no tokens and an empty cache: nothing to generate from",
+        ));
+    } else if !inner.logits_valid {
+        return Err(Fail::new(
+            rd_status::RD_ERR_INVALID_STATE,
+            "no tokens, and the last evaluation failed or was cancelled: \
+             pass the tokens to continue from",
+        ));
+    }
+    // Every generated token but the last needs a free position; a request
+    // for more ends at a full context instead of failing there.
+    let room = s.n_ctx() - (s.n_past() + prompt.len());
+    let max_tokens = (gp.max_tokens as usize).min(room + 1);
+    let capped = max_tokens < gp.max_tokens as usize;
+    let mut stop_tokens = Vec::new();
+    let defaults = match tokenizer {
+        Some(tok) if stop.is_empty() && gp.default_stop_tokens => tok.stop_tokens(),
+        _ => Vec::new(),
+    };
+    let stop = if stop.is_empty() { &defaults[..] } else { stop };
+    stop_tokens
+        .try_reserve_exact(stop.len())
+        .map_err(|_| Fail::new(rd_status::RD_ERR_OUT_OF_MEMORY, "stop tokens"))?;
+    stop_tokens.extend(stop.iter().filter(|&&t| (t as usize) < n_vocab));
+    let params = GenerateParams {
+        max_tokens,
+        limits: req.limits,
+        prefill_iterations: req.prefill_iterations,
+        sampling: req.sampling,
+        stop_tokens,
+    };
+
+    let running = Generating::start(handle);
+    handle.clear_cancel();
+    inner.logits_valid = false;
+    let decoder = &mut inner.decoder;
+    let piece = &mut inner.piece;
+    decoder.reset(gp.detokenize_flags & RD_DETOKENIZE_SKIP_SPECIAL != 0);
+    let stop_tokens = &params.stop_tokens;
+    let result = inner.session.generate(prompt, &params, |ev, limits| {
+        let go_on = match callback {
+            Some(cb) => {
+                // The token's text, in buffers reserved for the longest token.
+                let (text, text_len) = match tokenizer {
+                    Some(tok) => {
+                        piece.clear();
+                        decoder.push_into(tok, ev.token, piece);
+                        if ev.index + 1 == max_tokens || stop_tokens.contains(&ev.token) {
+                            // The last token: nothing will complete what is held back.
+                            decoder.finish_into(piece);
+                        }
+                        let len = piece.len();
+                        piece.push('\0');
+                        (piece.as_ptr().cast::<c_char>(), len)
+                    }
+                    None => (std::ptr::null(), 0),
+                };
+                let event = rd_token_event {
+                    struct_size: size_of::<rd_token_event>(),
+                    token: ev.token,
+                    iterations: u32::try_from(ev.iterations).unwrap_or(u32::MAX),
+                    index: ev.index,
+                    exit_value: ev.exit_value,
+                    text,
+                    text_len,
+                };
+                // SAFETY: a valid C function pointer of this signature
+                // (contract); `event` and the text outlive the call.
+                unsafe { cb(&event, user_data) }
+            }
+            None => true,
+        };
+        let mut pending = handle.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(new) = pending.take() {
+            *limits = new;
+        }
+        go_on
+    });
+    drop(running);
+    let stats = result?;
+    inner.logits_valid = true;
+    let stop_reason = match stats.stop {
+        StopReason::StopToken => RD_STOP_STOP_TOKEN,
+        StopReason::Callback => RD_STOP_CALLBACK,
+        StopReason::MaxTokens if capped && stats.tokens == max_tokens => RD_STOP_CONTEXT_FULL,
+        StopReason::MaxTokens => RD_STOP_MAX_TOKENS,
+    };
+    if let Some(out) = req.stats_out {
+        out.write(rd_generate_stats {
+            struct_size: size_of::<rd_generate_stats>(),
+            n_tokens: stats.tokens,
+            n_prompt_tokens: stats.prompt_tokens,
+            prefill_iterations: u32::try_from(stats.prefill_iterations).unwrap_or(u32::MAX),
+            stop_reason,
+            prefill_seconds: stats.prefill_seconds,
+            decode_seconds: stats.decode_seconds,
+            mean_iterations: stats.mean_iterations,
+            kv_bytes: stats.kv_bytes as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Evaluates the prompt `tokens[0..n_tokens]` (appended to the cached
 /// positions), then generates up to `params->max_tokens` tokens, calling
 /// `callback` with each one.
@@ -135,15 +366,22 @@ impl Drop for Generating<'_> {
 /// - `params`: from `rd_generate_default_params()`; it and everything it
 ///   points to are read during the call only.
 /// - `callback` may be NULL (no streaming); `user_data` is passed to it.
+///   Each event carries the token's text when the model has a tokenizer (see
+///   `rd_token_event.text`).
 /// - `out_stats` may be NULL; otherwise its `struct_size` must be set, and it
 ///   is written on `RD_OK` only.
 ///
+/// Generation stops after a stop token: `params->stop_tokens`, or when none
+/// are given (and `params->default_stop_tokens` is set, the default) the
+/// tokenizer's end-of-text and end-of-turn tokens.
+///
 /// Per token: the prelude runs once, the core between `min_iterations` and
 /// `max_iterations` times (stopping early when the exit criterion is met at a
-/// check), then the coda and head; nothing is allocated on the heap per token.
+/// check), then the coda and head; nothing is allocated on the heap per token
+/// (the token's text included).
 ///
 /// Errors: `RD_ERR_INVALID_ARGUMENT` (NULL, n_tokens 0 on an empty cache,
-/// token or stop-token ids >= n_vocab, invalid limits or sampling),
+/// token or stop-token ids >= n_vocab, invalid limits, sampling or flags),
 /// `RD_ERR_CONTEXT_FULL` (the prompt does not fit; nothing is evaluated),
 /// `RD_ERR_INVALID_STATE` (n_tokens 0 after a failed or cancelled call),
 /// `RD_ERR_CANCELLED` (`rd_cancel()`; positions evaluated before stay cached),
@@ -172,126 +410,51 @@ pub unsafe extern "C" fn rd_generate(
         let handle = unsafe { arg_ref(session, "session")? };
         // SAFETY: `tokens` holds `n_tokens` ids (contract).
         let prompt = unsafe { arg_slice(tokens, n_tokens, "tokens")? };
-        // SAFETY: `params` points to a readable struct (contract).
-        let gp = unsafe { read_struct(params, "params")? };
-        let stats_out = if out_stats.is_null() {
-            None
-        } else {
-            // SAFETY: `out_stats` is writable for its struct_size (contract).
-            Some(unsafe { OutStruct::new(out_stats, "out_stats")? })
-        };
-        let limits = if gp.limits.is_null() {
-            ComputeLimits::default()
-        } else {
-            // SAFETY: a non-NULL `limits` points to a readable struct (contract).
-            unsafe { read_struct(gp.limits, "params->limits")? }.to_limits()?
-        };
-        let sampling = if gp.sampling.is_null() {
-            SamplingParams::greedy()
-        } else {
-            // SAFETY: a non-NULL `sampling` points to a readable struct (contract).
-            unsafe { read_struct(gp.sampling, "params->sampling")? }.to_sampling()?
-        };
-        // SAFETY: `stop_tokens` holds `n_stop_tokens` ids (contract).
-        let stop = unsafe { arg_slice(gp.stop_tokens, gp.n_stop_tokens, "params->stop_tokens")? };
-        let prefill_iterations = match gp.prefill_iterations as usize {
-            0 => None,
-            n if n > MAX_ITERATIONS => {
-                return Err(Fail::invalid(format!(
-                    "prefill_iterations {n} out of range 0..={MAX_ITERATIONS}"
-                )));
-            }
-            n => Some(n),
-        };
+        // SAFETY: `params` and `out_stats` as documented (contract).
+        let req = unsafe { Request::read(params, out_stats)? };
+        generate(handle, Prompt::Tokens(prompt), req, callback, user_data)
+    })
+}
 
-        let mut inner = handle.lock()?;
-        let s = &inner.session;
-        let n_vocab = s.model().config().n_vocab;
-        if let Some(t) = stop.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(Fail::invalid(format!(
-                "stop token id {t} out of range (vocabulary {n_vocab})"
-            )));
-        }
-        if !prompt.is_empty() {
-            s.check_tokens(prompt)?;
-        } else if s.n_past() == 0 {
-            return Err(Fail::invalid(
-                "no tokens and an empty cache: nothing to generate from",
-            ));
-        } else if !inner.logits_valid {
-            return Err(Fail::new(
-                rd_status::RD_ERR_INVALID_STATE,
-                "no tokens, and the last evaluation failed or was cancelled: \
-                 pass the tokens to continue from",
-            ));
-        }
-        // Every generated token but the last needs a free position; a request
-        // for more ends at a full context instead of failing there.
-        let room = s.n_ctx() - (s.n_past() + prompt.len());
-        let max_tokens = (gp.max_tokens as usize).min(room + 1);
-        let capped = max_tokens < gp.max_tokens as usize;
-        let mut stop_tokens = Vec::new();
-        stop_tokens
-            .try_reserve_exact(stop.len())
-            .map_err(|_| Fail::new(rd_status::RD_ERR_OUT_OF_MEMORY, "stop tokens"))?;
-        stop_tokens.extend_from_slice(stop);
-        let params = GenerateParams {
-            max_tokens,
-            limits,
-            prefill_iterations,
-            sampling,
-            stop_tokens,
-        };
-
-        let running = Generating::start(handle);
-        handle.clear_cancel();
-        inner.logits_valid = false;
-        let result = inner.session.generate(prompt, &params, |ev, limits| {
-            let go_on = match callback {
-                Some(cb) => {
-                    let event = rd_token_event {
-                        struct_size: size_of::<rd_token_event>(),
-                        token: ev.token,
-                        iterations: u32::try_from(ev.iterations).unwrap_or(u32::MAX),
-                        index: ev.index,
-                        exit_value: ev.exit_value,
-                        text: std::ptr::null(),
-                        text_len: 0,
-                    };
-                    // SAFETY: a valid C function pointer of this signature
-                    // (contract); `event` outlives the call.
-                    unsafe { cb(&event, user_data) }
-                }
-                None => true,
-            };
-            let mut pending = handle.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(new) = pending.take() {
-                *limits = new;
-            }
-            go_on
-        });
-        drop(running);
-        let stats = result?;
-        inner.logits_valid = true;
-        let stop_reason = match stats.stop {
-            StopReason::StopToken => RD_STOP_STOP_TOKEN,
-            StopReason::Callback => RD_STOP_CALLBACK,
-            StopReason::MaxTokens if capped && stats.tokens == max_tokens => RD_STOP_CONTEXT_FULL,
-            StopReason::MaxTokens => RD_STOP_MAX_TOKENS,
-        };
-        if let Some(out) = stats_out {
-            out.write(rd_generate_stats {
-                struct_size: size_of::<rd_generate_stats>(),
-                n_tokens: stats.tokens,
-                n_prompt_tokens: stats.prompt_tokens,
-                prefill_iterations: u32::try_from(stats.prefill_iterations).unwrap_or(u32::MAX),
-                stop_reason,
-                prefill_seconds: stats.prefill_seconds,
-                decode_seconds: stats.decode_seconds,
-                mean_iterations: stats.mean_iterations,
-                kv_bytes: stats.kv_bytes as u64,
-            });
-        }
-        Ok(())
+/// Like `rd_generate()`, with the prompt given as text, tokenized with the
+/// model's tokenizer as `params->tokenize_flags` says (default: special-token
+/// text such as `<|end_turn|>` becomes its id, and a BOS comes first when the
+/// tokenizer asks for one and the session's cache is empty). Suits the output
+/// of `rd_chat_apply_template()`.
+///
+/// - `text[0..text_len]`: UTF-8, not necessarily NUL-terminated; read during
+///   the call only. It may be NULL when `text_len` is 0; text that gives no
+///   tokens continues from the last evaluated position, as `n_tokens = 0`
+///   does for `rd_generate()`.
+/// - The other arguments are those of `rd_generate()`.
+///
+/// Errors: those of `rd_generate()`, and `RD_ERR_INVALID_ARGUMENT` (NULL
+/// text with a non-zero length, text that is not valid UTF-8),
+/// `RD_ERR_NO_TOKENIZER`, `RD_ERR_TOKENIZER`; arguments are checked before
+/// the tokenizer is looked for. A prompt whose ids the model's vocabulary does
+/// not hold is `RD_ERR_INVALID_ARGUMENT`. Not thread-safe for the same
+/// session.
+///
+/// # Safety
+///
+/// As `rd_generate()`; `text` must be readable for `text_len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_generate_text(
+    session: *mut rd_session,
+    text: *const c_char,
+    text_len: usize,
+    params: *const rd_generate_params,
+    callback: rd_token_callback,
+    user_data: *mut c_void,
+    out_stats: *mut rd_generate_stats,
+) -> rd_status {
+    guard("rd_generate_text", || {
+        // SAFETY: a non-NULL `session` is live (contract).
+        let handle = unsafe { arg_ref(session, "session")? };
+        // SAFETY: `text` is readable for `text_len` bytes (contract).
+        let text = unsafe { arg_text(text, text_len, "text")? };
+        // SAFETY: `params` and `out_stats` as documented (contract).
+        let req = unsafe { Request::read(params, out_stats)? };
+        generate(handle, Prompt::Text(text), req, callback, user_data)
     })
 }

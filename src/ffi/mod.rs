@@ -33,6 +33,8 @@ pub mod params;
 
 pub mod model;
 
+pub mod text;
+
 pub mod session;
 
 pub mod generate;
@@ -50,6 +52,10 @@ pub const RD_VERSION_PATCH: u32 = 0;
 
 /// A token id: an index into the model's vocabulary, `0 <= id < n_vocab`.
 pub type rd_token = u32;
+
+/// An `rd_token` value meaning "no such token" (e.g.
+/// `rd_model_info.eot_token` of a vocabulary without one).
+pub const RD_TOKEN_NONE: rd_token = 0xFFFF_FFFF;
 
 /// The library's version as a static NUL-terminated string, e.g. `"0.1.0"`.
 ///

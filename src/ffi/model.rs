@@ -1,8 +1,11 @@
 //! `rd_model`: loading, freeing and describing a model.
 
+use super::RD_TOKEN_NONE;
 use super::boundary::{Out, OutStruct, Versioned, arg_ref, check_ptr, guard, read_struct};
 use super::params::rd_model_params;
+use super::rd_token;
 use super::status::{Fail, rd_status};
+use super::text::ModelText;
 use crate::gguf::GgufFile;
 use crate::model::Model;
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -10,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A loaded model: validated hyper-parameters and weights (memory-mapped and
-/// used in place on the CPU). Opaque.
+/// used in place on the CPU), and the tokenizer and chat template of the file
+/// when it has them. Opaque.
 ///
 /// Created by `rd_model_load()`, destroyed by `rd_model_free()`. Immutable
 /// after loading: one model may be used from any number of threads at once
@@ -18,6 +22,8 @@ use std::sync::Arc;
 /// alive, so `rd_model_free()` may be called while sessions still exist.
 pub struct rd_model {
     pub(crate) model: Arc<Model>,
+    /// Tokenizer and chat template, shared with the sessions.
+    pub(crate) text: Arc<ModelText>,
     architecture: CString,
     backend_name: CString,
 }
@@ -83,7 +89,9 @@ fn lock_memory(_range: std::ops::Range<usize>) -> Result<(), Fail> {
     ))
 }
 
-/// Loads a `huginn` GGUF model.
+/// Loads a `huginn` GGUF model, with its tokenizer and chat template when the
+/// file has them (a model without them loads too; see
+/// `rd_model_info.has_tokenizer`).
 ///
 /// - `path`: NUL-terminated file path (bytes on Unix, UTF-8 elsewhere);
 ///   read only during the call.
@@ -98,6 +106,10 @@ fn lock_memory(_range: std::ops::Range<usize>) -> Result<(), Fail> {
 /// tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of another
 /// architecture), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
 /// `RD_ERR_CANCELLED` (the progress callback returned false).
+///
+/// A tokenizer or chat template that is present but cannot be used (corrupt
+/// or unsupported) does not fail the load: the calls that need it return
+/// `RD_ERR_TOKENIZER` or `RD_ERR_CHAT_TEMPLATE` with the reason.
 ///
 /// The file is untrusted input: a bad file gives an error, never a crash.
 /// With `use_mmap` the file must not be modified while the model is alive.
@@ -167,7 +179,9 @@ pub unsafe extern "C" fn rd_model_load(
             .flatten()
             .unwrap_or_default()
             .replace('\0', "");
+        let text = Arc::new(ModelText::from_gguf(model.gguf()));
         let handle = rd_model {
+            text,
             architecture: CString::new(architecture).unwrap_or_default(),
             backend_name: CString::new(model.backend_name().replace('\0', "")).unwrap_or_default(),
             model: Arc::new(model),
@@ -235,6 +249,20 @@ pub struct rd_model_info {
     pub n_threads: u32,
     /// Whether the weights are used in place from the memory-mapped file.
     pub weights_mapped: bool,
+    /// Whether the model has a usable tokenizer: `rd_tokenize()`,
+    /// `rd_detokenize()`, `rd_generate_text()` and `rd_token_event.text` work.
+    pub has_tokenizer: bool,
+    /// Whether the model has a usable chat template
+    /// (`rd_chat_apply_template()`).
+    pub has_chat_template: bool,
+    /// Whether `RD_TOKENIZE_ADD_SPECIAL` puts `bos_token` first.
+    pub add_bos: bool,
+    /// The tokenizer's beginning-of-text token, or `RD_TOKEN_NONE`.
+    pub bos_token: rd_token,
+    /// The tokenizer's end-of-text token, or `RD_TOKEN_NONE`.
+    pub eos_token: rd_token,
+    /// The tokenizer's end-of-turn token (chat), or `RD_TOKEN_NONE`.
+    pub eot_token: rd_token,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; only written by the
@@ -258,6 +286,12 @@ unsafe impl Versioned for rd_model_info {
             default_iterations: 0,
             n_threads: 0,
             weights_mapped: false,
+            has_tokenizer: false,
+            has_chat_template: false,
+            add_bos: false,
+            bos_token: RD_TOKEN_NONE,
+            eos_token: RD_TOKEN_NONE,
+            eot_token: RD_TOKEN_NONE,
         }
     }
 }
@@ -288,6 +322,9 @@ pub unsafe extern "C" fn rd_model_get_info(
         let out = unsafe { OutStruct::new(out_info, "out_info")? };
         let m = &handle.model;
         let c = m.config();
+        let tok = handle.text.ready_tokenizer();
+        let special = tok.map(|t| t.special_tokens().clone()).unwrap_or_default();
+        let id = |t: Option<u32>| t.unwrap_or(RD_TOKEN_NONE);
         out.write(rd_model_info {
             struct_size: size_of::<rd_model_info>(),
             architecture: handle.architecture.as_ptr(),
@@ -303,6 +340,12 @@ pub unsafe extern "C" fn rd_model_get_info(
             default_iterations: u32_of(c.default_iterations),
             n_threads: u32_of(m.load_params().n_threads),
             weights_mapped: m.weights_are_mapped(),
+            has_tokenizer: tok.is_some(),
+            has_chat_template: handle.text.has_template(),
+            add_bos: special.add_bos && special.bos.is_some(),
+            bos_token: id(special.bos),
+            eos_token: id(special.eos),
+            eot_token: id(special.eot),
         });
         Ok(())
     })

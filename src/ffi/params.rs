@@ -62,6 +62,35 @@ pub const RD_EXIT_COSINE: rd_exit_criterion = 5;
 /// integer >= 1; usual: 5).
 pub const RD_EXIT_ARGMAX_STABILITY: rd_exit_criterion = 6;
 
+/// Options of `rd_tokenize()` and `rd_generate_params.tokenize_flags`: a
+/// bitwise OR of `RD_TOKENIZE_*` values (0 for none). Unknown bits are an
+/// invalid argument.
+pub type rd_tokenize_flags = u32;
+/// Put the BOS token first when the tokenizer asks for one
+/// (`rd_model_info.add_bos`).
+pub const RD_TOKENIZE_ADD_SPECIAL: rd_tokenize_flags = 1;
+/// Turn special-token text written in the input (e.g. `<|end_turn|>`) into
+/// the token's id; without this flag it is tokenized as plain text.
+pub const RD_TOKENIZE_PARSE_SPECIAL: rd_tokenize_flags = 2;
+
+/// Options of `rd_detokenize()` and `rd_generate_params.detokenize_flags`: a
+/// bitwise OR of `RD_DETOKENIZE_*` values (0 for none: control tokens such as
+/// `<|end_turn|>` produce their text). Unknown bits are an invalid argument.
+pub type rd_detokenize_flags = u32;
+/// Control tokens (BOS, EOS, end of turn, ...) produce no text.
+pub const RD_DETOKENIZE_SKIP_SPECIAL: rd_detokenize_flags = 1;
+
+/// Checks `flags` against the `known` bits.
+pub(crate) fn check_flags(flags: u32, known: u32, what: &str) -> Result<(), Fail> {
+    if flags & !known != 0 {
+        return Err(Fail::invalid(format!(
+            "{what} 0x{flags:x} has unknown bits 0x{:x}",
+            flags & !known
+        )));
+    }
+    Ok(())
+}
+
 /// `rd_session_params.n_ctx` value meaning "the model's training context
 /// length".
 pub const RD_N_CTX_FROM_MODEL: u32 = 0xFFFF_FFFF;
@@ -410,7 +439,7 @@ pub extern "C" fn rd_sampling_default_params() -> rd_sampling_params {
     guard_value(rd_sampling_params::defaults(), rd_sampling_params::defaults)
 }
 
-/// Parameters of one `rd_generate()` call. Get defaults from
+/// Parameters of one `rd_generate()` or `rd_generate_text()` call. Get defaults from
 /// `rd_generate_default_params()`. The caller owns the struct and everything
 /// it points to; the library reads them only during the call.
 #[repr(C)]
@@ -434,9 +463,25 @@ pub struct rd_generate_params {
     pub stop_tokens: *const rd_token,
     /// Number of entries in `stop_tokens` (default 0).
     pub n_stop_tokens: usize,
+    /// When `n_stop_tokens` is 0, stop after the tokenizer's end-of-text
+    /// (EOS) and end-of-turn tokens (`rd_model_info.eos_token`,
+    /// `.eot_token`), as if they were given as `stop_tokens` (default true).
+    /// No effect when the model has no usable tokenizer or `stop_tokens` are
+    /// given; set false to generate past them.
+    pub default_stop_tokens: bool,
+    /// How `rd_generate_text()` tokenizes its prompt, `rd_tokenize_flags`
+    /// (default `RD_TOKENIZE_ADD_SPECIAL | RD_TOKENIZE_PARSE_SPECIAL`).
+    /// `RD_TOKENIZE_ADD_SPECIAL` adds the BOS only when the session's cache is
+    /// empty (the start of a conversation). Ignored by `rd_generate()`.
+    pub tokenize_flags: rd_tokenize_flags,
+    /// How `rd_token_event.text` renders tokens, `rd_detokenize_flags`
+    /// (default 0: control tokens produce their text, as with
+    /// `rd_detokenize(..., 0, ...)`).
+    pub detokenize_flags: rd_detokenize_flags,
 }
 
-// SAFETY: repr(C), starts with `struct_size: usize`; numbers and pointers.
+// SAFETY: repr(C), starts with `struct_size: usize`; numbers, pointers and a
+// C bool.
 unsafe impl Versioned for rd_generate_params {
     const NAME: &'static str = "rd_generate_params";
     const MIN_SIZE: usize = size_of::<Self>();
@@ -449,6 +494,9 @@ unsafe impl Versioned for rd_generate_params {
             sampling: std::ptr::null(),
             stop_tokens: std::ptr::null(),
             n_stop_tokens: 0,
+            default_stop_tokens: true,
+            tokenize_flags: RD_TOKENIZE_ADD_SPECIAL | RD_TOKENIZE_PARSE_SPECIAL,
+            detokenize_flags: 0,
         }
     }
 }

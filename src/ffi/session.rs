@@ -8,8 +8,10 @@ use super::model::rd_model;
 use super::params::{rd_compute_limits, rd_session_params};
 use super::rd_token;
 use super::status::{Fail, rd_status};
+use super::text::ModelText;
 use crate::generate::ComputeLimits;
 use crate::session::{MAX_ITERATIONS, Session};
+use crate::tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
@@ -26,6 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 /// over the same model.
 pub struct rd_session {
     inner: Mutex<Inner>,
+    /// The model's tokenizer and chat template.
+    pub(crate) text: Arc<ModelText>,
     cancel: Arc<AtomicBool>,
     /// Limits set by `rd_set_compute_limits` during a generation, applied from
     /// the next token.
@@ -38,6 +42,12 @@ pub(crate) struct Inner {
     pub(crate) session: Session,
     /// Whether `session.logits()` belongs to the last committed position.
     pub(crate) logits_valid: bool,
+    /// Streams generated tokens as text (whole UTF-8 characters); its buffer
+    /// is reserved at creation for the longest token.
+    pub(crate) decoder: StreamDecoder,
+    /// The text of the current token event (NUL-terminated), reserved at
+    /// creation so that no token needs an allocation.
+    pub(crate) piece: String,
 }
 
 // The C API promises that rd_cancel works from any thread.
@@ -70,11 +80,12 @@ impl rd_session {
 }
 
 /// Creates a session over `model`, allocating its KV cache (for `n_ctx`
-/// positions and `kv_budget` slots per core block) and compute buffers.
-/// Nothing is allocated per token afterwards.
+/// positions and `kv_budget` slots per core block), compute buffers and the
+/// buffers that turn generated tokens into text. Nothing is allocated per
+/// token afterwards.
 ///
-/// - `model`: a live model; the session keeps its weights alive, so the model
-///   may be freed before the session.
+/// - `model`: a live model; the session keeps its weights, tokenizer and chat
+///   template alive, so the model may be freed before the session.
 /// - `params`: from `rd_session_default_params()`; read during the call only.
 /// - `out_session`: on `RD_OK` receives the new session, owned by the caller,
 ///   to be released with `rd_session_free()`; untouched on failure.
@@ -110,12 +121,23 @@ pub unsafe extern "C" fn rd_session_new(
             )));
         }
         let session = Session::new(Arc::clone(&model.model), &sp)?;
+        let text = Arc::clone(&model.text);
+        let (pending_cap, piece_cap) = text.stream_capacities();
+        let mut decoder = StreamDecoder::new(false);
+        decoder.reserve(pending_cap);
+        let mut piece = String::new();
+        piece
+            .try_reserve_exact(piece_cap)
+            .map_err(|_| Fail::new(rd_status::RD_ERR_OUT_OF_MEMORY, "token text buffer"))?;
         let handle = rd_session {
             cancel: session.cancel_flag(),
             inner: Mutex::new(Inner {
                 session,
                 logits_valid: false,
+                decoder,
+                piece,
             }),
+            text,
             pending: Mutex::new(None),
             generating: AtomicBool::new(false),
         };

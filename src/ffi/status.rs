@@ -2,6 +2,7 @@
 //! last-error message.
 
 use super::boundary;
+use crate::convert::ConvertError;
 use crate::error::Error;
 use crate::gguf::GgufError;
 use std::cell::RefCell;
@@ -50,10 +51,25 @@ pub enum rd_status {
     RD_ERR_BUSY = 12,
     /// An internal error (a bug: a Rust panic was caught at the boundary).
     RD_ERR_PANIC = 13,
+    /// The call needs a tokenizer and the model file has none (neither
+    /// `tokenizer.huggingface.json` nor `tokenizer.ggml.*` keys). Pass token
+    /// ids instead.
+    RD_ERR_NO_TOKENIZER = 14,
+    /// The call needs a chat template and the model file has none
+    /// (`tokenizer.chat_template`).
+    RD_ERR_NO_TEMPLATE = 15,
+    /// The model's tokenizer cannot be used: its data in the file is corrupt
+    /// or of an unsupported kind (the message says which), or it failed on
+    /// the input. The model itself loads and works with token ids.
+    RD_ERR_TOKENIZER = 16,
+    /// The model's chat template cannot be parsed, or rendering it failed
+    /// (e.g. the template rejected the messages with `raise_exception`, or ran
+    /// out of its instruction budget).
+    RD_ERR_CHAT_TEMPLATE = 17,
 }
 
 impl rd_status {
-    const ALL: [rd_status; 14] = [
+    const ALL: [rd_status; 18] = [
         rd_status::RD_OK,
         rd_status::RD_ERR_INVALID_ARGUMENT,
         rd_status::RD_ERR_IO,
@@ -68,6 +84,10 @@ impl rd_status {
         rd_status::RD_ERR_INVALID_STATE,
         rd_status::RD_ERR_BUSY,
         rd_status::RD_ERR_PANIC,
+        rd_status::RD_ERR_NO_TOKENIZER,
+        rd_status::RD_ERR_NO_TEMPLATE,
+        rd_status::RD_ERR_TOKENIZER,
+        rd_status::RD_ERR_CHAT_TEMPLATE,
     ];
 
     /// The code's name and meaning, NUL-terminated.
@@ -89,6 +109,10 @@ impl rd_status {
             rd_status::RD_ERR_INVALID_STATE => c"RD_ERR_INVALID_STATE: invalid state",
             rd_status::RD_ERR_BUSY => c"RD_ERR_BUSY: session in use",
             rd_status::RD_ERR_PANIC => c"RD_ERR_PANIC: internal error",
+            rd_status::RD_ERR_NO_TOKENIZER => c"RD_ERR_NO_TOKENIZER: the model has no tokenizer",
+            rd_status::RD_ERR_NO_TEMPLATE => c"RD_ERR_NO_TEMPLATE: the model has no chat template",
+            rd_status::RD_ERR_TOKENIZER => c"RD_ERR_TOKENIZER: tokenizer error",
+            rd_status::RD_ERR_CHAT_TEMPLATE => c"RD_ERR_CHAT_TEMPLATE: chat template error",
         }
     }
 }
@@ -119,9 +143,9 @@ impl Fail {
     }
 }
 
-/// The status code of a library error.
+/// The status code of a library error. Every variant is listed (no
+/// wildcard), so a new one cannot be added without choosing its code here.
 pub(crate) fn status_of(err: &Error) -> rd_status {
-    #[allow(unreachable_patterns)]
     match err {
         Error::Gguf(GgufError::Io(_)) | Error::Io(_) => rd_status::RD_ERR_IO,
         Error::Gguf(_) | Error::InvalidModel(_) => rd_status::RD_ERR_INVALID_MODEL,
@@ -131,10 +155,30 @@ pub(crate) fn status_of(err: &Error) -> rd_status {
         Error::Cancelled => rd_status::RD_ERR_CANCELLED,
         Error::OutOfMemory(_) => rd_status::RD_ERR_OUT_OF_MEMORY,
         Error::Backend(_) => rd_status::RD_ERR_BACKEND,
-        // Variants added to the library later (tokenizer and chat-template
-        // errors, which come from a model file's contents) map here until the
-        // C API gives them a code of their own.
-        _ => rd_status::RD_ERR_INVALID_MODEL,
+        Error::Convert(e) => status_of_convert(e),
+        Error::Tokenizer(_) => rd_status::RD_ERR_TOKENIZER,
+        Error::ChatTemplate(_) => rd_status::RD_ERR_CHAT_TEMPLATE,
+    }
+}
+
+/// The status code of a conversion error (checkpoint conversion and
+/// re-quantization are not in the C API yet; this keeps the mapping total).
+fn status_of_convert(err: &ConvertError) -> rd_status {
+    match err {
+        ConvertError::Io { .. } | ConvertError::MissingFile { .. } => rd_status::RD_ERR_IO,
+        ConvertError::UnsupportedType(_) => rd_status::RD_ERR_INVALID_ARGUMENT,
+        ConvertError::UnsupportedDtype { .. } => rd_status::RD_ERR_UNSUPPORTED,
+        ConvertError::BadTokenizer(_) => rd_status::RD_ERR_TOKENIZER,
+        ConvertError::BadJson { .. }
+        | ConvertError::BadConfig { .. }
+        | ConvertError::BadSafetensors { .. }
+        | ConvertError::BadIndex { .. }
+        | ConvertError::UnknownTensor(_)
+        | ConvertError::MissingTensor(_)
+        | ConvertError::DuplicateTensor(_)
+        | ConvertError::WrongShape { .. }
+        | ConvertError::NonFinite(_)
+        | ConvertError::BadInput(_) => rd_status::RD_ERR_INVALID_MODEL,
     }
 }
 
@@ -212,6 +256,55 @@ mod tests {
         // SAFETY: as above.
         let d = unsafe { CStr::from_ptr(rd_status_string(-1)) };
         assert_eq!(d.to_str().unwrap(), "unknown status");
+    }
+
+    #[test]
+    fn library_errors_map_to_their_codes() {
+        use std::path::PathBuf;
+        let cases = [
+            (Error::Tokenizer("x".into()), rd_status::RD_ERR_TOKENIZER),
+            (
+                Error::ChatTemplate("x".into()),
+                rd_status::RD_ERR_CHAT_TEMPLATE,
+            ),
+            (
+                Error::InvalidModel("x".into()),
+                rd_status::RD_ERR_INVALID_MODEL,
+            ),
+            (Error::Io(std::io::Error::other("x")), rd_status::RD_ERR_IO),
+            (
+                ConvertError::MissingFile {
+                    path: PathBuf::from("config.json"),
+                    what: "the configuration",
+                }
+                .into(),
+                rd_status::RD_ERR_IO,
+            ),
+            (
+                ConvertError::BadTokenizer("x".into()).into(),
+                rd_status::RD_ERR_TOKENIZER,
+            ),
+            (
+                ConvertError::UnsupportedType("q3".into()).into(),
+                rd_status::RD_ERR_INVALID_ARGUMENT,
+            ),
+            (
+                ConvertError::UnsupportedDtype {
+                    name: "w".into(),
+                    dtype: "I8".into(),
+                }
+                .into(),
+                rd_status::RD_ERR_UNSUPPORTED,
+            ),
+            (
+                ConvertError::MissingTensor("w".into()).into(),
+                rd_status::RD_ERR_INVALID_MODEL,
+            ),
+        ];
+        for (err, status) in cases {
+            let fail = Fail::from(err);
+            assert_eq!(fail.status, status, "{}", fail.message);
+        }
     }
 
     #[test]

@@ -177,6 +177,14 @@ pub struct MakeArgs {
     /// Default recurrence stored in the file.
     #[arg(long, default_value_t = 8)]
     pub default_iterations: usize,
+    /// A Hugging Face tokenizer.json to store in the file (as
+    /// tokenizer.huggingface.json); without it the file has no tokenizer.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// A Jinja chat template file to store as tokenizer.chat_template
+    /// (needs --tokenizer).
+    #[arg(long, requires = "tokenizer")]
+    pub chat_template: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -261,7 +261,20 @@ fn make(a: MakeArgs) -> Result<()> {
         default_iterations: a.default_iterations,
         ..TestModelSpec::default()
     };
-    recurrent_depth::testmodel::write(&spec, &a.out)?;
+    match &a.tokenizer {
+        None => recurrent_depth::testmodel::write(&spec, &a.out)?,
+        Some(path) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::InvalidArgument(format!("{}: {e}", p.display())))
+            };
+            let json = read(path)?;
+            let template = a.chat_template.as_deref().map(read).transpose()?;
+            let mut w = recurrent_depth::testmodel::build(&spec)?;
+            recurrent_depth::testmodel::add_text_metadata(&mut w, &json, template.as_deref())?;
+            w.write_to_file(&a.out)?;
+        }
+    }
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

@@ -1,0 +1,247 @@
+package dev.recurrentdepth
+
+import kotlin.system.exitProcess
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.CoroutineStart
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.cancelAndJoin
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.collect
+import kotlinx.coroutines.flow.onEach
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+
+/**
+ * Desktop-JVM test of the Kotlin API (src/main/kotlin) over the host build of
+ * the JNI bridge: the same Model/Session/Flow code an Android app runs.
+ * Run by android/hosttest/run.sh when a Kotlin compiler is at hand, with the
+ * properties of HostTest. Ends with "N passed, M failed".
+ */
+private var passed = 0
+private var failed = 0
+
+private class Failure(message: String) : RuntimeException(message)
+
+private fun check(ok: Boolean, what: () -> String) {
+    if (!ok) throw Failure(what())
+}
+
+private fun <T> checkEq(expected: T, actual: T, what: String) =
+    check(expected == actual) { "$what: expected $expected, got $actual" }
+
+private inline fun expectRd(status: RdException.Status, body: () -> Unit): RdException {
+    try {
+        body()
+    } catch (e: RdException) {
+        checkEq(status, e.status, "status of $e")
+        return e
+    }
+    throw Failure("expected RdException($status), nothing was thrown")
+}
+
+private fun test(name: String, body: suspend CoroutineScope.() -> Unit) {
+    val t0 = System.nanoTime()
+    try {
+        runBlocking { withTimeout(120_000) { body() } }
+        passed++
+        println("ok   %-44s %6.0f ms".format(name, (System.nanoTime() - t0) / 1e6))
+    } catch (t: Throwable) {
+        failed++
+        println("FAIL $name: $t")
+        if (t !is Failure) t.printStackTrace(System.out)
+    }
+}
+
+private val PROMPT = intArrayOf(1, 2, 3, 4, 5)
+
+fun main() {
+    val modelPath = System.getProperty("rd.model") ?: error("set -Drd.model")
+    val reference = System.getProperty("rd.reference", "")
+        .split(",").filter { it.isNotEmpty() }.map { it.toInt() }
+    val tokModelPath: String? = System.getProperty("rd.tokmodel")
+
+    fun load() = Model.load(modelPath, Backend.CPU, threads = 2)
+
+    test("exit criteria defaults match the library") {
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_KL), ExitCriterion.Kl().threshold, "kl")
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_MINP_KL), ExitCriterion.MinPKl().threshold, "minp-kl")
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_ENTROPY_DIFF), ExitCriterion.EntropyDiff().threshold, "entropy")
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_LATENT_DIFF), ExitCriterion.LatentDiff().threshold, "latent")
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_COSINE), ExitCriterion.Cosine().threshold, "cosine")
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_ARGMAX_STABILITY), ExitCriterion.ArgmaxStability().threshold, "argmax")
+        checkEq(0.0, ExitCriterion.None.threshold, "none")
+        check(Model.libraryVersion.matches(Regex("\\d+\\.\\d+\\.\\d+"))) { Model.libraryVersion }
+    }
+
+    test("generate collects a Flow of token events") {
+        load().use { model ->
+            val info = model.info
+            checkEq("huginn", info.architecture, "architecture")
+            checkEq(true, info.weightsMapped, "mapped")
+            model.newSession().use { session ->
+                checkEq(info.contextLength, session.info.contextLength, "context from the model")
+                val events = session.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 8).toList()
+                checkEq(8, events.size, "events")
+                events.forEachIndexed { i, e ->
+                    checkEq(i.toLong(), e.index, "index")
+                    checkEq(4, e.iterations, "iterations")
+                    checkEq(null, e.exitValue, "no criterion")
+                    checkEq(null, e.text, "no tokenizer, no text")
+                    check(e.token in 0 until info.vocabularySize) { "token ${e.token}" }
+                }
+                if (reference.isNotEmpty()) checkEq(reference, events.map { it.token }, "same tokens as rd run")
+                val stats = session.lastStats ?: throw Failure("no stats")
+                checkEq(8L, stats.tokens, "stats tokens")
+                checkEq(StopReason.MAX_TOKENS, stats.stopReason, "stop")
+                checkEq(5 + 7, session.info.positions, "positions")
+            }
+        }
+    }
+
+    test("early exit keeps iterations within the limits") {
+        load().use { model ->
+            model.newSession().use { session ->
+                val limits = ComputeLimits(minIterations = 2, maxIterations = 24, exit = ExitCriterion.Kl())
+                val events = session.generate(PROMPT, limits, maxTokens = 10).toList()
+                checkEq(24, events.first().iterations, "the prompt runs the maximum")
+                for (e in events.drop(1)) {
+                    check(e.iterations in 2..24) { "iterations ${e.iterations}" }
+                    val v = e.exitValue ?: throw Failure("no KL value")
+                    if (e.iterations < 24) check(v < 5e-4) { "exited above the threshold: $v" }
+                }
+            }
+        }
+    }
+
+    test("take(n) stops the generation; the session stays usable") {
+        load().use { model ->
+            model.newSession().use { session ->
+                val first = session.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 50).take(3).toList()
+                checkEq(3, first.size, "events taken")
+                session.reset()
+                val again = session.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 3).toList()
+                checkEq(first.map { it.token }, again.map { it.token }, "same tokens after reset")
+            }
+        }
+    }
+
+    test("coroutine cancellation interrupts the native prompt") {
+        load().use { model ->
+            model.newSession().use { session ->
+                // A prompt of 64 positions at 4096 iterations: many seconds of work.
+                val events = mutableListOf<TokenEvent>()
+                val job = launch(Dispatchers.Default) {
+                    session.generate(IntArray(64) { it % 200 }, ComputeLimits.fixed(8), maxTokens = 4,
+                        prefillIterations = 4096).collect { events.add(it) }
+                }
+                delay(300)
+                val t0 = System.nanoTime()
+                job.cancelAndJoin()
+                val ms = (System.nanoTime() - t0) / 1e6
+                println("     collector cancelled during the prompt; joined after %.1f ms".format(ms))
+                checkEq(0, events.size, "no event before the prompt ended")
+                // rd_cancel stopped the prompt: it left nothing in the cache.
+                checkEq(0, session.info.positions, "positions after the cancelled prompt")
+                checkEq(null, session.lastStats, "no stats for a cancelled generation")
+                session.reset()
+                checkEq(2, session.generate(PROMPT, ComputeLimits.fixed(2), maxTokens = 2).toList().size, "usable")
+            }
+        }
+    }
+
+    test("setComputeLimits from the collector") {
+        load().use { model ->
+            model.newSession().use { session ->
+                val iterations = mutableListOf<Int>()
+                // buffer(0): the generator waits for the collector, one event ahead at most.
+                session.generate(PROMPT, ComputeLimits.fixed(8), maxTokens = 12).buffer(0).collect { e ->
+                    iterations.add(e.iterations)
+                    if (e.index == 2L) session.setComputeLimits(ComputeLimits.fixed(3))
+                }
+                checkEq(listOf(8, 8, 8), iterations.take(3), "before the change")
+                checkEq(3, iterations.last(), "after the change")
+                check(iterations.indexOf(3) in 3..5) { "took effect late: $iterations" }
+                expectRd(RdException.Status.INVALID_STATE) { session.setComputeLimits(ComputeLimits.fixed(3)) }
+            }
+        }
+    }
+
+    test("close during a generation cancels it") {
+        val model = load()
+        val session = model.newSession()
+        model.close()
+        val failure = async(Dispatchers.Default, start = CoroutineStart.UNDISPATCHED) {
+            try {
+                session.generate(PROMPT, ComputeLimits.fixed(2048), maxTokens = 100, prefillIterations = 4)
+                    .onEach { if (it.index == 0L) session.close() }
+                    .collect()
+                null
+            } catch (e: RdException) {
+                e
+            }
+        }.await()
+        check(failure != null) { "the generation was not stopped" }
+        checkEq(RdException.Status.CANCELLED, failure!!.status, "status")
+        try {
+            session.generate(PROMPT).toList()
+            throw Failure("a closed session generated")
+        } catch (expected: IllegalStateException) {
+            // ok
+        }
+        session.close() // idempotent
+    }
+
+    test("errors become RdException") {
+        expectRd(RdException.Status.IO) { Model.load("/nonexistent.gguf") }
+        load().use { model ->
+            model.newSession(contextLength = 16).use { session ->
+                expectRd(RdException.Status.INVALID_ARGUMENT) {
+                    session.generate(PROMPT, ComputeLimits(minIterations = 8, maxIterations = 4)).toList()
+                }
+                expectRd(RdException.Status.CONTEXT_FULL) {
+                    session.generate(IntArray(17), ComputeLimits.fixed(1)).toList()
+                }
+                expectRd(RdException.Status.NO_TOKENIZER) { model.tokenize("hello") }
+                expectRd(RdException.Status.NO_TEMPLATE) { model.applyChatTemplate(listOf(ChatMessage("user", "hi"))) }
+                val events = session.generate(PROMPT, ComputeLimits.fixed(1), maxTokens = 100).toList()
+                checkEq(StopReason.CONTEXT_FULL, session.lastStats?.stopReason, "context full stop")
+                check(events.size in 1..12) { "events ${events.size}" }
+            }
+            expectRd(RdException.Status.INVALID_ARGUMENT) { model.newSession(contextLength = 0) }
+        }
+    }
+
+    if (tokModelPath != null) {
+        test("text: tokenizer, chat template, text prompt") {
+            Model.load(tokModelPath, Backend.CPU, threads = 2).use { model ->
+                val info = model.info
+                check(info.hasTokenizer && info.hasChatTemplate) { "$info" }
+                val text = "Gr\u00fc\u00dfe \ud83d\ude00 \u4e16\u754c"
+                checkEq(text, model.detokenize(model.tokenize(text)), "round trip")
+                if (info.addsBos) checkEq(info.bosToken, model.tokenize(text, addSpecial = true).first(), "BOS")
+                val prompt = model.applyChatTemplate(listOf(ChatMessage("system", "Be brief."), ChatMessage("user", text)))
+                check(prompt.contains(text)) { prompt }
+                model.newSession().use { session ->
+                    val events = session.generate(prompt, ComputeLimits.fixed(3), maxTokens = 12).toList()
+                    check(events.isNotEmpty() && events.all { it.text != null }) { "texts: $events" }
+                    if (session.lastStats?.stopReason != StopReason.CALLBACK) {
+                        checkEq(model.detokenize(events.map { it.token }.toIntArray()),
+                            events.joinToString("") { it.text!! }, "texts add up")
+                    }
+                    checkEq(model.tokenize(prompt, addSpecial = true, parseSpecial = true).size.toLong(),
+                        session.lastStats?.promptTokens, "prompt tokens")
+                }
+            }
+        }
+    } else {
+        println("(no -Drd.tokmodel: the tokenizer test is left out)")
+    }
+
+    println("$passed passed, $failed failed")
+    exitProcess(if (failed == 0) 0 else 1)
+}

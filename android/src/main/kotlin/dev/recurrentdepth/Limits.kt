@@ -1,0 +1,165 @@
+package dev.recurrentdepth
+
+/**
+ * When a token may stop iterating before [ComputeLimits.maxIterations]
+ * (rd_exit_criterion with its threshold). Criteria on logits run the coda
+ * and head at every check; the latent ones only compare states.
+ */
+sealed class ExitCriterion(internal val code: Int, open val threshold: Double) {
+    /** Never exit early: every token runs maxIterations. */
+    data object None : ExitCriterion(RdNative.EXIT_NONE, 0.0)
+
+    /** KL divergence of successive next-token distributions below [threshold]. */
+    data class Kl(override val threshold: Double = 5e-4) : ExitCriterion(RdNative.EXIT_KL, threshold)
+
+    /** The same KL after min-p(0.1) filtering. */
+    data class MinPKl(override val threshold: Double = 1e-5) : ExitCriterion(RdNative.EXIT_MINP_KL, threshold)
+
+    /** |H_t - H_{t-1}| of the entropies below [threshold]. */
+    data class EntropyDiff(override val threshold: Double = 1e-3) :
+        ExitCriterion(RdNative.EXIT_ENTROPY_DIFF, threshold)
+
+    /** Relative change of the latent state below [threshold]. */
+    data class LatentDiff(override val threshold: Double = 0.03) :
+        ExitCriterion(RdNative.EXIT_LATENT_DIFF, threshold)
+
+    /** 1 - cos(x_t, x_{t-1}) of the latent states below [threshold]. */
+    data class Cosine(override val threshold: Double = 1e-3) : ExitCriterion(RdNative.EXIT_COSINE, threshold)
+
+    /** The argmax unchanged for [checks] consecutive checks. */
+    data class ArgmaxStability(val checks: Int = 5) :
+        ExitCriterion(RdNative.EXIT_ARGMAX_STABILITY, checks.toDouble())
+}
+
+/**
+ * How much each token may think (rd_compute_limits): the core runs at least
+ * [minIterations] and at most [maxIterations] times per token; from
+ * [minIterations] on, every [checkEvery] steps, [exit] is evaluated.
+ * Validated by the library: invalid values make calls throw [RdException]
+ * with [RdException.Status.INVALID_ARGUMENT].
+ */
+data class ComputeLimits(
+    val minIterations: Int = 1,
+    val maxIterations: Int = 32,
+    val checkEvery: Int = 1,
+    val exit: ExitCriterion = ExitCriterion.None,
+    /** Start each token from the previous token's final state. */
+    val warmStart: Boolean = false,
+    /** Allow the exit criterion on the prompt's last position. */
+    val exitInPrefill: Boolean = false,
+) {
+    companion object {
+        /** Exactly [iterations] per token. */
+        fun fixed(iterations: Int) = ComputeLimits(minIterations = iterations, maxIterations = iterations)
+    }
+}
+
+/**
+ * Sampling of the next token (rd_sampling_params). Pass `null` instead of a
+ * Sampling to decode greedily.
+ */
+data class Sampling(
+    val temperature: Float = 0.8f,
+    val topK: Int = 40,
+    val topP: Float = 0.95f,
+    val minP: Float = 0.05f,
+    val repeatPenalty: Float = 1.0f,
+    val repeatLastN: Int = 64,
+    val seed: Long = 0,
+    val greedy: Boolean = false,
+)
+
+/** One generated token. */
+data class TokenEvent(
+    /** The token id. */
+    val token: Int,
+    /** Core iterations of the distribution it was sampled from (the first: the prompt's). */
+    val iterations: Int,
+    /** Its index in this generation, from 0. */
+    val index: Long,
+    /** The exit criterion's value at the last check; null when none was evaluated. */
+    val exitValue: Double?,
+    /**
+     * The text this token completes: whole characters only (the library holds
+     * back the bytes of a character split over tokens until the token that
+     * completes it), possibly "". The texts of a generation concatenate to
+     * [Model.detokenize] of its tokens. `null` when the model has no usable
+     * tokenizer.
+     */
+    val text: String?,
+)
+
+/** Why a generation ended (rd_stop_reason). */
+enum class StopReason { MAX_TOKENS, STOP_TOKEN, CALLBACK, CONTEXT_FULL, UNKNOWN }
+
+/** Statistics of the last finished generation (rd_generate_stats). */
+data class GenerationStats(
+    val tokens: Long,
+    val promptTokens: Long,
+    val prefillIterations: Int,
+    val stopReason: StopReason,
+    val prefillSeconds: Double,
+    val decodeSeconds: Double,
+    val meanIterations: Double,
+    val kvBytes: Long,
+)
+
+/** Where the weights and the recurrent block run (rd_backend). */
+enum class Backend(internal val code: Int) {
+    /** A GPU when the build has one and one is present, else the CPU. */
+    AUTO(RdNative.BACKEND_AUTO),
+    CPU(RdNative.BACKEND_CPU),
+    /** A GPU, or the load fails with [RdException.Status.BACKEND]. */
+    GPU(RdNative.BACKEND_GPU),
+}
+
+/** Element type of the KV cache (rd_kv_type). */
+enum class KvType(internal val code: Int) { F32(RdNative.KV_F32), F16(RdNative.KV_F16) }
+
+/** Hyper-parameters and placement of a model (rd_model_info). */
+data class ModelInfo(
+    val architecture: String,
+    val backendName: String,
+    val vocabularySize: Int,
+    val contextLength: Int,
+    val embeddingSize: Int,
+    val heads: Int,
+    val kvHeads: Int,
+    val preludeBlocks: Int,
+    val coreBlocks: Int,
+    val codaBlocks: Int,
+    val defaultIterations: Int,
+    val threads: Int,
+    val weightsMapped: Boolean,
+    /** Tokenizer calls, text prompts and [TokenEvent.text] work. */
+    val hasTokenizer: Boolean,
+    /** [Model.applyChatTemplate] works. */
+    val hasChatTemplate: Boolean,
+    /** Whether `addSpecial` puts [bosToken] first. */
+    val addsBos: Boolean,
+    val bosToken: Int?,
+    val eosToken: Int?,
+    /** End of turn (chat). */
+    val eotToken: Int?,
+)
+
+/** One message of a conversation, for [Model.applyChatTemplate]. */
+data class ChatMessage(
+    /** "system", "user", "assistant", ... as the model's template expects. */
+    val role: String,
+    val content: String,
+)
+
+internal fun tokenizeFlags(addSpecial: Boolean, parseSpecial: Boolean): Int =
+    (if (addSpecial) RdNative.TOKENIZE_ADD_SPECIAL else 0) or
+        (if (parseSpecial) RdNative.TOKENIZE_PARSE_SPECIAL else 0)
+
+/** Sizes and fill level of a session (rd_session_info). */
+data class SessionInfo(
+    val contextLength: Int,
+    val positions: Int,
+    val batchSize: Int,
+    val kvBudget: Int,
+    val kvBytes: Long,
+    val computeBytes: Long,
+)
