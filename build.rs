@@ -1,4 +1,5 @@
-//! Generates the C header from `src/ffi` with cbindgen (configuration in
+//! Adds the Vulkan SDK's library folder to the link path (feature `vulkan`)
+//! and generates the C header from `src/ffi` with cbindgen (configuration in
 //! `cbindgen.toml`) into `$OUT_DIR/recurrent_depth.h`. `tests/header.rs`
 //! checks that it matches the committed `include/recurrent_depth.h`;
 //! `RD_WRITE_HEADER=1 cargo build` also writes it there.
@@ -14,6 +15,17 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-env-changed=RD_WRITE_HEADER");
+    println!("cargo:rerun-if-env-changed=VULKAN_SDK");
+
+    // The Vulkan loader to link against: llama-cpp-sys-2 asks for `-lvulkan`
+    // but does not always add `$VULKAN_SDK/lib` to the search path (the prefix
+    // tools/setup_vulkan.sh makes keeps the loader there).
+    if env::var_os("CARGO_FEATURE_VULKAN").is_some()
+        && let Some(sdk) = env::var_os("VULKAN_SDK")
+    {
+        let lib = PathBuf::from(sdk).join("lib");
+        println!("cargo:rustc-link-search=native={}", lib.display());
+    }
 
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml"))

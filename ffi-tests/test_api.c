@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -885,7 +886,78 @@ static void test_model_load_options(void) {
     printf("     RD_BACKEND_GPU: %s\n", rd_status_string(s));
     CHECK(s == RD_OK || s == RD_ERR_BACKEND);
     rd_model_free(m);
+    /* Explicit device choices: Vulkan device 1000 never exists; Metal exists
+     * only in Metal builds on Apple machines. */
+    mp = rd_model_default_params();
+    mp.backend = RD_BACKEND_VULKAN;
+    mp.device_index = 1000;
+    m = NULL;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_ERR_BACKEND);
+    CHECK(m == NULL);
+    mp.backend = RD_BACKEND_METAL;
+    mp.device_index = 0;
+    s = rd_model_load(g_model_path, &mp, &m);
+    printf("     RD_BACKEND_METAL: %s\n", rd_status_string(s));
+    CHECK(s == RD_OK || s == RD_ERR_BACKEND);
+    rd_model_free(m);
+    m = NULL;
+    /* device_index with a backend that has no index; an unknown backend. */
+    mp = rd_model_default_params();
+    mp.backend = RD_BACKEND_CPU;
+    mp.device_index = 1;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_ERR_INVALID_ARGUMENT);
+    mp.device_index = 0;
+    mp.backend = 99;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_ERR_INVALID_ARGUMENT);
+    CHECK(m == NULL);
+    /* A caller built against the 0.1 header (no device_index) still loads. */
+    mp = rd_model_default_params();
+    mp.backend = RD_BACKEND_CPU;
+    mp.device_index = 7; /* beyond the declared size: must be ignored */
+    mp.struct_size = offsetof(rd_model_params, device_index);
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_OK);
+    rd_model_info info = {.struct_size = sizeof info};
+    if (m) {
+        CHECK_STATUS(rd_model_get_info(m, &info), RD_OK);
+        CHECK(info.backend == RD_BACKEND_CPU && info.device_index == 0);
+        CHECK(info.device_description != NULL && strlen(info.device_description) > 0);
+        rd_session *ses = new_session(m, 64, 1);
+        if (ses) {
+            rd_session_info si = {.struct_size = sizeof si};
+            CHECK_STATUS(rd_session_get_info(ses, &si), RD_OK);
+            CHECK(si.graph_splits == 1); /* everything on the CPU */
+            rd_session_free(ses);
+        }
+    }
+    rd_model_free(m);
     (void)p;
+}
+
+/* Device enumeration: the CPU is always listed; bad indices and NULL fail. */
+static void test_devices(void) {
+    uint32_t n = rd_device_count();
+    CHECK(n >= 1);
+    bool saw_cpu = false;
+    for (uint32_t i = 0; i < n; i++) {
+        rd_device_info d = {.struct_size = sizeof d};
+        CHECK_STATUS(rd_device_get_info(i, &d), RD_OK);
+        CHECK(d.name && d.description && d.api);
+        printf("     device %u: %s (%s, %s) backend %u index %u, %llu MiB\n", i, d.name, d.api,
+               d.description, d.backend, d.device_index,
+               (unsigned long long)(d.memory_total >> 20));
+        if (d.is_cpu) {
+            saw_cpu = true;
+            CHECK(d.backend == RD_BACKEND_CPU && d.maps_host_memory);
+        } else {
+            CHECK(d.backend == RD_BACKEND_VULKAN || d.backend == RD_BACKEND_METAL);
+        }
+    }
+    CHECK(saw_cpu);
+    rd_device_info d = {.struct_size = sizeof d};
+    CHECK_STATUS(rd_device_get_info(n, &d), RD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rd_device_get_info(0, NULL), RD_ERR_INVALID_ARGUMENT);
+    d.struct_size = 3;
+    CHECK_STATUS(rd_device_get_info(0, &d), RD_ERR_INVALID_ARGUMENT);
 }
 
 typedef struct {
@@ -908,9 +980,23 @@ static void test_progress_callback(void) {
     mp.progress_user_data = &pr;
     rd_model *m = NULL;
     REQUIRE_OK(rd_model_load(g_model_path, &mp, &m));
-    CHECK(pr.calls == 3 && pr.values[0] == 0.0f && pr.values[1] == 0.5f && pr.values[2] == 1.0f);
+    /* 0 before opening, 0.5 parsed, 0.95 weights placed (mapped: one step),
+     * 1 done. */
+    CHECK(pr.calls == 4 && pr.values[0] == 0.0f && pr.values[1] == 0.5f &&
+          pr.values[2] == 0.95f && pr.values[3] == 1.0f);
     rd_model_free(m);
-    for (int at = 0; at < 3; at++) {
+    /* Without mmap: increasing values (per tensor when the weights are
+     * copied to a device), ending at 1. */
+    progress_t up = {.cancel_at = -1};
+    mp.use_mmap = false;
+    mp.progress_user_data = &up;
+    REQUIRE_OK(rd_model_load(g_model_path, &mp, &m));
+    CHECK(up.calls >= 4);
+    for (int i = 1; i < up.calls && i < 8; i++) CHECK(up.values[i] >= up.values[i - 1]);
+    CHECK(up.calls > 8 || up.values[up.calls - 1] == 1.0f);
+    rd_model_free(m);
+    mp.use_mmap = true;
+    for (int at = 0; at < 4; at++) {
         progress_t c = {.cancel_at = at};
         mp.progress_user_data = &c;
         m = NULL;
@@ -1128,6 +1214,7 @@ int main(int argc, char **argv) {
     RUN(test_bad_model_files);
     RUN(test_bad_arguments);
     RUN(test_model_load_options);
+    RUN(test_devices);
     RUN(test_progress_callback);
     RUN(test_cancel_from_another_thread);
     RUN(test_two_sessions_two_threads);

@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 /** The library's version as a string literal, "MAJOR.MINOR.PATCH". */
-#define RD_VERSION_STRING "0.1.0"
+#define RD_VERSION_STRING "0.2.0"
 
 /**
  * Major version of the library (semantic versioning).
@@ -34,7 +34,7 @@
 /**
  * Minor version of the library.
  */
-#define RD_VERSION_MINOR 1
+#define RD_VERSION_MINOR 2
 
 /**
  * Patch version of the library.
@@ -171,7 +171,7 @@ typedef struct rd_model rd_model;
 typedef struct rd_session rd_session;
 
 /**
- * Device preference of `rd_model_params.backend`.
+ * Device choice of `rd_model_params.backend` (and `rd_device_info.backend`).
  */
 typedef uint32_t rd_backend;
 
@@ -225,6 +225,12 @@ typedef struct rd_model_params {
      * Passed unchanged to `progress_callback`.
      */
     void *progress_user_data;
+    /**
+     * Which device of the API `backend` names: the Vulkan device index for
+     * `RD_BACKEND_VULKAN`; must be 0 otherwise (default 0). Added in 0.2;
+     * callers built against an older header get 0.
+     */
+    uint32_t device_index;
 } rd_model_params;
 
 /**
@@ -463,6 +469,54 @@ typedef struct rd_generate_params {
 } rd_generate_params;
 
 /**
+ * One device, written by `rd_device_get_info()`.
+ */
+typedef struct rd_device_info {
+    /**
+     * Set by the caller to `sizeof(rd_device_info)` before the call.
+     */
+    size_t struct_size;
+    /**
+     * ggml's name for the device (e.g. "CPU", "Vulkan0", "MTL0"); static,
+     * valid for the life of the process.
+     */
+    const char *name;
+    /**
+     * Human-readable description (e.g. the GPU's name); static.
+     */
+    const char *description;
+    /**
+     * The API: "CPU", "Vulkan" or "Metal"; static.
+     */
+    const char *api;
+    /**
+     * The `rd_model_params.backend` value that selects this device.
+     */
+    rd_backend backend;
+    /**
+     * The `rd_model_params.device_index` value that selects this device.
+     */
+    uint32_t device_index;
+    /**
+     * Whether this is the CPU.
+     */
+    bool is_cpu;
+    /**
+     * Whether the device uses the memory-mapped weights in place (the CPU,
+     * Metal on unified memory); otherwise they are copied to it at load.
+     */
+    bool maps_host_memory;
+    /**
+     * Free device memory in bytes as the driver reports it now (0 if unknown).
+     */
+    uint64_t memory_free;
+    /**
+     * Total device memory in bytes (0 if unknown).
+     */
+    uint64_t memory_total;
+} rd_device_info;
+
+/**
  * Hyper-parameters and placement of a model, written by `rd_model_get_info()`.
  */
 typedef struct rd_model_info {
@@ -550,6 +604,21 @@ typedef struct rd_model_info {
      * The tokenizer's end-of-turn token (chat), or `RD_TOKEN_NONE`.
      */
     rd_token eot_token;
+    /**
+     * The device the model runs on, an `rd_backend` that names it exactly
+     * (`RD_BACKEND_CPU`, `RD_BACKEND_VULKAN` or `RD_BACKEND_METAL`, never
+     * `RD_BACKEND_AUTO`). Added in 0.2.
+     */
+    uint32_t backend;
+    /**
+     * With `RD_BACKEND_VULKAN`: the Vulkan device index; else 0. Added in 0.2.
+     */
+    uint32_t device_index;
+    /**
+     * Description of the device (e.g. the GPU's name, or "CPU"); owned by the
+     * model, valid until `rd_model_free()`. Added in 0.2.
+     */
+    const char *device_description;
 } rd_model_info;
 
 /**
@@ -602,6 +671,13 @@ typedef struct rd_session_info {
      * Bytes of compute buffers reserved for graphs.
      */
     uint64_t compute_bytes;
+    /**
+     * Most pieces one of the session's graphs was split into between
+     * devices: 1 when everything runs on the model's device; more on a GPU
+     * means some ops fall back to the CPU (tensors are copied at each split).
+     * Added in 0.2.
+     */
+    uint32_t graph_splits;
 } rd_session_info;
 
 /**
@@ -720,8 +796,8 @@ typedef struct rd_generate_stats {
 #define RD_TOKEN_NONE 4294967295
 
 /**
- * A GPU when this build has one (Vulkan or Metal) and one is present, else
- * the CPU.
+ * The first GPU (discrete, then integrated) when this build has a GPU
+ * backend (Vulkan or Metal) and the system shows one, else the CPU.
  */
 #define RD_BACKEND_AUTO 0
 
@@ -731,9 +807,23 @@ typedef struct rd_generate_stats {
 #define RD_BACKEND_CPU 1
 
 /**
- * A GPU; loading fails with `RD_ERR_BACKEND` when there is none.
+ * The first GPU of any API; loading fails with `RD_ERR_BACKEND` when there
+ * is none.
  */
 #define RD_BACKEND_GPU 2
+
+/**
+ * Vulkan device `rd_model_params.device_index` (numbered as
+ * `rd_device_get_info()` lists them); `RD_ERR_BACKEND` when this build has no
+ * Vulkan backend or there is no such device.
+ */
+#define RD_BACKEND_VULKAN 3
+
+/**
+ * The Metal device (Apple platforms); `RD_ERR_BACKEND` when this build has no
+ * Metal backend.
+ */
+#define RD_BACKEND_METAL 4
 
 /**
  * 32-bit floats.
@@ -898,6 +988,27 @@ struct rd_sampling_params rd_sampling_default_params(void);
  * Default generation parameters (see each field). Thread-safe.
  */
 struct rd_generate_params rd_generate_default_params(void);
+
+/**
+ * Number of devices this build can run on (the CPU included), as listed by
+ * `rd_device_get_info()`. Vulkan devices that are CPUs (Mesa's lavapipe) are
+ * hidden unless the environment variable `GGML_VK_VISIBLE_DEVICES` lists
+ * them before the first call. Thread-safe.
+ */
+uint32_t rd_device_count(void);
+
+/**
+ * Describes device `index` (`0 <= index < rd_device_count()`).
+ * `out_info->struct_size` must be set by the caller. Errors:
+ * `RD_ERR_INVALID_ARGUMENT` (NULL, bad struct_size, index out of range).
+ * Thread-safe.
+ *
+ * # Safety
+ *
+ * `out_info` must be NULL or a writable `rd_device_info` of
+ * `out_info->struct_size` bytes.
+ */
+enum rd_status rd_device_get_info(uint32_t index, struct rd_device_info *out_info);
 
 /**
  * Loads a `huginn` GGUF model, with its tokenizer and chat template when the

@@ -24,4 +24,4 @@ pub mod testmodel;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
-pub use ggml::{BackendKind, DeviceInfo, list_devices};
+pub use ggml::{BackendKind, DeviceInfo, DeviceType, list_devices};

@@ -124,6 +124,8 @@ pub struct Session {
     /// Tokens of the batch being processed.
     n_cur: usize,
     cancel: Arc<AtomicBool>,
+    /// Most device splits seen in one graph (see [`Session::graph_splits`]).
+    max_splits: usize,
 }
 
 impl Session {
@@ -191,6 +193,9 @@ impl Session {
         let d = cfg.n_embd as i64;
         let state_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let embed_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
+        let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
+        let kv_need = 2 * n_layers * cfg.kv_dim() * n_ctx * el + 2 * cfg.n_embd * n_batch * 4;
+        backend.check_fits(kv_need, "the KV cache")?;
         let kv_buf = backend.alloc_ctx_tensors(&kv_ctx)?;
         kv_buf.clear();
 
@@ -224,6 +229,7 @@ impl Session {
             n_past: 0,
             n_cur: 0,
             cancel: Arc::new(AtomicBool::new(false)),
+            max_splits: 0,
             params: params.clone(),
             model,
         };
@@ -243,6 +249,7 @@ impl Session {
         };
         let res = self.build_and(seg, n_past, |sched, graph| sched.reserve(&mut graph.graph));
         self.n_cur = 0;
+        self.max_splits = self.sched.n_splits();
         res
     }
 
@@ -276,8 +283,24 @@ impl Session {
         self.sched.compute_bytes(&self.backend)
     }
 
-    /// A flag that, when set from any thread, stops the running computation
-    /// within one graph node; the call then returns [`Error::Cancelled`].
+    /// Most pieces one graph of this session was split into between devices.
+    /// 1 means every op ran on the session's device; on a GPU, more means some
+    /// ops fell back to the CPU (ggml's scheduler copies tensors at each
+    /// boundary). Measured on the largest graph at creation and updated as
+    /// graphs run.
+    pub fn graph_splits(&self) -> usize {
+        self.max_splits
+    }
+
+    /// Name of the backend this session computes on (e.g. `CPU`, `Vulkan0`).
+    pub fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+
+    /// A flag that, when set from any thread, stops the running computation:
+    /// on the CPU within one graph node, on a GPU at the end of the running
+    /// graph (at most 16 recurrence steps); the call then returns
+    /// [`Error::Cancelled`].
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)
     }
@@ -498,8 +521,10 @@ impl Session {
         let n_kv = n_past + n;
         let mut out_t = None;
         self.backend.set_abort_flag(Some(&self.cancel));
+        let mut splits = 0;
         let res = self.build_and(seg, n_past, |sched, graph| {
             sched.alloc(&mut graph.graph)?;
+            splits = sched.n_splits();
             let inp = graph.inputs;
             inp.pos.write_i32(&pos[..n])?;
             inp.mask.write_f32(0, &mask[..n * n_kv])?;
@@ -513,6 +538,7 @@ impl Session {
         });
         self.backend.set_abort_flag(None);
         self.host = host;
+        self.max_splits = self.max_splits.max(splits);
         if self.cancel.swap(false, Ordering::Relaxed) && res.is_ok() {
             // Raised after the last node ran: the work is done, report it anyway.
             return Err(Error::Cancelled);
@@ -567,6 +593,7 @@ impl Session {
                 w: &model.weights,
                 ctx,
                 graph: &mut graph,
+                contiguous_attention: !self.backend.is_cpu(),
             };
             let (mut x, e) = if seg.prelude {
                 let ids = gb.ctx.new_tensor(GgmlType::I32, &[n as i64])?;

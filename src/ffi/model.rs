@@ -26,6 +26,7 @@ pub struct rd_model {
     pub(crate) text: Arc<ModelText>,
     architecture: CString,
     backend_name: CString,
+    device_description: CString,
 }
 
 // The C API promises that models can be shared across threads.
@@ -167,7 +168,19 @@ pub unsafe extern "C" fn rd_model_load(
         }
         .map_err(|e| with_path(e.into()))?;
         progress(0.5)?;
-        let model = Model::from_file(file, &load).map_err(with_path)?;
+        // Weight placement reports 0.5..0.95 (per tensor when uploading to a
+        // GPU); 1 comes after mlock.
+        let mut placing = |p: f32| progress(0.5 + 0.45 * p.clamp(0.0, 1.0)).is_ok();
+        let model = Model::from_file_with_progress(file, &load, &mut placing).map_err(|e| {
+            if matches!(e, crate::Error::Cancelled) {
+                Fail::new(
+                    rd_status::RD_ERR_CANCELLED,
+                    "cancelled by the progress callback",
+                )
+            } else {
+                with_path(e)
+            }
+        })?;
         if params.use_mlock {
             lock_memory(model.file_range())?;
         }
@@ -184,6 +197,8 @@ pub unsafe extern "C" fn rd_model_load(
             text,
             architecture: CString::new(architecture).unwrap_or_default(),
             backend_name: CString::new(model.backend_name().replace('\0', "")).unwrap_or_default(),
+            device_description: CString::new(model.device_description().replace('\0', ""))
+                .unwrap_or_default(),
             model: Arc::new(model),
         };
         out.write(Box::into_raw(Box::new(handle)));
@@ -263,13 +278,23 @@ pub struct rd_model_info {
     pub eos_token: rd_token,
     /// The tokenizer's end-of-turn token (chat), or `RD_TOKEN_NONE`.
     pub eot_token: rd_token,
+    /// The device the model runs on, an `rd_backend` that names it exactly
+    /// (`RD_BACKEND_CPU`, `RD_BACKEND_VULKAN` or `RD_BACKEND_METAL`, never
+    /// `RD_BACKEND_AUTO`). Added in 0.2.
+    pub backend: u32,
+    /// With `RD_BACKEND_VULKAN`: the Vulkan device index; else 0. Added in 0.2.
+    pub device_index: u32,
+    /// Description of the device (e.g. the GPU's name, or "CPU"); owned by the
+    /// model, valid until `rd_model_free()`. Added in 0.2.
+    pub device_description: *const c_char,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; only written by the
 // library (a C bool, numbers, pointers).
 unsafe impl Versioned for rd_model_info {
     const NAME: &'static str = "rd_model_info";
-    const MIN_SIZE: usize = size_of::<Self>();
+    // The first published layout ended before `backend`.
+    const MIN_SIZE: usize = std::mem::offset_of!(rd_model_info, backend);
     fn defaults() -> Self {
         rd_model_info {
             struct_size: size_of::<Self>(),
@@ -292,6 +317,9 @@ unsafe impl Versioned for rd_model_info {
             bos_token: RD_TOKEN_NONE,
             eos_token: RD_TOKEN_NONE,
             eot_token: RD_TOKEN_NONE,
+            backend: 0,
+            device_index: 0,
+            device_description: std::ptr::null(),
         }
     }
 }
@@ -346,6 +374,9 @@ pub unsafe extern "C" fn rd_model_get_info(
             bos_token: id(special.bos),
             eos_token: id(special.eos),
             eot_token: id(special.eot),
+            backend: super::device::backend_code(m.load_params().backend),
+            device_index: super::device::device_index(m.load_params().backend),
+            device_description: handle.device_description.as_ptr(),
         });
         Ok(())
     })

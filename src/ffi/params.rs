@@ -15,15 +15,23 @@ use crate::sampling::SamplingParams;
 use crate::session::{KvType, SessionParams, StateInit};
 use std::ffi::c_void;
 
-/// Device preference of `rd_model_params.backend`.
+/// Device choice of `rd_model_params.backend` (and `rd_device_info.backend`).
 pub type rd_backend = u32;
-/// A GPU when this build has one (Vulkan or Metal) and one is present, else
-/// the CPU.
+/// The first GPU (discrete, then integrated) when this build has a GPU
+/// backend (Vulkan or Metal) and the system shows one, else the CPU.
 pub const RD_BACKEND_AUTO: rd_backend = 0;
 /// The CPU.
 pub const RD_BACKEND_CPU: rd_backend = 1;
-/// A GPU; loading fails with `RD_ERR_BACKEND` when there is none.
+/// The first GPU of any API; loading fails with `RD_ERR_BACKEND` when there
+/// is none.
 pub const RD_BACKEND_GPU: rd_backend = 2;
+/// Vulkan device `rd_model_params.device_index` (numbered as
+/// `rd_device_get_info()` lists them); `RD_ERR_BACKEND` when this build has no
+/// Vulkan backend or there is no such device.
+pub const RD_BACKEND_VULKAN: rd_backend = 3;
+/// The Metal device (Apple platforms); `RD_ERR_BACKEND` when this build has no
+/// Metal backend.
+pub const RD_BACKEND_METAL: rd_backend = 4;
 
 /// Element type of the KV cache (`rd_session_params.kv_type`).
 pub type rd_kv_type = u32;
@@ -130,13 +138,18 @@ pub struct rd_model_params {
     pub progress_callback: rd_progress_callback,
     /// Passed unchanged to `progress_callback`.
     pub progress_user_data: *mut c_void,
+    /// Which device of the API `backend` names: the Vulkan device index for
+    /// `RD_BACKEND_VULKAN`; must be 0 otherwise (default 0). Added in 0.2;
+    /// callers built against an older header get 0.
+    pub device_index: u32,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; bools come from C bools,
 // the callback from a C function pointer or NULL.
 unsafe impl Versioned for rd_model_params {
     const NAME: &'static str = "rd_model_params";
-    const MIN_SIZE: usize = size_of::<Self>();
+    // The first published layout ended before `device_index`.
+    const MIN_SIZE: usize = std::mem::offset_of!(rd_model_params, device_index);
     fn defaults() -> Self {
         let d = LoadParams::default();
         rd_model_params {
@@ -147,6 +160,7 @@ unsafe impl Versioned for rd_model_params {
             use_mlock: false,
             progress_callback: None,
             progress_user_data: std::ptr::null_mut(),
+            device_index: 0,
         }
     }
 }
@@ -158,8 +172,16 @@ impl rd_model_params {
             RD_BACKEND_AUTO => BackendKind::Auto,
             RD_BACKEND_CPU => BackendKind::Cpu,
             RD_BACKEND_GPU => BackendKind::Gpu,
+            RD_BACKEND_VULKAN => BackendKind::Vulkan(self.device_index as usize),
+            RD_BACKEND_METAL => BackendKind::Metal,
             b => return Err(Fail::invalid(format!("unknown backend {b}"))),
         };
+        if self.device_index != 0 && self.backend != RD_BACKEND_VULKAN {
+            return Err(Fail::invalid(format!(
+                "device_index {} is only meaningful with RD_BACKEND_VULKAN",
+                self.device_index
+            )));
+        }
         Ok(LoadParams {
             backend,
             n_threads: self.n_threads as usize,

@@ -449,12 +449,18 @@ pub struct rd_session_info {
     pub kv_bytes: u64,
     /// Bytes of compute buffers reserved for graphs.
     pub compute_bytes: u64,
+    /// Most pieces one of the session's graphs was split into between
+    /// devices: 1 when everything runs on the model's device; more on a GPU
+    /// means some ops fall back to the CPU (tensors are copied at each split).
+    /// Added in 0.2.
+    pub graph_splits: u32,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers only.
 unsafe impl Versioned for rd_session_info {
     const NAME: &'static str = "rd_session_info";
-    const MIN_SIZE: usize = size_of::<Self>();
+    // The first published layout ended before `graph_splits`.
+    const MIN_SIZE: usize = std::mem::offset_of!(rd_session_info, graph_splits);
     fn defaults() -> Self {
         rd_session_info {
             struct_size: size_of::<Self>(),
@@ -464,6 +470,7 @@ unsafe impl Versioned for rd_session_info {
             kv_budget: 0,
             kv_bytes: 0,
             compute_bytes: 0,
+            graph_splits: 0,
         }
     }
 }
@@ -497,6 +504,7 @@ pub unsafe extern "C" fn rd_session_get_info(
             kv_budget: u32_of(s.kv_budget()),
             kv_bytes: s.kv_bytes() as u64,
             compute_bytes: s.compute_bytes() as u64,
+            graph_splits: u32_of(s.graph_splits()),
         });
         Ok(())
     })

@@ -8,27 +8,96 @@ use std::ptr::NonNull;
 use std::sync::Once;
 use std::sync::atomic::AtomicBool;
 
-/// Which kind of device to run on.
+/// Which device to run on. Parse one from text with [`str::parse`]: `auto`,
+/// `cpu`, `gpu`, `vulkan`, `vulkan:N`, `metal` (the forms `rd --device` takes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendKind {
-    /// The best available: a GPU when one is compiled in and present, else the CPU.
+    /// The first GPU (discrete, then integrated) this build has and the system
+    /// shows, else the CPU.
     #[default]
     Auto,
     /// The CPU backend.
     Cpu,
-    /// A GPU (Vulkan or Metal, whichever this build has).
+    /// The first GPU of any API this build has (Vulkan or Metal); an error
+    /// when there is none.
     Gpu,
+    /// Vulkan device N, numbered as `rd devices` lists them (needs the
+    /// `vulkan` feature).
+    Vulkan(usize),
+    /// The Metal device (needs the `metal` feature; Apple platforms).
+    Metal,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<BackendKind> {
+        let t = s.trim().to_ascii_lowercase();
+        Ok(match t.as_str() {
+            "auto" => BackendKind::Auto,
+            "cpu" => BackendKind::Cpu,
+            "gpu" => BackendKind::Gpu,
+            "vulkan" => BackendKind::Vulkan(0),
+            "metal" | "mtl" => BackendKind::Metal,
+            _ => match t.strip_prefix("vulkan:").map(str::parse::<usize>) {
+                Some(Ok(i)) => BackendKind::Vulkan(i),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "unknown device {s:?} (expected auto, cpu, gpu, vulkan, vulkan:N or metal)"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendKind::Auto => f.write_str("auto"),
+            BackendKind::Cpu => f.write_str("cpu"),
+            BackendKind::Gpu => f.write_str("gpu"),
+            BackendKind::Vulkan(i) => write!(f, "vulkan:{i}"),
+            BackendKind::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+/// What kind of hardware a device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceType {
+    /// The host CPU.
+    Cpu,
+    /// A discrete GPU (or a GPU-API device ggml does not call integrated, such
+    /// as Mesa's lavapipe).
+    Gpu,
+    /// An integrated GPU sharing host memory.
+    IntegratedGpu,
+    /// An accelerator used next to the CPU (e.g. BLAS).
+    Accelerator,
 }
 
 /// A device ggml can run on.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
-    /// Short name (e.g. `CPU`, `Vulkan0`).
+    /// ggml's name for the device (e.g. `CPU`, `Vulkan0`, `MTL0`).
     pub name: String,
-    /// Human-readable description.
+    /// Human-readable description (e.g. the GPU's name).
     pub description: String,
+    /// The API: `CPU`, `Vulkan`, `Metal`, or ggml's registry name for others.
+    pub api: String,
+    /// The choice that selects this device (e.g. `vulkan:1`).
+    pub backend: BackendKind,
+    /// Hardware kind.
+    pub device_type: DeviceType,
     /// Whether this is the CPU device.
     pub is_cpu: bool,
+    /// Free device memory in bytes, as the driver reports it (0 if unknown).
+    pub memory_free: usize,
+    /// Total device memory in bytes (0 if unknown).
+    pub memory_total: usize,
+    /// Whether the device can use host memory (the memory-mapped weights) in
+    /// place, without a copy.
+    pub maps_host_memory: bool,
 }
 
 fn init_backends() {
@@ -45,29 +114,131 @@ fn cstr(p: *const std::os::raw::c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-/// Lists the devices compiled into this build.
-pub fn list_devices() -> Vec<DeviceInfo> {
+/// Every device of this build with its ggml handle, in registry order, with
+/// per-API indices assigned.
+fn devices() -> Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> {
     init_backends();
-    // SAFETY: registry queries.
+    // SAFETY: registry query.
     let n = unsafe { sys::ggml_backend_dev_count() };
-    (0..n)
-        .filter_map(|i| {
-            // SAFETY: i < count.
-            let dev = unsafe { sys::ggml_backend_dev_get(i) };
-            if dev.is_null() {
-                return None;
+    let mut out: Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> = Vec::new();
+    for i in 0..n {
+        // SAFETY: i < count; NULL-checked.
+        let Some(dev) = NonNull::new(unsafe { sys::ggml_backend_dev_get(i) }) else {
+            continue;
+        };
+        let mut props = std::mem::MaybeUninit::<sys::ggml_backend_dev_props>::zeroed();
+        // SAFETY: valid device; ggml fills every field of `props`.
+        let props = unsafe {
+            sys::ggml_backend_dev_get_props(dev.as_ptr(), props.as_mut_ptr());
+            props.assume_init()
+        };
+        // SAFETY: valid device; the registry outlives the process.
+        let reg = unsafe { sys::ggml_backend_dev_backend_reg(dev.as_ptr()) };
+        let reg_name = if reg.is_null() {
+            String::new()
+        } else {
+            // SAFETY: valid registry.
+            cstr(unsafe { sys::ggml_backend_reg_name(reg) })
+        };
+        let device_type = match props.type_ {
+            sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceType::Cpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceType::IntegratedGpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_GPU => DeviceType::Gpu,
+            _ => DeviceType::Accelerator,
+        };
+        let api = match reg_name.as_str() {
+            "MTL" | "Metal" => "Metal".to_string(),
+            _ => reg_name,
+        };
+        let same_api = out.iter().filter(|(_, d)| d.api == api).count();
+        let backend = match (device_type, api.as_str()) {
+            (DeviceType::Cpu, _) => BackendKind::Cpu,
+            (_, "Vulkan") => BackendKind::Vulkan(same_api),
+            (_, "Metal") => BackendKind::Metal,
+            _ => BackendKind::Gpu,
+        };
+        out.push((
+            dev,
+            DeviceInfo {
+                name: cstr(props.name),
+                description: cstr(props.description),
+                api,
+                backend,
+                device_type,
+                is_cpu: device_type == DeviceType::Cpu,
+                memory_free: props.memory_free,
+                memory_total: props.memory_total,
+                maps_host_memory: props.caps.buffer_from_host_ptr,
+            },
+        ));
+    }
+    out
+}
+
+/// Lists the devices compiled into this build and present on this system.
+///
+/// Vulkan devices that are CPUs (Mesa's lavapipe) are hidden by ggml unless
+/// the environment variable `GGML_VK_VISIBLE_DEVICES` names them.
+pub fn list_devices() -> Vec<DeviceInfo> {
+    devices().into_iter().map(|(_, d)| d).collect()
+}
+
+/// Finds the device for `kind`: `Ok(None)` means the CPU.
+fn resolve(kind: BackendKind) -> Result<Option<(NonNull<sys::ggml_backend_device>, DeviceInfo)>> {
+    let all = devices();
+    let gpu = |all: Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)>| {
+        let mut gpus: Vec<_> = all
+            .into_iter()
+            .filter(|(_, d)| matches!(d.device_type, DeviceType::Gpu | DeviceType::IntegratedGpu))
+            .collect();
+        // Discrete before integrated; stable, so registry order otherwise.
+        gpus.sort_by_key(|(_, d)| d.device_type != DeviceType::Gpu);
+        gpus.into_iter().next()
+    };
+    match kind {
+        BackendKind::Cpu => Ok(None),
+        BackendKind::Auto => Ok(gpu(all)),
+        BackendKind::Gpu => gpu(all).map(Some).ok_or_else(|| {
+            Error::Backend("no GPU device: this build has no GPU backend or none is present".into())
+        }),
+        BackendKind::Vulkan(i) => {
+            if !cfg!(feature = "vulkan") {
+                return Err(Error::Backend(
+                    "this build has no Vulkan backend (build with the `vulkan` feature)".into(),
+                ));
             }
-            // SAFETY: valid device.
-            let ty = unsafe { sys::ggml_backend_dev_type(dev) };
-            Some(DeviceInfo {
-                // SAFETY: valid device.
-                name: cstr(unsafe { sys::ggml_backend_dev_name(dev) }),
-                // SAFETY: valid device.
-                description: cstr(unsafe { sys::ggml_backend_dev_description(dev) }),
-                is_cpu: ty == sys::GGML_BACKEND_DEVICE_TYPE_CPU,
-            })
-        })
-        .collect()
+            let n = all.iter().filter(|(_, d)| d.api == "Vulkan").count();
+            all.into_iter()
+                .find(|(_, d)| d.backend == BackendKind::Vulkan(i))
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::Backend(format!(
+                        "no Vulkan device {i}: {n} present (CPU-type devices such as lavapipe \
+                         are hidden unless GGML_VK_VISIBLE_DEVICES lists them)"
+                    ))
+                })
+        }
+        BackendKind::Metal => {
+            if !cfg!(feature = "metal") {
+                return Err(Error::Backend(
+                    "this build has no Metal backend (build with the `metal` feature)".into(),
+                ));
+            }
+            all.into_iter()
+                .find(|(_, d)| d.backend == BackendKind::Metal)
+                .map(Some)
+                .ok_or_else(|| Error::Backend("no Metal device present".into()))
+        }
+    }
+}
+
+/// Serialises creating and freeing GPU backends: ggml-vulkan creates its
+/// logical device lazily on the first backend of a device without a lock, so
+/// two sessions created at once from two threads would race (seen: an abort
+/// inside vkCreateFence). Submissions are locked by ggml itself.
+fn gpu_lifecycle_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Number of physical CPU cores (Linux: distinct (package, core) pairs in
@@ -106,10 +277,12 @@ pub(crate) struct Backend {
     cpu: Option<NonNull<sys::ggml_backend>>,
     threadpool: NonNull<sys::ggml_threadpool>,
     n_threads: usize,
-    is_cpu: bool,
+    /// The non-CPU device, if any.
+    device: Option<(NonNull<sys::ggml_backend_device>, DeviceInfo)>,
 }
 
-// SAFETY: a Backend is used by one session at a time (owned, &mut for compute).
+// SAFETY: a Backend is used by one session at a time (owned, &mut for compute);
+// ggml device handles are process-global and immutable.
 unsafe impl Send for Backend {}
 
 impl Backend {
@@ -126,15 +299,7 @@ impl Backend {
                 "n_threads {n_threads} > 512"
             )));
         }
-        let want_gpu = match kind {
-            BackendKind::Cpu => false,
-            BackendKind::Gpu => true,
-            // SAFETY: registry query.
-            BackendKind::Auto => {
-                !unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_GPU) }
-                    .is_null()
-            }
-        };
+        let device = resolve(kind)?;
         // SAFETY: creates the CPU backend; NULL on failure.
         let cpu = NonNull::new(unsafe { sys::ggml_backend_cpu_init() })
             .ok_or_else(|| Error::Backend("cannot initialise the CPU backend".into()))?;
@@ -161,26 +326,22 @@ impl Backend {
             cpu: None,
             threadpool,
             n_threads,
-            is_cpu: true,
+            device: None,
         };
-        if want_gpu {
-            // SAFETY: NULL when no such device is compiled in or present.
-            let gpu = unsafe {
-                sys::ggml_backend_init_by_type(sys::GGML_BACKEND_DEVICE_TYPE_GPU, std::ptr::null())
-            };
-            match NonNull::new(gpu) {
-                Some(g) => {
-                    b.cpu = Some(b.main);
-                    b.main = g;
-                    b.is_cpu = false;
-                }
-                None if kind == BackendKind::Gpu => {
-                    return Err(Error::Backend(
-                        "no GPU device available in this build".into(),
-                    ));
-                }
-                None => {}
-            }
+        if let Some((dev, info)) = device {
+            let _serial = gpu_lifecycle_lock();
+            // SAFETY: a valid device from the registry; NULL on failure.
+            let g =
+                NonNull::new(unsafe { sys::ggml_backend_dev_init(dev.as_ptr(), std::ptr::null()) })
+                    .ok_or_else(|| {
+                        Error::Backend(format!(
+                            "cannot initialise device {} ({})",
+                            info.name, info.description
+                        ))
+                    })?;
+            b.cpu = Some(b.main);
+            b.main = g;
+            b.device = Some((dev, info));
         }
         Ok(b)
     }
@@ -192,13 +353,59 @@ impl Backend {
 
     /// Whether the main device is the CPU.
     pub(crate) fn is_cpu(&self) -> bool {
-        self.is_cpu
+        self.device.is_none()
+    }
+
+    /// The concrete device choice (never `Auto` or `Gpu`), for sessions to
+    /// open the same device.
+    pub(crate) fn kind(&self) -> BackendKind {
+        match &self.device {
+            None => BackendKind::Cpu,
+            Some((_, info)) => info.backend,
+        }
     }
 
     /// Name of the main device's backend.
     pub(crate) fn name(&self) -> String {
         // SAFETY: valid backend.
         cstr(unsafe { sys::ggml_backend_name(self.main.as_ptr()) })
+    }
+
+    /// Human-readable description of the main device.
+    pub(crate) fn description(&self) -> String {
+        match &self.device {
+            None => "CPU".to_string(),
+            Some((_, info)) => info.description.clone(),
+        }
+    }
+
+    /// Free and total memory of the main device in bytes, as the driver reports
+    /// them now; `None` for the CPU.
+    pub(crate) fn device_memory(&self) -> Option<(usize, usize)> {
+        let (dev, _) = self.device.as_ref()?;
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: valid device; writes two integers.
+        unsafe { sys::ggml_backend_dev_memory(dev.as_ptr(), &mut free, &mut total) };
+        Some((free, total))
+    }
+
+    /// Fails with a clear out-of-memory error when the device reports less free
+    /// memory than `bytes` (GPU devices only; the CPU relies on allocation
+    /// failure). Apple GPUs report their recommended working-set limit here.
+    pub(crate) fn check_fits(&self, bytes: usize, what: &str) -> Result<()> {
+        if let Some((free, total)) = self.device_memory()
+            && total > 0
+            && bytes > free
+        {
+            return Err(Error::OutOfMemory(format!(
+                "{what} needs {} MiB but device {} has {} MiB free of {} MiB",
+                bytes >> 20,
+                self.name(),
+                free >> 20,
+                total >> 20
+            )));
+        }
+        Ok(())
     }
 
     fn cpu_backend(&self) -> *mut sys::ggml_backend {
@@ -234,11 +441,39 @@ impl Backend {
             .ok_or_else(|| Error::OutOfMemory("backend buffer".into()))
     }
 
-    /// Wraps host memory (e.g. a memory-mapped file) as a CPU buffer without
-    /// copying. The memory must outlive the returned buffer and every tensor in it.
-    pub(crate) fn host_buffer_from_ptr(&self, ptr: *const u8, size: usize) -> Result<Buffer> {
-        // SAFETY: ggml only records the pointer; weights are never written.
-        let buf = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut _, size) };
+    /// Whether the main device can use host memory (the memory-mapped weights)
+    /// in place: the CPU, and devices such as Metal on unified memory.
+    pub(crate) fn maps_host_memory(&self) -> bool {
+        match &self.device {
+            None => true,
+            Some((_, info)) => info.maps_host_memory,
+        }
+    }
+
+    /// Wraps host memory (e.g. a memory-mapped file) as a weight buffer of the
+    /// main device without copying; `max_tensor` is the largest tensor that will
+    /// be placed in it. The memory must outlive the returned buffer and every
+    /// tensor in it. Only for devices where [`Backend::maps_host_memory`].
+    pub(crate) fn host_buffer_from_ptr(
+        &self,
+        ptr: *const u8,
+        size: usize,
+        max_tensor: usize,
+    ) -> Result<Buffer> {
+        let buf = match &self.device {
+            // SAFETY: ggml only records the pointer; weights are never written.
+            None => unsafe { sys::ggml_backend_cpu_buffer_from_ptr(ptr as *mut _, size) },
+            // SAFETY: the device supports host pointers (caller checked); ggml
+            // records the pointer, weights are never written.
+            Some((dev, _)) => unsafe {
+                sys::ggml_backend_dev_buffer_from_host_ptr(
+                    dev.as_ptr(),
+                    ptr as *mut _,
+                    size,
+                    max_tensor,
+                )
+            },
+        };
         let buf =
             NonNull::new(buf).ok_or_else(|| Error::Backend("cannot wrap mapped memory".into()))?;
         // SAFETY: valid buffer.
@@ -273,6 +508,7 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
+        let _serial = self.device.as_ref().map(|_| gpu_lifecycle_lock());
         // SAFETY: each handle was created by us and is freed once; the threadpool
         // is freed after the backend that uses it.
         unsafe {
@@ -387,6 +623,14 @@ impl Scheduler {
             sys::GGML_STATUS_ALLOC_FAILED => Err(Error::OutOfMemory("graph compute".into())),
             other => Err(Error::Backend(format!("graph compute failed ({other})"))),
         }
+    }
+
+    /// Number of pieces the last allocated graph was split into between
+    /// devices: 1 when the whole graph runs on the main device; more when some
+    /// ops fell back to the CPU (each split boundary copies tensors).
+    pub(crate) fn n_splits(&self) -> usize {
+        // SAFETY: valid scheduler.
+        unsafe { sys::ggml_backend_sched_get_n_splits(self.sched.as_ptr()) }.max(0) as usize
     }
 
     /// Bytes of compute buffers held (all devices).

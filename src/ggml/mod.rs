@@ -17,7 +17,7 @@ mod quantize;
 
 pub use backend::list_devices;
 pub(crate) use backend::{Backend, Buffer, Scheduler};
-pub use backend::{BackendKind, DeviceInfo};
+pub use backend::{BackendKind, DeviceInfo, DeviceType};
 pub(crate) use context::{Context, Graph, Tensor};
 pub(crate) use ops::RopeMode;
 pub use quantize::{dequantize, quantize};

@@ -29,7 +29,13 @@ impl Context {
     pub(crate) fn mul_mat(&mut self, a: Tensor, b: Tensor) -> Tensor {
         debug_assert_eq!(a.ne()[0], b.ne()[0]);
         // SAFETY: tensors from live contexts; inner dimensions agree.
-        wrap(unsafe { sys::ggml_mul_mat(self.ptr(), a.ptr(), b.ptr()) })
+        let t = wrap(unsafe { sys::ggml_mul_mat(self.ptr(), a.ptr(), b.ptr()) });
+        // Accumulate in f32 on every backend: GPU backends otherwise may use
+        // f16 accumulators, and the recurrence compounds that error over its
+        // iterations (the CPU always accumulates in f32 and ignores this).
+        // SAFETY: a mul_mat node just created in this context.
+        unsafe { sys::ggml_mul_mat_set_prec(t.ptr(), sys::GGML_PREC_F32) };
+        t
     }
 
     /// RMS normalisation over ne0 followed by an element-wise weight.
@@ -117,6 +123,12 @@ impl Context {
     }
 
     /// Makes a contiguous copy with the given 2-D shape.
+    /// A contiguous copy of `a` (same shape).
+    pub(crate) fn cont(&mut self, a: Tensor) -> Tensor {
+        // SAFETY: valid tensor.
+        wrap(unsafe { sys::ggml_cont(self.ptr(), a.ptr()) })
+    }
+
     pub(crate) fn cont_2d(&mut self, a: Tensor, ne0: i64, ne1: i64) -> Tensor {
         // SAFETY: element counts agree (caller).
         wrap(unsafe { sys::ggml_cont_2d(self.ptr(), a.ptr(), ne0, ne1) })

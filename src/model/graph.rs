@@ -41,6 +41,12 @@ pub(crate) struct GraphBuilder<'a> {
     pub w: &'a Weights,
     pub ctx: &'a mut Context,
     pub graph: &'a mut Graph,
+    /// Copy attention operands to contiguous memory before the two attention
+    /// products. GPU backends (Vulkan) convert non-contiguous matmul operands to
+    /// f16, which costs about 1e-3 of the logit range over a recurrence; the
+    /// copies keep the arithmetic in f32. The CPU handles strided f32 operands
+    /// exactly and skips them.
+    pub contiguous_attention: bool,
 }
 
 impl GraphBuilder<'_> {
@@ -189,15 +195,22 @@ impl GraphBuilder<'_> {
         let keys = self
             .ctx
             .view_3d(kv.k, hd, nkv, n_kv, hd as usize * kv.k.nb()[0], k_row, 0);
-        let keys = self.ctx.permute(keys, [0, 2, 1, 3]);
-        let q = self.ctx.permute(q, [0, 2, 1, 3]);
+        let mut keys = self.ctx.permute(keys, [0, 2, 1, 3]);
+        let mut q = self.ctx.permute(q, [0, 2, 1, 3]);
+        if self.contiguous_attention {
+            keys = self.ctx.cont(keys);
+            q = self.ctx.cont(q);
+        }
         let kq = self.ctx.mul_mat(keys, q);
         let kq = self
             .ctx
             .soft_max_masked(kq, inp.mask, 1.0 / (cfg.head_dim as f32).sqrt());
-        let vals = self
+        let mut vals = self
             .ctx
             .view_3d(kv.v, n_kv, hd, nkv, v_row, v_row * hd as usize, 0);
+        if self.contiguous_attention {
+            vals = self.ctx.cont(vals);
+        }
         let out = self.ctx.mul_mat(vals, kq);
         let out = self.ctx.permute(out, [0, 2, 1, 3]);
         let out = self.ctx.cont_2d(out, cfg.q_dim() as i64, n);

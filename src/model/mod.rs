@@ -17,12 +17,13 @@ use weights::Weights;
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadParams {
-    /// Device preference.
+    /// Device choice (default [`BackendKind::Auto`]: the first GPU, else the CPU).
     pub backend: BackendKind,
     /// CPU threads for sessions of this model (0 = number of physical cores).
     pub n_threads: usize,
-    /// Memory-map the file (weights are then used in place on the CPU). When
-    /// false the file is read into memory.
+    /// Memory-map the file (weights are then used in place on the CPU and on
+    /// devices that can wrap host memory, such as Metal; Vulkan copies them to
+    /// the device once). When false the file is read into memory.
     pub use_mmap: bool,
 }
 
@@ -42,6 +43,7 @@ pub struct Model {
     // mapping) and the backend go before the file.
     pub(crate) weights: Weights,
     backend_name: String,
+    device_description: String,
     config: ModelConfig,
     params: LoadParams,
     file: GgufFile,
@@ -60,23 +62,50 @@ impl Model {
         Self::from_file(file, params)
     }
 
+    /// Like [`Model::load`], reporting weight placement to `progress` (the
+    /// fraction done, 0..=1; large uploads to a GPU report per tensor).
+    /// Returning false from `progress` stops the load with [`Error::Cancelled`].
+    ///
+    /// [`Error::Cancelled`]: crate::Error::Cancelled
+    pub fn load_with_progress(
+        path: impl AsRef<Path>,
+        params: &LoadParams,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Model> {
+        let path = path.as_ref();
+        let file = if params.use_mmap {
+            GgufFile::open(path)?
+        } else {
+            let bytes = std::fs::read(path)?;
+            GgufFile::from_bytes(bytes)?
+        };
+        Self::from_file_with_progress(file, params, progress)
+    }
+
     /// Builds a model from an already parsed GGUF file.
     pub fn from_file(file: GgufFile, params: &LoadParams) -> Result<Model> {
+        Self::from_file_with_progress(file, params, &mut |_| true)
+    }
+
+    /// Like [`Model::from_file`], with a progress callback (see
+    /// [`Model::load_with_progress`]).
+    pub fn from_file_with_progress(
+        file: GgufFile,
+        params: &LoadParams,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Model> {
         let config = ModelConfig::from_gguf(&file)?;
         // The backend is only needed to place the weights; sessions make their own
-        // (ggml buffers outlive the backend that allocated them).
+        // on the same device (ggml buffers outlive the backend that allocated them).
         let backend = Backend::new(params.backend, params.n_threads)?;
-        let weights = Weights::load(&file, &config, &backend)?;
+        let weights = Weights::load(&file, &config, &backend, progress)?;
         let mut params = params.clone();
         params.n_threads = backend.n_threads();
-        params.backend = if backend.is_cpu() {
-            BackendKind::Cpu
-        } else {
-            BackendKind::Gpu
-        };
+        params.backend = backend.kind();
         Ok(Model {
             weights,
             backend_name: backend.name(),
+            device_description: backend.description(),
             config,
             params,
             file,
@@ -93,14 +122,20 @@ impl Model {
         &self.file
     }
 
-    /// Load parameters, with `n_threads` resolved.
+    /// Load parameters, with `n_threads` and `backend` resolved (the backend is
+    /// the concrete device: `Cpu`, `Vulkan(i)` or `Metal`).
     pub fn load_params(&self) -> &LoadParams {
         &self.params
     }
 
-    /// Name of the backend the weights live on (e.g. `CPU`).
+    /// Name of the backend the weights live on (e.g. `CPU`, `Vulkan0`).
     pub fn backend_name(&self) -> &str {
         &self.backend_name
+    }
+
+    /// Description of the device the model runs on (e.g. the GPU's name).
+    pub fn device_description(&self) -> &str {
+        &self.device_description
     }
 
     /// Whether weight data is used in place from the memory-mapped file.

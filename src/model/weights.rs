@@ -1,6 +1,6 @@
 //! Binding GGUF tensors to ggml tensors: names, shapes and types are checked
-//! against the configuration, then the data is used where it is mapped (CPU) or
-//! uploaded once (other devices).
+//! against the configuration, then the data is used where it is mapped (CPU,
+//! and devices that can wrap host memory such as Metal) or uploaded once (Vulkan).
 
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -122,8 +122,14 @@ impl<'a> Binder<'a> {
 
 impl Weights {
     /// Binds every tensor of `file` according to `cfg` and makes the data
-    /// available to `backend`.
-    pub(crate) fn load(file: &GgufFile, cfg: &ModelConfig, backend: &Backend) -> Result<Weights> {
+    /// available to `backend`. `progress` receives the fraction placed (0..=1)
+    /// and stops the load with [`Error::Cancelled`] by returning false.
+    pub(crate) fn load(
+        file: &GgufFile,
+        cfg: &ModelConfig,
+        backend: &Backend,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Weights> {
         let n_tensors = file.tensors().len();
         let mut b = Binder {
             file,
@@ -174,21 +180,34 @@ impl Weights {
             )));
         }
         let Binder { ctx, bound, .. } = b;
+        let total: usize = bound.iter().map(|(t, _)| t.nbytes()).sum();
         // ggml wraps host memory only at 32-byte alignment; a page-aligned mapping
         // always qualifies, an in-memory copy may not (then the data is copied).
         let aligned = (file.bytes().as_ptr() as usize).is_multiple_of(HOST_PTR_ALIGNMENT);
-        let (buffer, mapped) = if backend.is_cpu() && aligned {
+        let (buffer, mapped) = if backend.maps_host_memory() && aligned {
             // Use the weights where they are mapped: wrap the whole file.
             let bytes = file.bytes();
-            let buffer = backend.host_buffer_from_ptr(bytes.as_ptr(), bytes.len())?;
+            let max_tensor = bound.iter().map(|(t, _)| t.nbytes()).max().unwrap_or(0);
+            backend.check_fits(bytes.len(), "the memory-mapped weights")?;
+            let buffer = backend.host_buffer_from_ptr(bytes.as_ptr(), bytes.len(), max_tensor)?;
             for (t, info) in &bound {
                 buffer.place(*t, file.tensor_data(info).as_ptr())?;
             }
+            if !progress(1.0) {
+                return Err(Error::Cancelled);
+            }
             (buffer, true)
         } else {
+            // Upload once: device memory (or a host copy), filled tensor by tensor.
+            backend.check_fits(total, "the weights")?;
             let buffer = backend.alloc_ctx_tensors(&ctx)?;
+            let mut done = 0usize;
             for (t, info) in &bound {
                 t.write_bytes(0, file.tensor_data(info))?;
+                done += t.nbytes();
+                if !progress(done as f32 / total.max(1) as f32) {
+                    return Err(Error::Cancelled);
+                }
             }
             (buffer, false)
         };

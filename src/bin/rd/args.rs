@@ -13,11 +13,19 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print a GGUF file's metadata and tensor table.
+    /// Print a GGUF file's metadata and tensor table; with --device, also load
+    /// the model there and report where its graphs run.
     Info {
         /// The GGUF file.
         file: PathBuf,
+        /// Also load the model on this device (auto, cpu, gpu, vulkan,
+        /// vulkan:N, metal) and print the backend, weight placement, memory and
+        /// the number of device splits of the largest graph.
+        #[arg(long)]
+        device: Option<String>,
     },
+    /// List the devices this build can run on, with their memory.
+    Devices,
     /// Evaluate tokens and write the logits of every position as .npy.
     Logits(LogitsArgs),
     /// Generate tokens greedily from a prompt of token ids.
@@ -43,7 +51,8 @@ pub struct ModelArgs {
     /// CPU threads (0 = physical cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Device: auto, cpu or gpu.
+    /// Device: auto (first GPU, else CPU), cpu, gpu, vulkan, vulkan:N or
+    /// metal (`rd devices` lists them).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Context length (0 = the model's).

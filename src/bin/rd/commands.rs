@@ -20,11 +20,15 @@ use std::sync::Arc;
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Info { file } => {
+        Command::Info { file, device } => {
             let f = GgufFile::open(&file)?;
             print!("{}", recurrent_depth::gguf::describe(&f));
-            Ok(())
+            match device {
+                Some(d) => placement(&file, d.parse()?),
+                None => Ok(()),
+            }
         }
+        Command::Devices => devices(),
         Command::Logits(a) => logits(a),
         Command::Run(a) => run(a),
         Command::MakeTestModel(a) => make(a),
@@ -48,16 +52,7 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
 
 /// Loads the model and opens a session for `iterations`.
 fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
-    let backend = match a.device.as_str() {
-        "auto" => BackendKind::Auto,
-        "cpu" => BackendKind::Cpu,
-        "gpu" => BackendKind::Gpu,
-        o => {
-            return Err(Error::InvalidArgument(format!(
-                "unknown device {o:?} (auto, cpu, gpu)"
-            )));
-        }
-    };
+    let backend: BackendKind = a.device.parse()?;
     let model = Model::load(
         &a.model,
         &LoadParams {
@@ -86,6 +81,94 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
         ..SessionParams::default()
     };
     Ok((Session::new(Arc::new(model), &params)?, iterations))
+}
+
+/// `rd devices`: one line per device.
+fn devices() -> Result<()> {
+    let list = recurrent_depth::list_devices();
+    println!(
+        "{:<10} {:<8} {:<14} {:>10} {:>10}  description",
+        "choice", "api", "type", "free MiB", "total MiB"
+    );
+    for d in &list {
+        let mib = |b: usize| {
+            if b == 0 {
+                "-".to_string()
+            } else {
+                (b >> 20).to_string()
+            }
+        };
+        println!(
+            "{:<10} {:<8} {:<14} {:>10} {:>10}  {}{}",
+            d.backend.to_string(),
+            d.api,
+            format!("{:?}", d.device_type),
+            mib(d.memory_free),
+            mib(d.memory_total),
+            d.description,
+            if d.maps_host_memory && !d.is_cpu {
+                " (uses mapped weights in place)"
+            } else {
+                ""
+            }
+        );
+    }
+    if !list.iter().any(|d| !d.is_cpu) {
+        println!(
+            "(no GPU: build with --features vulkan or metal; Vulkan CPU devices such as \
+             lavapipe need GGML_VK_VISIBLE_DEVICES)"
+        );
+    }
+    Ok(())
+}
+
+/// `rd info --device`: loads the model there and reports where graphs run.
+fn placement(file: &std::path::Path, backend: BackendKind) -> Result<()> {
+    let model = Arc::new(Model::load(
+        file,
+        &LoadParams {
+            backend,
+            ..LoadParams::default()
+        },
+    )?);
+    let s = Session::new(
+        Arc::clone(&model),
+        &SessionParams {
+            n_ctx: model.config().context_length.min(512),
+            ..SessionParams::default()
+        },
+    )?;
+    println!();
+    println!(
+        "device: {} ({}), chosen as {}",
+        model.backend_name(),
+        model.device_description(),
+        model.load_params().backend
+    );
+    println!(
+        "weights: {}",
+        if model.weights_are_mapped() {
+            "used in place from the memory map"
+        } else {
+            "copied to the device once at load"
+        }
+    );
+    println!(
+        "session (n_ctx {}, B 1): KV {:.1} MiB, compute buffers {:.1} MiB",
+        s.n_ctx(),
+        s.kv_bytes() as f64 / 1048576.0,
+        s.compute_bytes() as f64 / 1048576.0
+    );
+    println!(
+        "graph splits (largest graph: prelude, 16 recurrences, coda): {}{}",
+        s.graph_splits(),
+        if s.graph_splits() > 1 {
+            " (some ops fall back to the CPU)"
+        } else {
+            " (everything runs on the device)"
+        }
+    );
+    Ok(())
 }
 
 fn logits(a: LogitsArgs) -> Result<()> {
