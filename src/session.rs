@@ -253,6 +253,18 @@ impl Session {
         res
     }
 
+    /// Replaces the device backend and scheduler with new ones (after a GPU
+    /// failure) and reserves compute memory again.
+    fn rebuild_backend(&mut self) -> Result<()> {
+        let lp = self.model.load_params();
+        let backend = Backend::new(self.backend.kind(), lp.n_threads)?;
+        let sched = backend.scheduler(self.graph_size)?;
+        // The old scheduler goes before the backends it uses.
+        self.sched = sched;
+        self.backend = backend;
+        self.reserve()
+    }
+
     /// The model this session runs.
     pub fn model(&self) -> &Arc<Model> {
         &self.model
@@ -539,6 +551,17 @@ impl Session {
         self.backend.set_abort_flag(None);
         self.host = host;
         self.max_splits = self.max_splits.max(splits);
+        if let Err(Error::Backend(_)) = &res
+            && !self.backend.is_cpu()
+        {
+            // A GPU backend can stay failed after an error (Metal refuses work
+            // while an iOS app is in the background, and its backend then
+            // fails every later graph). The cache and stores live in device
+            // buffers that outlive the backend, and the failed batch was not
+            // committed, so a fresh backend makes the session usable again.
+            // If that fails too, the next call reports it.
+            let _ = self.rebuild_backend();
+        }
         if self.cancel.swap(false, Ordering::Relaxed) && res.is_ok() {
             // Raised after the last node ran: the work is done, report it anyway.
             return Err(Error::Cancelled);

@@ -80,6 +80,31 @@ fn device_list_and_choices() {
     assert!(matches!(r, Err(Error::Backend(_))), "{:?}", r.err());
 }
 
+/// `rd devices` lists the CPU and the device under test.
+#[test]
+fn rd_devices_lists_the_device_under_test() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rd"))
+        .arg("devices")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.lines().any(|l| l.starts_with("cpu ")), "{text}");
+    let want = common::test_backend();
+    if !matches!(
+        want,
+        BackendKind::Cpu | BackendKind::Auto | BackendKind::Gpu
+    ) {
+        let name = want.to_string();
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+            "{name} missing from:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn placement_and_splits_on_the_device_under_test() {
     let path = model_file("placement");

@@ -161,14 +161,18 @@ public enum Backend: Sendable {
     /// Metal when present, else the CPU.
     case auto
     case cpu
-    /// Metal, or loading fails with `.backend`.
+    /// Any GPU (Metal on Apple platforms), or loading fails with `.backend`.
     case gpu
+    /// Metal, or loading fails with `.backend` (a library built without the
+    /// `metal` feature, or no Metal device).
+    case metal
 
     var code: rd_backend {
         switch self {
         case .auto: return rd_backend(RD_BACKEND_AUTO)
         case .cpu: return rd_backend(RD_BACKEND_CPU)
         case .gpu: return rd_backend(RD_BACKEND_GPU)
+        case .metal: return rd_backend(RD_BACKEND_METAL)
         }
     }
 }

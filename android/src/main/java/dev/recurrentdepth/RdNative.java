@@ -43,6 +43,7 @@ final class RdNative {
     static final int BACKEND_AUTO = 0;
     static final int BACKEND_CPU = 1;
     static final int BACKEND_GPU = 2;
+    static final int BACKEND_VULKAN = 3;
 
     // rd_kv_type
     static final int KV_F32 = 0;

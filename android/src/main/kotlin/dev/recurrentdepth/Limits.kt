@@ -111,6 +111,11 @@ enum class Backend(internal val code: Int) {
     CPU(RdNative.BACKEND_CPU),
     /** A GPU, or the load fails with [RdException.Status.BACKEND]. */
     GPU(RdNative.BACKEND_GPU),
+    /**
+     * Vulkan device 0, or the load fails with [RdException.Status.BACKEND]
+     * (needs a library built with the `vulkan` feature; docs/vulkan.md).
+     */
+    VULKAN(RdNative.BACKEND_VULKAN),
 }
 
 /** Element type of the KV cache (rd_kv_type). */
