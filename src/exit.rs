@@ -109,6 +109,16 @@ impl ExitCriterion {
         )
     }
 
+    /// Whether a check's value follows from `sum p ln p`, `sum p ln p_prev`
+    /// and the argmax alone (see [`ExitState::observe_stats`]), which a GPU
+    /// computes in the graph: kl, entropy-diff and argmax-stability.
+    pub fn device_computable(self) -> bool {
+        matches!(
+            self,
+            ExitCriterion::Kl | ExitCriterion::EntropyDiff | ExitCriterion::ArgmaxStability
+        )
+    }
+
     /// Whether a check needs only the latent state: true for latent-diff and
     /// cosine.
     pub fn needs_latent(self) -> bool {
@@ -413,6 +423,52 @@ impl ExitState {
         self.prev_max_logp = cur.max_logp;
         self.prev_minp_log_mass = cur.minp_log_mass;
         self.prev_argmax = cur.argmax;
+        self.has_prev_logits = true;
+        self.checks += 1;
+        value
+    }
+
+    /// Like [`ExitState::observe_logits`] for a check whose distribution was
+    /// summarised elsewhere (inside the graph, in f32): `neg_entropy` is
+    /// `sum p ln p`, `cross` is `sum p ln p_prev` against the previous check of
+    /// this token (`None` at the first), `argmax` the index of the largest
+    /// logit. Gives the same values as `observe_logits` for kl, entropy-diff
+    /// and argmax-stability (up to the summary's rounding), NaN for other
+    /// criteria. Do not mix with `observe_logits` within one token (call
+    /// [`ExitState::reset`] between tokens as usual).
+    pub fn observe_stats(
+        &mut self,
+        spec: &ExitSpec,
+        neg_entropy: f64,
+        cross: Option<f64>,
+        argmax: usize,
+    ) -> f64 {
+        let entropy = -neg_entropy;
+        let ln_v = (self.vocab as f64).ln();
+        let first = !self.has_prev_logits;
+        let same_argmax = !first && argmax == self.prev_argmax;
+        let value = match spec.criterion {
+            ExitCriterion::Kl => match (first, cross) {
+                (true, _) => (ln_v - entropy).max(0.0),
+                (false, Some(c)) => (neg_entropy - c).max(0.0),
+                (false, None) => f64::NAN,
+            },
+            ExitCriterion::EntropyDiff => {
+                let prev_h = if first { ln_v } else { self.prev_entropy };
+                (entropy - prev_h).abs()
+            }
+            ExitCriterion::ArgmaxStability => {
+                if same_argmax {
+                    (self.argmax_run + 1) as f64
+                } else {
+                    0.0
+                }
+            }
+            _ => f64::NAN,
+        };
+        self.argmax_run = if same_argmax { self.argmax_run + 1 } else { 0 };
+        self.prev_entropy = entropy;
+        self.prev_argmax = argmax;
         self.has_prev_logits = true;
         self.checks += 1;
         value
@@ -894,5 +950,51 @@ mod tests {
             }
         }
         assert_eq!((snap(&st), ptrs(&st)), before);
+    }
+
+    /// The summary path (what a GPU computes in the graph) gives the values
+    /// of the logits path for kl, entropy-diff and argmax-stability.
+    #[test]
+    fn observe_stats_matches_observe_logits() {
+        let v = 50;
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let checks: Vec<Vec<f32>> = (0..6)
+            .map(|k| {
+                (0..v)
+                    .map(|i| {
+                        let noise = (rng.next_u64() % 1000) as f32 / 1000.0;
+                        // Converging towards a fixed distribution, argmax at 3.
+                        (if i == 3 { 4.0 } else { 0.0 }) + noise / (k + 1) as f32
+                    })
+                    .collect()
+            })
+            .collect();
+        for name in ["kl:1e-3", "entropy-diff:1e-3", "argmax-stability:3"] {
+            let sp = spec(name);
+            let mut a = ExitState::new(v, 4);
+            let mut b = ExitState::new(v, 4);
+            let mut prev_logp: Option<Vec<f64>> = None;
+            for l in &checks {
+                let want = a.observe_logits(&sp, l);
+                let mut logp = vec![0.0f64; v];
+                let d = log_softmax(l, &mut logp);
+                let neg_h = -d.entropy;
+                let cross = prev_logp.as_ref().map(|q| {
+                    logp.iter()
+                        .zip(q)
+                        .map(|(lp, lq)| lp.exp() * lq)
+                        .sum::<f64>()
+                });
+                let got = b.observe_stats(&sp, neg_h, cross, d.argmax);
+                close(got, want, 1e-9);
+                prev_logp = Some(logp);
+            }
+        }
+        // Criteria that need more than the summary give NaN.
+        let mut c = ExitState::new(v, 4);
+        assert!(
+            c.observe_stats(&spec("minp-kl:1e-5"), -1.0, None, 0)
+                .is_nan()
+        );
     }
 }

@@ -305,6 +305,9 @@ impl Session {
         w.exit.reset();
         let spec = limits.exit;
         let needs_logits = spec.criterion.needs_logits();
+        // kl, entropy-diff and argmax-stability reduce to three numbers the
+        // graph can compute: on a GPU a check then reads those, not the logits.
+        let on_device = needs_logits && self.exit_on_device() && spec.criterion.device_computable();
         let mut t = 0;
         let mut value = f64::NAN;
         loop {
@@ -328,6 +331,7 @@ impl Session {
                         first_step: t + 1,
                         n_steps: n,
                         coda,
+                        exit_stats: on_device && coda == CodaMode::Last,
                     },
                     None,
                 )?;
@@ -337,7 +341,12 @@ impl Session {
                     return Err(Error::Cancelled);
                 }
             }
-            if needs_logits {
+            if on_device {
+                let st = self.last_exit_stats();
+                value = w
+                    .exit
+                    .observe_stats(&spec, st.neg_entropy, st.cross, st.argmax);
+            } else if needs_logits {
                 value = w.exit.observe_logits(&spec, self.logits());
             } else if spec.criterion.needs_latent() {
                 self.read_last_state(&mut w.state)?;
@@ -355,12 +364,18 @@ impl Session {
                             first_step: t + 1,
                             n_steps: 0,
                             coda: CodaMode::Last,
+                            exit_stats: false,
                         },
                         None,
                     )?;
                 }
                 break;
             }
+        }
+        if on_device {
+            // Every coda of this batch ran at a check: the last logits are
+            // the stored ones.
+            self.load_stored_logits()?;
         }
         self.fill_unreached_slots(t)?;
         if limits.warm_start {

@@ -52,6 +52,13 @@ pub struct SessionParams {
     pub seed: u64,
     /// How new positions' states start.
     pub state_init: StateInit,
+    /// Where the logits-based exit criteria that reduce to a few numbers
+    /// (`kl`, `entropy-diff`, `argmax-stability`) are computed: `Some(true)`
+    /// inside the graph on the device, so a check reads back three numbers
+    /// instead of the logits (which are then read once per token);
+    /// `Some(false)` on the host in f64 from the logits; `None` (default):
+    /// on the device for GPU backends, on the host for the CPU.
+    pub exit_on_device: Option<bool>,
 }
 
 impl Default for SessionParams {
@@ -63,6 +70,7 @@ impl Default for SessionParams {
             kv_type: KvType::F32,
             seed: 0,
             state_init: StateInit::Zeros,
+            exit_on_device: None,
         }
     }
 }
@@ -96,6 +104,23 @@ pub(crate) struct Segment {
     pub n_steps: usize,
     /// Whether to run the coda and head, and for which positions.
     pub coda: CodaMode,
+    /// With `coda` = `Last`: compute the exit statistics of the logits in the
+    /// graph (see [`ExitStats`]) and keep the logits on the device instead of
+    /// reading them back.
+    pub exit_stats: bool,
+}
+
+/// What a check computed on the device reports: enough for the `kl`,
+/// `entropy-diff` and `argmax-stability` criteria.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ExitStats {
+    /// `sum p ln p` of this check's next-token distribution (= -entropy).
+    pub neg_entropy: f64,
+    /// `sum p ln p_prev` against the previous check of the batch (`None` at
+    /// the first check).
+    pub cross: Option<f64>,
+    /// Index of the largest logit.
+    pub argmax: usize,
 }
 
 /// A conversation over a model: KV cache, state and compute buffers.
@@ -117,6 +142,18 @@ pub struct Session {
     coda_kv: Vec<KvLayer>,
     state_store: Tensor,
     embed_store: Tensor,
+    /// Logits of the last position, kept on the device by exit-stat checks.
+    logits_store: Tensor,
+    /// Log-probabilities of the last two exit-stat checks (`[n_vocab, 2]`,
+    /// used alternately so a graph never overwrites what it reads).
+    logp_store: Tensor,
+    /// `[neg_entropy, cross]` of the last exit-stat check.
+    stats_store: Tensor,
+    /// Whether generation computes exit statistics on the device.
+    exit_on_device: bool,
+    /// Exit-stat checks run on the current batch.
+    device_checks: usize,
+    last_stats: ExitStats,
     host: HostInputs,
     logits: Vec<f32>,
     rng: SplitMix64,
@@ -193,8 +230,14 @@ impl Session {
         let d = cfg.n_embd as i64;
         let state_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let embed_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
+        let v = cfg.n_vocab as i64;
+        let logits_store = kv_ctx.new_tensor(GgmlType::F32, &[v])?;
+        let logp_store = kv_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
+        let stats_store = kv_ctx.new_tensor(GgmlType::F32, &[2])?;
         let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
-        let kv_need = 2 * n_layers * cfg.kv_dim() * n_ctx * el + 2 * cfg.n_embd * n_batch * 4;
+        let kv_need = 2 * n_layers * cfg.kv_dim() * n_ctx * el
+            + 2 * cfg.n_embd * n_batch * 4
+            + 3 * cfg.n_vocab * 4;
         backend.check_fits(kv_need, "the KV cache")?;
         let kv_buf = backend.alloc_ctx_tensors(&kv_ctx)?;
         kv_buf.clear();
@@ -204,6 +247,7 @@ impl Session {
             + STEPS_PER_GRAPH * (NODES_PER_BLOCK * cfg.n_core + 16);
         let graph_ctx = Context::new(graph_size * 3, graph_size)?;
         let sched = backend.scheduler(graph_size)?;
+        let backend_is_cpu = backend.is_cpu();
         let mut s = Session {
             n_ctx,
             n_batch,
@@ -218,6 +262,16 @@ impl Session {
             coda_kv,
             state_store,
             embed_store,
+            logits_store,
+            logp_store,
+            stats_store,
+            exit_on_device: params.exit_on_device.unwrap_or(!backend_is_cpu),
+            device_checks: 0,
+            last_stats: ExitStats {
+                neg_entropy: f64::NAN,
+                cross: None,
+                argmax: 0,
+            },
             host: HostInputs {
                 ids: vec![0; n_batch],
                 pos: vec![0; n_batch],
@@ -246,6 +300,7 @@ impl Session {
             first_step: 1,
             n_steps: STEPS_PER_GRAPH,
             coda: CodaMode::All,
+            exit_stats: self.exit_on_device,
         };
         let res = self.build_and(seg, n_past, |sched, graph| sched.reserve(&mut graph.graph));
         self.n_cur = 0;
@@ -381,6 +436,7 @@ impl Session {
                     first_step: step,
                     n_steps,
                     coda: if last { coda } else { CodaMode::None },
+                    exit_stats: false,
                 };
                 if let (true, Some(out)) = (last, all.as_deref_mut()) {
                     self.run_segment(seg, Some(out))?;
@@ -423,6 +479,7 @@ impl Session {
             return Err(Error::InvalidArgument("batch does not fit".into()));
         }
         self.n_cur = n;
+        self.device_checks = 0;
         let h = &mut self.host;
         for (i, &t) in tokens.iter().enumerate() {
             h.ids[i] = t as i32;
@@ -505,6 +562,22 @@ impl Session {
         Ok(())
     }
 
+    /// Whether generation computes exit statistics on the device.
+    pub(crate) fn exit_on_device(&self) -> bool {
+        self.exit_on_device
+    }
+
+    /// The statistics of the last exit-stat check.
+    pub(crate) fn last_exit_stats(&self) -> ExitStats {
+        self.last_stats
+    }
+
+    /// Reads the logits an exit-stat check kept on the device into
+    /// [`Session::logits`] (one read per token).
+    pub(crate) fn load_stored_logits(&mut self) -> Result<()> {
+        self.logits_store.read_f32(0, &mut self.logits)
+    }
+
     /// Whether cancellation was requested (clears the request).
     pub(crate) fn take_cancel(&self) -> bool {
         self.cancel.swap(false, Ordering::Relaxed)
@@ -534,9 +607,11 @@ impl Session {
         let mut out_t = None;
         self.backend.set_abort_flag(Some(&self.cancel));
         let mut splits = 0;
+        let mut argmax_t = None;
         let res = self.build_and(seg, n_past, |sched, graph| {
             sched.alloc(&mut graph.graph)?;
             splits = sched.n_splits();
+            argmax_t = graph.argmax;
             let inp = graph.inputs;
             inp.pos.write_i32(&pos[..n])?;
             inp.mask.write_f32(0, &mask[..n * n_kv])?;
@@ -567,6 +642,22 @@ impl Session {
             return Err(Error::Cancelled);
         }
         res?;
+        if seg.exit_stats {
+            let mut st = [0f32; 2];
+            self.stats_store.read_f32(0, &mut st)?;
+            let mut am = [0i32; 1];
+            if let Some(t) = argmax_t {
+                t.read_i32(&mut am)?;
+            }
+            self.last_stats = ExitStats {
+                neg_entropy: st[0] as f64,
+                cross: (self.device_checks > 0).then_some(st[1] as f64),
+                argmax: am[0].max(0) as usize,
+            };
+            self.device_checks += 1;
+            // The logits stay on the device (logits_store) until the token ends.
+            return Ok(());
+        }
         if let Some(t) = out_t {
             let v = self.model.config().n_vocab;
             match (seg.coda, all) {
@@ -610,6 +701,14 @@ impl Session {
         let mut x0_t = None;
         let row = self.state_store.nb()[1];
         let logits;
+        let mut argmax = None;
+        let stores = ExitStores {
+            logits: self.logits_store,
+            logp: self.logp_store,
+            stats: self.stats_store,
+            checks: self.device_checks,
+            n_vocab: cfg.n_vocab,
+        };
         {
             let mut gb = GraphBuilder {
                 cfg,
@@ -657,6 +756,9 @@ impl Session {
                     Some(l)
                 }
             };
+            if let (true, Some(l)) = (seg.exit_stats, logits) {
+                argmax = Some(stores.add_nodes(&mut gb, l, n)?);
+            }
         }
         let mut built = BuiltGraph {
             graph,
@@ -667,8 +769,73 @@ impl Session {
                 x0: x0_t,
             },
             logits,
+            argmax,
         };
         f(&mut self.sched, &mut built)
+    }
+}
+
+/// The persistent tensors an exit-stat check writes, and which check of the
+/// batch it is.
+#[derive(Clone, Copy)]
+struct ExitStores {
+    logits: Tensor,
+    logp: Tensor,
+    stats: Tensor,
+    checks: usize,
+    n_vocab: usize,
+}
+
+impl ExitStores {
+    /// Adds the exit statistics of the last position's logits `l` (`[V, n]`)
+    /// to the graph: the logits go to `logits_store`, `sum p ln p` and (after
+    /// the batch's first check) `sum p ln p_prev` to `stats_store`, this
+    /// check's log-probabilities to a `logp_store` slot; returns the argmax
+    /// node (I32, one element).
+    fn add_nodes(self, gb: &mut GraphBuilder, l: Tensor, n: usize) -> Result<Tensor> {
+        let v = self.n_vocab as i64;
+        let f = 4usize;
+        let ctx = &mut *gb.ctx;
+        let l = if l.ne()[1] > 1 {
+            // The reservation graph computes every position's logits.
+            ctx.view_1d(l, v, (n - 1) * l.nb()[1])
+        } else {
+            ctx.view_1d(l, v, 0)
+        };
+        let keep = ctx.cpy(l, self.logits);
+        gb.graph.expand(keep)?;
+        // Stable log-softmax: z = l - max, ln p = z - ln sum e^z.
+        let argmax = ctx.argmax(l);
+        argmax.set_output();
+        gb.graph.expand(argmax)?;
+        let rows = ctx.reshape_2d(l, 1, v);
+        let max = ctx.get_rows(rows, argmax);
+        let max = ctx.view_1d(max, 1, 0);
+        let z = ctx.sub(l, max);
+        let ez = ctx.exp(z);
+        let se = ctx.sum(ez);
+        let lse = ctx.log(se);
+        let logp = ctx.sub(z, lse);
+        let p = ctx.exp(logp);
+        let plogp = ctx.mul(p, logp);
+        let neg_h = ctx.sum(plogp);
+        let st0 = ctx.view_1d(self.stats, 1, 0);
+        let w = ctx.cpy(neg_h, st0);
+        gb.graph.expand(w)?;
+        let slot_bytes = v as usize * f;
+        let cur = self.checks % 2;
+        if self.checks > 0 {
+            let prev = ctx.view_1d(self.logp, v, (1 - cur) * slot_bytes);
+            let pq = ctx.mul(p, prev);
+            let cross = ctx.sum(pq);
+            let st1 = ctx.view_1d(self.stats, 1, f);
+            let w = ctx.cpy(cross, st1);
+            gb.graph.expand(w)?;
+        }
+        let dst = ctx.view_1d(self.logp, v, cur * slot_bytes);
+        let w = ctx.cpy(logp, dst);
+        gb.graph.expand(w)?;
+        Ok(argmax)
     }
 }
 
@@ -697,4 +864,6 @@ struct BuiltGraph {
     graph: crate::ggml::Graph,
     inputs: GraphInputs,
     logits: Option<Tensor>,
+    /// Argmax node of an exit-stat check.
+    argmax: Option<Tensor>,
 }

@@ -117,65 +117,75 @@ fn generation_traces_match_reference() {
                 Arc::new(Model::load(&path, &common::load_params(1)).unwrap())
             })
             .clone();
-        let params = SessionParams {
-            n_ctx: 64,
-            kv_budget: c.kv_budget,
-            ..SessionParams::default()
-        };
-        let mut s = Session::new(model, &params).unwrap();
-        let gp = GenerateParams {
-            max_tokens: c.tokens.len(),
-            limits: c.limits,
-            prefill_iterations: Some(c.prefill_iterations),
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
-        let (trace, stats) = run(&mut s, &c.prompt, &gp).unwrap();
-        let tokens: Vec<u32> = trace.iter().map(|t| t.0).collect();
-        let iterations: Vec<usize> = trace.iter().map(|t| t.1).collect();
-        println!(
-            "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?}",
-            c.name, ""
-        );
-        if tokens != c.tokens || iterations != c.iterations {
-            failures.push(format!(
-                "{}: expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
+        // Both places an exit value can be computed: the default for the
+        // device (host f64 on the CPU, in the graph on a GPU) and, for the
+        // criteria the graph can compute, the other one.
+        let mut modes = vec![None];
+        if c.limits.exit.criterion.device_computable() {
+            modes.push(Some(common::on_gpu() == false));
+        }
+        for exit_on_device in modes {
+            let params = SessionParams {
+                n_ctx: 64,
+                kv_budget: c.kv_budget,
+                exit_on_device,
+                ..SessionParams::default()
+            };
+            let mut s = Session::new(Arc::clone(&model), &params).unwrap();
+            let gp = GenerateParams {
+                max_tokens: c.tokens.len(),
+                limits: c.limits,
+                prefill_iterations: Some(c.prefill_iterations),
+                sampling: SamplingParams::greedy(),
+                stop_tokens: Vec::new(),
+            };
+            let (trace, stats) = run(&mut s, &c.prompt, &gp).unwrap();
+            let tokens: Vec<u32> = trace.iter().map(|t| t.0).collect();
+            let iterations: Vec<usize> = trace.iter().map(|t| t.1).collect();
+            println!(
+                "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?} (exit on device: {exit_on_device:?})",
+                c.name, ""
+            );
+            if tokens != c.tokens || iterations != c.iterations {
+                failures.push(format!(
+                "{} (exit on device {exit_on_device:?}): expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
                 c.name,
                 c.tokens,
                 c.iterations,
                 "",
                 w = c.name.len() + 1
             ));
-            continue;
-        }
-        assert_eq!(stats.tokens, c.tokens.len());
-        assert_eq!(stats.stop, StopReason::MaxTokens);
-        assert_eq!(stats.prefill_iterations, c.prefill_iterations);
-        let mean = iterations.iter().sum::<usize>() as f64 / iterations.len() as f64;
-        assert!(
-            (stats.mean_iterations - mean).abs() < 1e-9,
-            "{}: mean_iterations",
-            c.name
-        );
-        // The exit value of each token's last check: the same criterion
-        // value the reference computed, up to f32-vs-f64 rounding.
-        for (i, (&(_, _, got), &want)) in trace.iter().zip(&c.values).enumerate() {
-            if want.is_nan() || got.is_nan() {
-                if want.is_nan() != got.is_nan() {
+                continue;
+            }
+            assert_eq!(stats.tokens, c.tokens.len());
+            assert_eq!(stats.stop, StopReason::MaxTokens);
+            assert_eq!(stats.prefill_iterations, c.prefill_iterations);
+            let mean = iterations.iter().sum::<usize>() as f64 / iterations.len() as f64;
+            assert!(
+                (stats.mean_iterations - mean).abs() < 1e-9,
+                "{}: mean_iterations",
+                c.name
+            );
+            // The exit value of each token's last check: the same criterion
+            // value the reference computed, up to f32-vs-f64 rounding.
+            for (i, (&(_, _, got), &want)) in trace.iter().zip(&c.values).enumerate() {
+                if want.is_nan() || got.is_nan() {
+                    if want.is_nan() != got.is_nan() {
+                        failures.push(format!(
+                            "{} token {i}: exit value {got} vs reference {want}",
+                            c.name
+                        ));
+                    }
+                    continue;
+                }
+                let err = (got - want).abs() / want.abs().max(1e-3);
+                worst_value_err = worst_value_err.max(err);
+                if err > 0.05 {
                     failures.push(format!(
                         "{} token {i}: exit value {got} vs reference {want}",
                         c.name
                     ));
                 }
-                continue;
-            }
-            let err = (got - want).abs() / want.abs().max(1e-3);
-            worst_value_err = worst_value_err.max(err);
-            if err > 0.05 {
-                failures.push(format!(
-                    "{} token {i}: exit value {got} vs reference {want}",
-                    c.name
-                ));
             }
         }
     }

@@ -271,6 +271,7 @@ impl rd_session_params {
             kv_type,
             seed: self.seed,
             state_init,
+            exit_on_device: None,
         })
     }
 }

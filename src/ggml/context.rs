@@ -103,6 +103,20 @@ impl Tensor {
         Ok(())
     }
 
+    /// Downloads i32 values from the start of an I32 tensor into `out`.
+    pub(crate) fn read_i32(self, out: &mut [i32]) -> Result<()> {
+        let size = out.len() * 4;
+        if self.data_ptr().is_null() || size > self.nbytes() {
+            return Err(Error::Backend(
+                "tensor read out of bounds or unallocated".into(),
+            ));
+        }
+        // SAFETY: range checked; `out` is a writable region of `size` bytes and
+        // any bit pattern is a valid i32.
+        unsafe { sys::ggml_backend_tensor_get(self.ptr(), out.as_mut_ptr().cast(), 0, size) };
+        Ok(())
+    }
+
     /// Sets the tensor's debug name.
     pub(crate) fn set_name(self, name: &str) {
         if let Ok(c) = CString::new(name) {

@@ -51,6 +51,48 @@ impl Context {
         wrap(unsafe { sys::ggml_add(self.ptr(), a.ptr(), b.ptr()) })
     }
 
+    /// Element-wise difference `a - b`, `b` broadcast over `a`.
+    pub(crate) fn sub(&mut self, a: Tensor, b: Tensor) -> Tensor {
+        // SAFETY: valid tensors; b repeats into a (caller).
+        wrap(unsafe { sys::ggml_sub(self.ptr(), a.ptr(), b.ptr()) })
+    }
+
+    /// Element-wise product, `b` broadcast over `a`.
+    pub(crate) fn mul(&mut self, a: Tensor, b: Tensor) -> Tensor {
+        // SAFETY: valid tensors; b repeats into a (caller).
+        wrap(unsafe { sys::ggml_mul(self.ptr(), a.ptr(), b.ptr()) })
+    }
+
+    /// Element-wise `e^x`.
+    pub(crate) fn exp(&mut self, a: Tensor) -> Tensor {
+        // SAFETY: valid tensor.
+        wrap(unsafe { sys::ggml_exp(self.ptr(), a.ptr()) })
+    }
+
+    /// Element-wise natural logarithm.
+    pub(crate) fn log(&mut self, a: Tensor) -> Tensor {
+        // SAFETY: valid tensor.
+        wrap(unsafe { sys::ggml_log(self.ptr(), a.ptr()) })
+    }
+
+    /// Sum of all elements, a one-element tensor.
+    pub(crate) fn sum(&mut self, a: Tensor) -> Tensor {
+        // SAFETY: valid tensor.
+        wrap(unsafe { sys::ggml_sum(self.ptr(), a.ptr()) })
+    }
+
+    /// Index of the largest element of each row (I32, first on ties).
+    pub(crate) fn argmax(&mut self, a: Tensor) -> Tensor {
+        // SAFETY: valid F32 matrix.
+        wrap(unsafe { sys::ggml_argmax(self.ptr(), a.ptr()) })
+    }
+
+    /// A 1-d view of `n` elements starting at byte `offset`.
+    pub(crate) fn view_1d(&mut self, a: Tensor, n: i64, offset: usize) -> Tensor {
+        // SAFETY: the view lies inside `a` (caller).
+        wrap(unsafe { sys::ggml_view_1d(self.ptr(), a.ptr(), n, offset) })
+    }
+
     /// Multiplies every element by `s`.
     pub(crate) fn scale(&mut self, a: Tensor, s: f32) -> Tensor {
         // SAFETY: valid tensor.
