@@ -122,7 +122,7 @@ fn generation_traces_match_reference() {
         // criteria the graph can compute, the other one.
         let mut modes = vec![None];
         if c.limits.exit.criterion.device_computable() {
-            modes.push(Some(common::on_gpu() == false));
+            modes.push(Some(!common::on_gpu()));
         }
         for exit_on_device in modes {
             let params = SessionParams {
