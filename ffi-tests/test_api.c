@@ -933,6 +933,31 @@ static void test_model_load_options(void) {
     (void)p;
 }
 
+static void count_log(rd_log_level level, const char *message, void *user_data) {
+    (void)level;
+    (void)message;
+    (*(int *)user_data)++;
+}
+
+/* rd_log_set: levels are validated; a callback and the default can be set
+ * and the library keeps working under both. */
+static void test_log_settings(void) {
+    int n = 0;
+    CHECK_STATUS(rd_log_set(count_log, &n, 0), RD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rd_log_set(count_log, &n, 5), RD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rd_log_set(count_log, &n, RD_LOG_DEBUG), RD_OK);
+    rd_model *m = load_model(g_model_path);
+    CHECK(m != NULL);
+    rd_session *s = m ? new_session(m, 64, 1) : NULL;
+    if (s) {
+        CHECK_STATUS(rd_eval(s, PROMPT, N_PROMPT, 2), RD_OK);
+        rd_session_free(s);
+    }
+    rd_model_free(m);
+    printf("     %d ggml messages at debug level on this backend\n", n);
+    CHECK_STATUS(rd_log_set(NULL, NULL, RD_LOG_WARN), RD_OK);
+}
+
 /* Device enumeration: the CPU is always listed; bad indices and NULL fail. */
 static void test_devices(void) {
     uint32_t n = rd_device_count();
@@ -1215,6 +1240,7 @@ int main(int argc, char **argv) {
     RUN(test_bad_arguments);
     RUN(test_model_load_options);
     RUN(test_devices);
+    RUN(test_log_settings);
     RUN(test_progress_callback);
     RUN(test_cancel_from_another_thread);
     RUN(test_two_sessions_two_threads);

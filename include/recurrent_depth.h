@@ -517,6 +517,19 @@ typedef struct rd_device_info {
 } rd_device_info;
 
 /**
+ * Severity of a log message (`rd_log_set()`).
+ */
+typedef uint32_t rd_log_level;
+
+/**
+ * Receives one whole log message (NUL-terminated UTF-8, no trailing
+ * newline), valid only during the call. May be called from any thread that
+ * runs the library; must return quickly, must not call `rd_log_set()`, and
+ * must not unwind (no C++ exceptions or longjmp across it).
+ */
+typedef void (*rd_log_callback)(rd_log_level level, const char *message, void *user_data);
+
+/**
  * Hyper-parameters and placement of a model, written by `rd_model_get_info()`.
  */
 typedef struct rd_model_info {
@@ -901,6 +914,26 @@ typedef struct rd_generate_stats {
 #define RD_DETOKENIZE_SKIP_SPECIAL 1
 
 /**
+ * Detail for debugging (device enumeration, buffer sizes).
+ */
+#define RD_LOG_DEBUG 1
+
+/**
+ * Progress information.
+ */
+#define RD_LOG_INFO 2
+
+/**
+ * Something unexpected the library can live with.
+ */
+#define RD_LOG_WARN 3
+
+/**
+ * A failure (the call that hit it also returns an error).
+ */
+#define RD_LOG_ERROR 4
+
+/**
  * `max_tokens` tokens were generated.
  */
 #define RD_STOP_MAX_TOKENS 0
@@ -1009,6 +1042,22 @@ uint32_t rd_device_count(void);
  * `out_info->struct_size` bytes.
  */
 enum rd_status rd_device_get_info(uint32_t index, struct rd_device_info *out_info);
+
+/**
+ * Chooses where the log messages of the compute library go: messages of
+ * `min_level` and above are passed to `callback` with `user_data`, or
+ * written to stderr when `callback` is NULL. The default, before any call,
+ * is warnings and errors to stderr. Applies to the whole process (every
+ * model and session) from the next message on. Errors:
+ * `RD_ERR_INVALID_ARGUMENT` (a level outside `RD_LOG_DEBUG..RD_LOG_ERROR`).
+ * Thread-safe, but do not call it from inside the callback.
+ *
+ * # Safety
+ *
+ * `callback`, if set, must be a valid function that may be called with
+ * `user_data` from any thread until `rd_log_set()` replaces it.
+ */
+enum rd_status rd_log_set(rd_log_callback callback, void *user_data, rd_log_level min_level);
 
 /**
  * Loads a `huginn` GGUF model, with its tokenizer and chat template when the

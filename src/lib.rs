@@ -24,4 +24,6 @@ pub mod testmodel;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
-pub use ggml::{BackendKind, DeviceInfo, DeviceType, list_devices};
+pub use ggml::{
+    BackendKind, DeviceInfo, DeviceType, LogHandler, LogLevel, list_devices, set_log_handler,
+};

@@ -215,3 +215,59 @@ fn two_sessions_on_two_threads() {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     assert_eq!(a, b);
 }
+
+/// ggml's messages reach a handler set with `set_log_handler`, filtered by
+/// level; by default nothing below a warning is printed.
+#[test]
+fn log_messages_reach_the_handler() {
+    use recurrent_depth::{LogLevel, set_log_handler};
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<(LogLevel, String)>> = Mutex::new(Vec::new());
+    set_log_handler(
+        LogLevel::Debug,
+        Some(Box::new(|l, m| {
+            SEEN.lock().unwrap().push((l, m.to_string()))
+        })),
+    );
+    let path = model_file("logs");
+    let model = Arc::new(Model::load(&path, &common::load_params(1)).unwrap());
+    let mut s = session(&model);
+    s.eval(&PROMPT, 2).unwrap();
+    // A certain message: ggml's own GGUF parser reports a bad file as an
+    // error (the library never uses that parser; this test calls it).
+    let bad = model_file("logs").with_extension("bad");
+    std::fs::write(&bad, b"not a gguf file at all").unwrap();
+    let c_path = std::ffi::CString::new(bad.to_str().unwrap()).unwrap();
+    let params = llama_cpp_sys_2::gguf_init_params {
+        no_alloc: true,
+        ctx: std::ptr::null_mut(),
+    };
+    // SAFETY: a NUL-terminated path; NULL is returned for the bad file.
+    let ctx = unsafe { llama_cpp_sys_2::gguf_init_from_file(c_path.as_ptr(), params) };
+    assert!(ctx.is_null());
+    // Errors only from here on: debug messages are dropped.
+    set_log_handler(
+        LogLevel::Error,
+        Some(Box::new(|l, m| {
+            SEEN.lock().unwrap().push((l, m.to_string()))
+        })),
+    );
+    let n_before = SEEN.lock().unwrap().len();
+    s.eval(&[1], 3).unwrap();
+    let debug_after = SEEN.lock().unwrap()[n_before..]
+        .iter()
+        .filter(|(l, _)| *l < LogLevel::Error)
+        .count();
+    assert_eq!(debug_after, 0);
+    set_log_handler(LogLevel::Warn, None);
+    let seen = SEEN.lock().unwrap();
+    for (l, m) in seen.iter().take(5) {
+        println!("{l:?}: {m}");
+    }
+    assert!(
+        seen.iter()
+            .any(|(l, m)| *l == LogLevel::Error && m.contains("gguf")),
+        "the parser's error did not arrive"
+    );
+    assert!(seen.iter().all(|(_, m)| !m.ends_with('\n')));
+}

@@ -33,6 +33,8 @@ pub mod params;
 
 pub mod device;
 
+pub mod log;
+
 pub mod model;
 
 pub mod text;

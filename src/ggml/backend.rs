@@ -101,6 +101,7 @@ pub struct DeviceInfo {
 }
 
 fn init_backends() {
+    super::log::install();
     static INIT: Once = Once::new();
     // SAFETY: one-time global initialisation of ggml's CPU feature tables.
     INIT.call_once(|| unsafe { sys::ggml_cpu_init() });

@@ -12,6 +12,7 @@
 
 mod backend;
 mod context;
+mod log;
 mod ops;
 mod quantize;
 
@@ -19,6 +20,7 @@ pub use backend::list_devices;
 pub(crate) use backend::{Backend, Buffer, Scheduler};
 pub use backend::{BackendKind, DeviceInfo, DeviceType};
 pub(crate) use context::{Context, Graph, Tensor};
+pub use log::{LogHandler, LogLevel, set_log_handler};
 pub(crate) use ops::RopeMode;
 pub use quantize::{dequantize, quantize};
 

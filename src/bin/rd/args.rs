@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Messages of the compute library (ggml) shown on stderr: error, warn,
+    /// info or debug.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
 }
 
 #[derive(Subcommand, Debug)]
