@@ -68,7 +68,9 @@ export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 for abi in $ABIS; do
   t="$(triple "$abi")"
   # --no-default-features: the `cli` feature only serves the rd binary.
-  cargo ndk -t "$abi" --platform "$ANDROID_API_LEVEL" build --release --lib --no-default-features
+  # RD_FEATURES=vulkan adds the Vulkan backend (docs/android.md).
+  cargo ndk -t "$abi" --platform "$ANDROID_API_LEVEL" build --release --lib --no-default-features \
+    ${RD_FEATURES:+--features "$RD_FEATURES"}
   dest="$root/android/build/rust/$abi"
   mkdir -p "$dest"
   cp "$root/target/$t/release/librecurrent_depth.a" "$root/target/$t/release/librecurrent_depth.so" "$dest/"
