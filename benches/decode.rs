@@ -1,8 +1,10 @@
 //! Decode cost on a mid-size random model from the maker (d=512, 8 heads of 64,
 //! 2/4/2 blocks, Q8_0, 1024 vocabulary): latency per token at 1, 4, 8, 32
 //! iterations; the cost of KL checks (check_every 1, 2, 4) against the same
-//! iterations without checks; and KV bytes against the budget B. Compare ratios
-//! within one run; docs/performance.md records them.
+//! iterations without checks; where the KL value is computed (host f64 from
+//! the logits, or inside the graph); and KV bytes against the budget B.
+//! Compare ratios within one run; docs/performance.md records them.
+//! `RD_BENCH_DEVICE` (any `rd --device` form, default cpu) picks the device.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use recurrent_depth::generate::{ComputeLimits, GenerateParams};
@@ -34,7 +36,9 @@ fn model() -> Arc<Model> {
         Model::load(
             &path,
             &LoadParams {
-                backend: BackendKind::Cpu,
+                backend: std::env::var("RD_BENCH_DEVICE")
+                    .map(|d| d.parse().expect("RD_BENCH_DEVICE"))
+                    .unwrap_or(BackendKind::Cpu),
                 ..LoadParams::default()
             },
         )
@@ -88,6 +92,35 @@ fn benches(c: &mut Criterion) {
             &limits,
             |b, l| b.iter(|| decode(&mut s, *l, 8)),
         );
+    }
+    g.finish();
+    // The same KL checks (every step, never exiting), the value computed on
+    // the host from the logits or in the graph from three numbers.
+    let mut g = c.benchmark_group("kl_where");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    for (name, on_device) in [("host", false), ("graph", true)] {
+        let mut s = Session::new(
+            Arc::clone(&m),
+            &SessionParams {
+                n_ctx: 256,
+                kv_budget: 1,
+                exit_on_device: Some(on_device),
+                ..SessionParams::default()
+            },
+        )
+        .expect("session");
+        let limits = ComputeLimits {
+            min_iterations: 1,
+            max_iterations: 8,
+            exit: "kl:0".parse().expect("spec"),
+            check_every: 1,
+            ..ComputeLimits::default()
+        };
+        g.bench_function(BenchmarkId::new("kl_every_step_r8", name), |b| {
+            b.iter(|| decode(&mut s, limits, 8))
+        });
     }
     g.finish();
     for bud in [1usize, 4, 32] {
