@@ -958,6 +958,55 @@ static void test_log_settings(void) {
     CHECK_STATUS(rd_log_set(NULL, NULL, RD_LOG_WARN), RD_OK);
 }
 
+/* exit_place: the KL value computed inside the graph gives the same tokens
+ * and iterations as on the host; unknown places and old struct sizes. */
+static void test_exit_place(void) {
+    rd_model *m = load_model(g_model_path);
+    if (!m) {
+        CHECK(m != NULL);
+        return;
+    }
+    rd_compute_limits kl = fixed_limits(24);
+    kl.min_iterations = 2;
+    kl.exit_criterion = RD_EXIT_KL;
+    kl.exit_threshold = rd_exit_default_threshold(RD_EXIT_KL);
+    static collect_t runs[2];
+    const rd_exit_place places[2] = {RD_EXIT_PLACE_HOST, RD_EXIT_PLACE_DEVICE};
+    for (int k = 0; k < 2; k++) {
+        rd_session_params sp = rd_session_default_params();
+        sp.n_ctx = 64;
+        sp.exit_place = places[k];
+        rd_session *s = NULL;
+        CHECK_STATUS(rd_session_new(m, &sp, &s), RD_OK);
+        if (!s) continue;
+        rd_generate_stats st = {.struct_size = sizeof st};
+        collect_init(&runs[k], s);
+        CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &kl, 12, &runs[k], &st), RD_OK);
+        rd_session_free(s);
+    }
+    CHECK(runs[0].n == runs[1].n && runs[0].n == 12);
+    int exits = 0;
+    for (size_t i = 0; i < runs[0].n && i < runs[1].n; i++) {
+        CHECK(runs[0].tokens[i] == runs[1].tokens[i]);
+        CHECK(runs[0].iterations[i] == runs[1].iterations[i]);
+        if (runs[0].iterations[i] < 24) exits++;
+        if (!isnan(runs[0].exit_values[i]))
+            CHECK(fabs(runs[0].exit_values[i] - runs[1].exit_values[i]) <=
+                  1e-3 * fabs(runs[0].exit_values[i]) + 1e-6);
+    }
+    printf("     %d of %zu tokens exited early, same on host and in graph\n", exits, runs[0].n);
+    rd_session_params bad = rd_session_default_params();
+    bad.exit_place = 3;
+    rd_session *s = NULL;
+    CHECK_STATUS(rd_session_new(m, &bad, &s), RD_ERR_INVALID_ARGUMENT);
+    bad.exit_place = 3; /* beyond an 0.1 caller's struct: ignored */
+    bad.struct_size = offsetof(rd_session_params, exit_place);
+    bad.n_ctx = 64;
+    CHECK_STATUS(rd_session_new(m, &bad, &s), RD_OK);
+    rd_session_free(s);
+    rd_model_free(m);
+}
+
 /* Device enumeration: the CPU is always listed; bad indices and NULL fail. */
 static void test_devices(void) {
     uint32_t n = rd_device_count();
@@ -1240,6 +1289,7 @@ int main(int argc, char **argv) {
     RUN(test_bad_arguments);
     RUN(test_model_load_options);
     RUN(test_devices);
+    RUN(test_exit_place);
     RUN(test_log_settings);
     RUN(test_progress_callback);
     RUN(test_cancel_from_another_thread);

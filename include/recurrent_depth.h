@@ -245,6 +245,11 @@ typedef uint32_t rd_kv_type;
 typedef uint32_t rd_state_init;
 
 /**
+ * Where exit values are computed (`rd_session_params.exit_place`).
+ */
+typedef uint32_t rd_exit_place;
+
+/**
  * How to create a session: get defaults from `rd_session_default_params()`,
  * then change fields. The caller owns the struct; the library reads it only
  * during `rd_session_new`.
@@ -284,6 +289,12 @@ typedef struct rd_session_params {
      * Seed of the initial-state generator (default 0).
      */
     uint64_t seed;
+    /**
+     * Where the `kl`, `entropy-diff` and `argmax-stability` exit values are
+     * computed, an `rd_exit_place` (default `RD_EXIT_PLACE_AUTO`). Added in
+     * 0.2.
+     */
+    rd_exit_place exit_place;
 } rd_session_params;
 
 /**
@@ -837,6 +848,22 @@ typedef struct rd_generate_stats {
  * Metal backend.
  */
 #define RD_BACKEND_METAL 4
+
+/**
+ * Inside the graph on GPU devices, on the host for the CPU.
+ */
+#define RD_EXIT_PLACE_AUTO 0
+
+/**
+ * On the host, in f64, from the logits read back at every check.
+ */
+#define RD_EXIT_PLACE_HOST 1
+
+/**
+ * Inside the graph (f32): a check reads back three numbers, the logits are
+ * read once per token.
+ */
+#define RD_EXIT_PLACE_DEVICE 2
 
 /**
  * 32-bit floats.

@@ -33,6 +33,16 @@ pub const RD_BACKEND_VULKAN: rd_backend = 3;
 /// Metal backend.
 pub const RD_BACKEND_METAL: rd_backend = 4;
 
+/// Where exit values are computed (`rd_session_params.exit_place`).
+pub type rd_exit_place = u32;
+/// Inside the graph on GPU devices, on the host for the CPU.
+pub const RD_EXIT_PLACE_AUTO: rd_exit_place = 0;
+/// On the host, in f64, from the logits read back at every check.
+pub const RD_EXIT_PLACE_HOST: rd_exit_place = 1;
+/// Inside the graph (f32): a check reads back three numbers, the logits are
+/// read once per token.
+pub const RD_EXIT_PLACE_DEVICE: rd_exit_place = 2;
+
 /// Element type of the KV cache (`rd_session_params.kv_type`).
 pub type rd_kv_type = u32;
 /// 32-bit floats.
@@ -222,12 +232,17 @@ pub struct rd_session_params {
     pub state_init: rd_state_init,
     /// Seed of the initial-state generator (default 0).
     pub seed: u64,
+    /// Where the `kl`, `entropy-diff` and `argmax-stability` exit values are
+    /// computed, an `rd_exit_place` (default `RD_EXIT_PLACE_AUTO`). Added in
+    /// 0.2.
+    pub exit_place: rd_exit_place,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; integer fields only.
 unsafe impl Versioned for rd_session_params {
     const NAME: &'static str = "rd_session_params";
-    const MIN_SIZE: usize = size_of::<Self>();
+    // The first published layout ended before `exit_place`.
+    const MIN_SIZE: usize = std::mem::offset_of!(rd_session_params, exit_place);
     fn defaults() -> Self {
         let d = SessionParams::default();
         rd_session_params {
@@ -238,6 +253,7 @@ unsafe impl Versioned for rd_session_params {
             kv_type: RD_KV_F32,
             state_init: RD_STATE_INIT_ZEROS,
             seed: d.seed,
+            exit_place: RD_EXIT_PLACE_AUTO,
         }
     }
 }
@@ -271,7 +287,12 @@ impl rd_session_params {
             kv_type,
             seed: self.seed,
             state_init,
-            exit_on_device: None,
+            exit_on_device: match self.exit_place {
+                RD_EXIT_PLACE_AUTO => None,
+                RD_EXIT_PLACE_HOST => Some(false),
+                RD_EXIT_PLACE_DEVICE => Some(true),
+                p => return Err(Fail::invalid(format!("unknown exit_place {p}"))),
+            },
         })
     }
 }
