@@ -145,8 +145,8 @@ typedef enum rd_status {
 
 /**
  * A loaded model: validated hyper-parameters and weights (memory-mapped and
- * used in place on the CPU), and the tokenizer and chat template of the file
- * when it has them. Opaque.
+ * used in place on the CPU and Metal, copied once to a Vulkan device), and
+ * the tokenizer and chat template of the file when it has them. Opaque.
  *
  * Created by `rd_model_load()`, destroyed by `rd_model_free()`. Immutable
  * after loading: one model may be used from any number of threads at once
@@ -179,10 +179,11 @@ typedef uint32_t rd_backend;
  * Load progress callback: `progress` goes from 0 to 1. Return `true` to
  * continue, `false` to cancel the load (`rd_model_load` then returns
  * `RD_ERR_CANCELLED`). Called on the thread that called `rd_model_load`,
- * at coarse steps: 0 before the file is opened, 0.5 once it is parsed and
- * validated, 1 when the weights are placed (the weights are used in place
- * from the memory map on the CPU, so there is no finer-grained work to
- * report). It must not unwind (no C++ exceptions or longjmp across it).
+ * with non-decreasing values: 0 before the file is opened, 0.5 once it is
+ * parsed and validated, up to 0.95 while the weights are placed (one step
+ * when they are used in place from the memory map, as on the CPU; after each
+ * tensor when they are uploaded to a device such as Vulkan), and 1 at the
+ * end. It must not unwind (no C++ exceptions or longjmp across it).
  */
 typedef bool (*rd_progress_callback)(float progress, void *user_data);
 
@@ -206,8 +207,9 @@ typedef struct rd_model_params {
      */
     uint32_t n_threads;
     /**
-     * Memory-map the file and use CPU weights in place (default true). When
-     * false the file is read into memory.
+     * Memory-map the file and use the weights in place on devices that can
+     * (the CPU, Metal; Vulkan copies them once) (default true). When false
+     * the file is read into memory.
      */
     bool use_mmap;
     /**

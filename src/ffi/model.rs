@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A loaded model: validated hyper-parameters and weights (memory-mapped and
-/// used in place on the CPU), and the tokenizer and chat template of the file
-/// when it has them. Opaque.
+/// used in place on the CPU and Metal, copied once to a Vulkan device), and
+/// the tokenizer and chat template of the file when it has them. Opaque.
 ///
 /// Created by `rd_model_load()`, destroyed by `rd_model_free()`. Immutable
 /// after loading: one model may be used from any number of threads at once

@@ -116,10 +116,11 @@ pub const RD_N_CTX_FROM_MODEL: u32 = 0xFFFF_FFFF;
 /// Load progress callback: `progress` goes from 0 to 1. Return `true` to
 /// continue, `false` to cancel the load (`rd_model_load` then returns
 /// `RD_ERR_CANCELLED`). Called on the thread that called `rd_model_load`,
-/// at coarse steps: 0 before the file is opened, 0.5 once it is parsed and
-/// validated, 1 when the weights are placed (the weights are used in place
-/// from the memory map on the CPU, so there is no finer-grained work to
-/// report). It must not unwind (no C++ exceptions or longjmp across it).
+/// with non-decreasing values: 0 before the file is opened, 0.5 once it is
+/// parsed and validated, up to 0.95 while the weights are placed (one step
+/// when they are used in place from the memory map, as on the CPU; after each
+/// tensor when they are uploaded to a device such as Vulkan), and 1 at the
+/// end. It must not unwind (no C++ exceptions or longjmp across it).
 pub type rd_progress_callback =
     Option<unsafe extern "C" fn(progress: f32, user_data: *mut c_void) -> bool>;
 
@@ -136,8 +137,9 @@ pub struct rd_model_params {
     /// CPU threads used by sessions of this model; 0 = the number of physical
     /// cores (default 0). At most 512.
     pub n_threads: u32,
-    /// Memory-map the file and use CPU weights in place (default true). When
-    /// false the file is read into memory.
+    /// Memory-map the file and use the weights in place on devices that can
+    /// (the CPU, Metal; Vulkan copies them once) (default true). When false
+    /// the file is read into memory.
     pub use_mmap: bool,
     /// Lock the model's file bytes in RAM with mlock() so they cannot be paged
     /// out (default false). Fails the load with `RD_ERR_IO` when the system
