@@ -694,7 +694,8 @@ typedef struct rd_session_info {
      */
     uint64_t kv_bytes;
     /**
-     * Bytes of compute buffers reserved for graphs.
+     * Bytes of compute buffers reserved for graphs, plus the exit-statistics
+     * stores (`3 * n_vocab + 2` floats).
      */
     uint64_t compute_bytes;
     /**

@@ -136,6 +136,9 @@ pub struct Session {
     // KV cache and persistent stores, in `kv_buf`.
     _kv_ctx: Context,
     kv_buf: Buffer,
+    // Exit-statistics stores (logits, log-probabilities, scalars), in `exit_buf`.
+    _exit_ctx: Context,
+    exit_buf: Buffer,
     prelude_kv: Vec<KvLayer>,
     /// Core KV, indexed `[slot * n_core + block]`.
     core_kv: Vec<KvLayer>,
@@ -230,17 +233,21 @@ impl Session {
         let d = cfg.n_embd as i64;
         let state_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let embed_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
+        // Exit-statistics stores: their own small buffer, so that kv_bytes
+        // stays the cache and state stores (counted with the compute buffers).
+        let mut exit_ctx = Context::new(4, 0)?;
         let v = cfg.n_vocab as i64;
-        let logits_store = kv_ctx.new_tensor(GgmlType::F32, &[v])?;
-        let logp_store = kv_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
-        let stats_store = kv_ctx.new_tensor(GgmlType::F32, &[2])?;
+        let logits_store = exit_ctx.new_tensor(GgmlType::F32, &[v])?;
+        let logp_store = exit_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
+        let stats_store = exit_ctx.new_tensor(GgmlType::F32, &[2])?;
         let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
         let kv_need = 2 * n_layers * cfg.kv_dim() * n_ctx * el
             + 2 * cfg.n_embd * n_batch * 4
-            + 3 * cfg.n_vocab * 4;
+            + (3 * cfg.n_vocab + 2) * 4;
         backend.check_fits(kv_need, "the KV cache")?;
         let kv_buf = backend.alloc_ctx_tensors(&kv_ctx)?;
         kv_buf.clear();
+        let exit_buf = backend.alloc_ctx_tensors(&exit_ctx)?;
 
         let graph_size = NODES_PER_BLOCK * (cfg.n_prelude + cfg.n_coda)
             + 512
@@ -257,6 +264,8 @@ impl Session {
             graph_ctx,
             _kv_ctx: kv_ctx,
             kv_buf,
+            _exit_ctx: exit_ctx,
+            exit_buf,
             prelude_kv,
             core_kv,
             coda_kv,
@@ -345,9 +354,10 @@ impl Session {
         self.kv_buf.size()
     }
 
-    /// Bytes of compute buffers reserved for graphs.
+    /// Bytes of compute buffers reserved for graphs, plus the small stores
+    /// of the exit statistics (`3 * n_vocab + 2` floats).
     pub fn compute_bytes(&self) -> usize {
-        self.sched.compute_bytes(&self.backend)
+        self.sched.compute_bytes(&self.backend) + self.exit_buf.size()
     }
 
     /// Most pieces one graph of this session was split into between devices.

@@ -447,7 +447,8 @@ pub struct rd_session_info {
     pub kv_budget: u32,
     /// Bytes of the KV cache and state stores.
     pub kv_bytes: u64,
-    /// Bytes of compute buffers reserved for graphs.
+    /// Bytes of compute buffers reserved for graphs, plus the exit-statistics
+    /// stores (`3 * n_vocab + 2` floats).
     pub compute_bytes: u64,
     /// Most pieces one of the session's graphs was split into between
     /// devices: 1 when everything runs on the model's device; more on a GPU
