@@ -75,6 +75,32 @@ static const char *rdt_current;
 #define FINISH()                                                                      \
     (printf("%d passed, %d failed\n", rdt_passed, rdt_failed), rdt_failed ? 1 : 0)
 
+/* Writes n bytes to path; 1 on success. */
+static inline int rdt_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    size_t w = n ? fwrite(data, 1, n, f) : 0;
+    return fclose(f) == 0 && w == n;
+}
+
+/* Reads a whole file into a malloc'd buffer (the caller frees it); NULL on
+ * failure. */
+static inline unsigned char *rdt_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *n = len >= 0 ? (size_t)len : 0;
+    return buf;
+}
+
 /* Formats a path into `buf` (size n). */
 static inline const char *rdt_path(char *buf, size_t n, const char *fmt, ...) {
     va_list ap;

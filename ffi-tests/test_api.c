@@ -74,6 +74,18 @@ static rd_session *new_session(const rd_model *m, uint32_t n_ctx, uint32_t kv_bu
     return s;
 }
 
+/* A session on a fresh load of the test model (the session keeps the model
+ * alive); NULL, with the test marked failed, when either step fails. */
+static rd_session *open_session(uint32_t n_ctx, uint32_t kv_budget) {
+    rd_model *m = load_model(g_model_path);
+    CHECK(m != NULL);
+    if (!m) return NULL;
+    rd_session *s = new_session(m, n_ctx, kv_budget);
+    rd_model_free(m);
+    CHECK(s != NULL);
+    return s;
+}
+
 static rd_compute_limits fixed_limits(uint32_t iterations) {
     rd_compute_limits l = rd_compute_limits_default();
     l.min_iterations = iterations;
@@ -168,29 +180,6 @@ static int session_still_works(rd_session *s, const rd_token *ref, size_t n_ref)
     rd_compute_limits l = fixed_limits(8);
     if (generate(s, PROMPT, N_PROMPT, &l, (uint32_t)n_ref, &c, NULL) != RD_OK) return 0;
     return c.n == n_ref && memcmp(c.tokens, ref, n_ref * sizeof(rd_token)) == 0;
-}
-
-static int write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    size_t w = n ? fwrite(data, 1, n, f) : 0;
-    return fclose(f) == 0 && w == n;
-}
-
-static unsigned char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len);
-    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
 }
 
 static size_t argmax(const float *x, size_t n) {
@@ -293,17 +282,8 @@ static void test_end_to_end_generation(void) {
 }
 
 static void test_sampling_seed_and_stop_tokens(void) {
-    rd_model *m = load_model(g_model_path);
-    if (!m) {
-        CHECK(m != NULL);
-        return;
-    }
-    rd_session *s = new_session(m, MODEL_CTX, 1);
-    rd_model_free(m);
-    if (!s) {
-        CHECK(s != NULL);
-        return;
-    }
+    rd_session *s = open_session(MODEL_CTX, 1);
+    if (!s) return;
     rd_compute_limits l = fixed_limits(4);
     rd_sampling_params sp = rd_sampling_default_params();
     sp.temperature = 1.5f;
@@ -443,17 +423,8 @@ static void test_eval_and_logits(void) {
 
 /* (b) the budget is respected and reported per token; exits lower it. */
 static void test_iteration_budget(void) {
-    rd_model *m = load_model(g_model_path);
-    if (!m) {
-        CHECK(m != NULL);
-        return;
-    }
-    rd_session *s = new_session(m, MODEL_CTX, 1);
-    rd_model_free(m);
-    if (!s) {
-        CHECK(s != NULL);
-        return;
-    }
+    rd_session *s = open_session(MODEL_CTX, 1);
+    if (!s) return;
     collect_t c;
     rd_generate_stats st = {.struct_size = sizeof st};
 
@@ -555,7 +526,7 @@ static int write_other_arch_gguf(const char *path, const char *arch) {
     PUT(arch, arch_len);
 #undef PUT
     while (n % 32) buf[n++] = 0;
-    return write_file(path, buf, n);
+    return rdt_write_file(path, buf, n);
 }
 
 /* (c) bad inputs: each gives its code, leaves outputs alone, and leaves the
@@ -590,7 +561,7 @@ static void test_bad_model_files(void) {
     CHECK(m == sentinel);
 
     size_t n = 0;
-    unsigned char *bytes = read_file(g_model_path, &n);
+    unsigned char *bytes = rdt_read_file(g_model_path, &n);
     CHECK(bytes != NULL && n > 4096);
     if (!bytes) return;
     struct {
@@ -615,9 +586,9 @@ static void test_bad_model_files(void) {
         rdt_path(p, sizeof p, "%s/bad-%s.gguf", g_dir, cases[i].name);
         if (cases[i].patch_at >= 0)
             memcpy(bytes + cases[i].patch_at, cases[i].patch, cases[i].patch_len);
-        CHECK(write_file(p, bytes, cases[i].len));
+        CHECK(rdt_write_file(p, bytes, cases[i].len));
         if (cases[i].patch_at >= 0) { /* restore */
-            unsigned char *orig = read_file(g_model_path, &n);
+            unsigned char *orig = rdt_read_file(g_model_path, &n);
             if (orig) {
                 memcpy(bytes, orig, n);
                 free(orig);
@@ -1247,17 +1218,8 @@ static void *intruder(void *arg) {
 }
 
 static void test_one_session_two_threads_is_busy(void) {
-    rd_model *m = load_model(g_model_path);
-    if (!m) {
-        CHECK(m != NULL);
-        return;
-    }
-    rd_session *s = new_session(m, MODEL_CTX, 1);
-    rd_model_free(m);
-    if (!s) {
-        CHECK(s != NULL);
-        return;
-    }
+    rd_session *s = open_session(MODEL_CTX, 1);
+    if (!s) return;
     collect_t c;
     collect_init(&c, s);
     c.sleep_ms_per_token = 20; /* the session is held while the callback sleeps */

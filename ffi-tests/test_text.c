@@ -739,29 +739,6 @@ static void test_chat_template(void) {
     rd_model_free(m);
 }
 
-static int write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    size_t w = fwrite(data, 1, n, f);
-    return fclose(f) == 0 && w == n;
-}
-
-static unsigned char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len);
-    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
-
 /* Replaces the first `what` in buf[0..n] by `with` (same length). */
 static int patch(unsigned char *buf, size_t n, const char *what, const char *with) {
     size_t k = strlen(what);
@@ -777,14 +754,14 @@ static int patch(unsigned char *buf, size_t n, const char *what, const char *wit
  * load; the calls that need them say why. */
 static void test_broken_tokenizer_and_template(void) {
     size_t n = 0;
-    unsigned char *bytes = read_file(g_tok_path, &n);
+    unsigned char *bytes = rdt_read_file(g_tok_path, &n);
     CHECK(bytes != NULL);
     if (!bytes) return;
     CHECK(patch(bytes, n, "\"type\": \"BPE\"", "\"type\": \"XPE\""));
     CHECK(patch(bytes, n, "{% for message in messages %}", "{% fxr message in messages %}"));
     char p[4096];
     rdt_path(p, sizeof p, "%s/broken-text.gguf", g_dir);
-    CHECK(write_file(p, bytes, n));
+    CHECK(rdt_write_file(p, bytes, n));
     free(bytes);
     rd_model *m = load(p);
     if (!m) {
