@@ -45,7 +45,7 @@ fn device_list_and_choices() {
     assert!(
         devices
             .iter()
-            .any(|d| d.is_cpu && d.backend == BackendKind::Cpu)
+            .any(|d| d.is_cpu() && d.backend == BackendKind::Cpu)
     );
     for d in &devices {
         // Every listed device can be named back.

@@ -146,7 +146,7 @@ pub unsafe extern "C" fn rd_device_get_info(
             api: n.api.as_ptr(),
             backend: backend_code(d.backend),
             device_index: device_index(d.backend),
-            is_cpu: d.is_cpu,
+            is_cpu: d.is_cpu(),
             maps_host_memory: d.maps_host_memory,
             memory_free: d.memory_free as u64,
             memory_total: d.memory_total as u64,

@@ -89,8 +89,6 @@ pub struct DeviceInfo {
     pub backend: BackendKind,
     /// Hardware kind.
     pub device_type: DeviceType,
-    /// Whether this is the CPU device.
-    pub is_cpu: bool,
     /// Free device memory in bytes, as the driver reports it (0 if unknown).
     pub memory_free: usize,
     /// Total device memory in bytes (0 if unknown).
@@ -166,7 +164,6 @@ fn devices() -> Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> {
                 api,
                 backend,
                 device_type,
-                is_cpu: device_type == DeviceType::Cpu,
                 memory_free: props.memory_free,
                 memory_total: props.memory_total,
                 maps_host_memory: props.caps.buffer_from_host_ptr,
@@ -174,6 +171,13 @@ fn devices() -> Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> {
         ));
     }
     out
+}
+
+impl DeviceInfo {
+    /// Whether this is the CPU device.
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == DeviceType::Cpu
+    }
 }
 
 /// Lists the devices compiled into this build and present on this system.

@@ -52,14 +52,7 @@ pub struct Model {
 impl Model {
     /// Opens and validates a `huginn` GGUF file.
     pub fn load(path: impl AsRef<Path>, params: &LoadParams) -> Result<Model> {
-        let path = path.as_ref();
-        let file = if params.use_mmap {
-            GgufFile::open(path)?
-        } else {
-            let bytes = std::fs::read(path)?;
-            GgufFile::from_bytes(bytes)?
-        };
-        Self::from_file(file, params)
+        Self::load_with_progress(path, params, &mut |_| true)
     }
 
     /// Like [`Model::load`], reporting weight placement to `progress` (the

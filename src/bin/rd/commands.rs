@@ -106,14 +106,14 @@ fn devices() -> Result<()> {
             mib(d.memory_free),
             mib(d.memory_total),
             d.description,
-            if d.maps_host_memory && !d.is_cpu {
+            if d.maps_host_memory && !d.is_cpu() {
                 " (uses mapped weights in place)"
             } else {
                 ""
             }
         );
     }
-    if !list.iter().any(|d| !d.is_cpu) {
+    if !list.iter().any(|d| !d.is_cpu()) {
         println!(
             "(no GPU: build with --features vulkan or metal; Vulkan CPU devices such as \
              lavapipe need GGML_VK_VISIBLE_DEVICES)"
