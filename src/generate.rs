@@ -85,6 +85,70 @@ impl ComputeLimits {
                 && t >= self.min_iterations
                 && (t - self.min_iterations).is_multiple_of(self.check_every))
     }
+
+    /// The graphs a token runs from after step `t` to the next check: calls
+    /// `f` with each segment and returns the step of that check.
+    fn segments_to_next_check(
+        &self,
+        t: usize,
+        on_device: bool,
+        mut f: impl FnMut(Segment) -> Result<()>,
+    ) -> Result<usize> {
+        let needs_logits = self.exit.criterion.needs_logits();
+        let mut target = t + 1;
+        while !self.is_check(target) {
+            target += 1;
+        }
+        let mut t = t;
+        while t < target {
+            let n = (target - t).min(STEPS_PER_GRAPH);
+            let at_target = t + n == target;
+            let coda = if at_target && (needs_logits || target == self.max_iterations) {
+                CodaMode::Last
+            } else {
+                CodaMode::None
+            };
+            f(Segment {
+                prelude: t == 0,
+                first_step: t + 1,
+                n_steps: n,
+                coda,
+                exit_stats: on_device && coda == CodaMode::Last,
+            })?;
+            t += n;
+        }
+        Ok(target)
+    }
+
+    /// The coda a latent criterion runs after it decided to exit at step `t`.
+    fn latent_exit_coda(t: usize) -> Segment {
+        Segment {
+            prelude: false,
+            first_step: t + 1,
+            n_steps: 0,
+            coda: CodaMode::Last,
+            exit_stats: false,
+        }
+    }
+
+    /// Appends every graph a one-token batch can run under these limits
+    /// (whatever step it exits at) to `out`, each with the number of
+    /// exit-statistic checks its token ran before it.
+    fn token_segments(&self, on_device: bool, out: &mut Vec<(Segment, usize)>) -> Result<()> {
+        let mut t = 0;
+        let mut checks = 0;
+        while t < self.max_iterations {
+            t = self.segments_to_next_check(t, on_device, |seg| {
+                out.push((seg, checks));
+                checks += seg.exit_stats as usize;
+                Ok(())
+            })?;
+        }
+        if self.exit.criterion.needs_latent() && !self.exit.criterion.needs_logits() {
+            out.push((Self::latent_exit_coda(t), checks));
+        }
+        Ok(())
+    }
 }
 
 /// Parameters of one generation call.
@@ -196,6 +260,14 @@ impl Session {
             self.check_tokens(prompt)?;
         }
         let cfg = self.model().config().clone();
+        // Plan the memory of every graph a generated token can run, so that
+        // decoding allocates nothing (limits changed by the callback to ones
+        // never planned are planned on first use).
+        let mut shapes = Vec::new();
+        params
+            .limits
+            .token_segments(self.token_exit_on_device(&params.limits), &mut shapes)?;
+        self.plan_token_graphs(&shapes)?;
         let mut sampler = Sampler::new(cfg.n_vocab, params.sampling)?;
         let mut history: Vec<u32> = Vec::with_capacity(prompt.len() + params.max_tokens);
         history.extend_from_slice(prompt);
@@ -289,6 +361,14 @@ impl Session {
         Ok(stats)
     }
 
+    /// Whether checks under `limits` compute their statistics in the graph:
+    /// kl, entropy-diff and argmax-stability reduce to three numbers the graph
+    /// can compute; on a GPU a check then reads those, not the logits.
+    fn token_exit_on_device(&self, limits: &ComputeLimits) -> bool {
+        let c = limits.exit.criterion;
+        c.needs_logits() && self.exit_on_device() && c.device_computable()
+    }
+
     /// Runs one batch (a prompt chunk or one token) under `limits`; returns the
     /// iterations used and the last exit value. Leaves logits of the last
     /// position in [`Session::logits`].
@@ -305,42 +385,18 @@ impl Session {
         w.exit.reset();
         let spec = limits.exit;
         let needs_logits = spec.criterion.needs_logits();
-        // kl, entropy-diff and argmax-stability reduce to three numbers the
-        // graph can compute: on a GPU a check then reads those, not the logits.
-        let on_device = needs_logits && self.exit_on_device() && spec.criterion.device_computable();
+        let on_device = self.token_exit_on_device(limits);
         let mut t = 0;
         let mut value = f64::NAN;
         loop {
-            // Next step at which something must be observed.
-            let mut target = t + 1;
-            while !limits.is_check(target) {
-                target += 1;
-            }
-            let mut prelude = t == 0;
-            while t < target {
-                let n = (target - t).min(STEPS_PER_GRAPH);
-                let at_target = t + n == target;
-                let coda = if at_target && (needs_logits || target == limits.max_iterations) {
-                    CodaMode::Last
-                } else {
-                    CodaMode::None
-                };
-                self.run_segment(
-                    Segment {
-                        prelude,
-                        first_step: t + 1,
-                        n_steps: n,
-                        coda,
-                        exit_stats: on_device && coda == CodaMode::Last,
-                    },
-                    None,
-                )?;
-                prelude = false;
-                t += n;
+            // Up to the next step at which something must be observed.
+            t = limits.segments_to_next_check(t, on_device, |seg| {
+                self.run_segment(seg, None)?;
                 if self.take_cancel() {
                     return Err(Error::Cancelled);
                 }
-            }
+                Ok(())
+            })?;
             if on_device {
                 let st = self.last_exit_stats();
                 value = w
@@ -358,16 +414,7 @@ impl Session {
             if t >= limits.min_iterations && spec.should_exit(value) {
                 if !needs_logits {
                     // Latent exit: the coda has not run at this step yet.
-                    self.run_segment(
-                        Segment {
-                            prelude: false,
-                            first_step: t + 1,
-                            n_steps: 0,
-                            coda: CodaMode::Last,
-                            exit_stats: false,
-                        },
-                        None,
-                    )?;
+                    self.run_segment(ComputeLimits::latent_exit_coda(t), None)?;
                 }
                 break;
             }

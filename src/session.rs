@@ -8,7 +8,7 @@
 //! metadata in a pre-sized arena and reuses everything else.
 
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Buffer, Context, Scheduler, Tensor};
+use crate::ggml::{Backend, Buffer, Compute, Context, Shape, Tensor};
 use crate::gguf::GgmlType;
 use crate::model::Model;
 use crate::model::graph::{BatchInputs, GraphBuilder, KvLayer};
@@ -130,8 +130,9 @@ pub struct Session {
     n_ctx: usize,
     n_batch: usize,
     graph_size: usize,
+    /// Graph plans and compute buffers (dropped before the backend).
+    compute: Compute,
     backend: Backend,
-    sched: Scheduler,
     graph_ctx: Context,
     // KV cache and persistent stores, in `kv_buf`.
     _kv_ctx: Context,
@@ -253,14 +254,14 @@ impl Session {
             + 512
             + STEPS_PER_GRAPH * (NODES_PER_BLOCK * cfg.n_core + 16);
         let graph_ctx = Context::new(graph_size * 3, graph_size)?;
-        let sched = backend.scheduler(graph_size)?;
+        let compute = Compute::new(&backend);
         let backend_is_cpu = backend.is_cpu();
         let mut s = Session {
             n_ctx,
             n_batch,
             graph_size,
+            compute,
             backend,
-            sched,
             graph_ctx,
             _kv_ctx: kv_ctx,
             kv_buf,
@@ -311,9 +312,65 @@ impl Session {
             coda: CodaMode::All,
             exit_stats: self.exit_on_device,
         };
-        let res = self.build_and(seg, n_past, |sched, graph| sched.reserve(&mut graph.graph));
+        let graph_size = self.graph_size;
+        let shape = self.shape_of(seg);
+        let res = self.build_and(seg, n_past, |compute, backend, graph| {
+            compute.fit_to(backend, graph_size, &graph.graph)?;
+            compute.reserve(backend, shape, &mut graph.graph)
+        });
         self.n_cur = 0;
-        self.max_splits = self.sched.n_splits();
+        self.max_splits = self.compute.n_splits();
+        res
+    }
+
+    /// The allocation shape of a graph for `seg` on the current batch: graphs
+    /// of one shape have the same nodes in the same order (sizes may differ).
+    fn shape_of(&self, seg: Segment) -> Shape {
+        let coda = match seg.coda {
+            CodaMode::None => 0u64,
+            CodaMode::Last => 1,
+            CodaMode::All => 2,
+        };
+        let cross = seg.exit_stats && self.device_checks > 0;
+        let key = (seg.n_steps as u64) << 8
+            | coda << 4
+            | (seg.prelude as u64) << 2
+            | (seg.exit_stats as u64) << 1
+            | cross as u64;
+        if self.n_cur == 1 {
+            Shape::Token(key)
+        } else {
+            Shape::Batch(key)
+        }
+    }
+
+    /// Plans compute memory for every single-token graph `segments` lists
+    /// (at the full context, each graph's largest size), so that generating
+    /// tokens later places tensors without allocating. `segments` yields each
+    /// segment with the number of exit-statistic checks run before it in its
+    /// token.
+    pub(crate) fn plan_token_graphs(&mut self, segments: &[(Segment, usize)]) -> Result<()> {
+        if self.n_cur != 0 || self.n_ctx == 0 {
+            return Ok(());
+        }
+        let saved_checks = self.device_checks;
+        self.n_cur = 1;
+        let mut res = Ok(());
+        for &(seg, checks) in segments {
+            self.device_checks = checks;
+            let shape = self.shape_of(seg);
+            if self.compute.is_planned(shape) {
+                continue;
+            }
+            res = self.build_and(seg, self.n_ctx - 1, |compute, backend, graph| {
+                compute.reserve(backend, shape, &mut graph.graph)
+            });
+            if res.is_err() {
+                break;
+            }
+        }
+        self.n_cur = 0;
+        self.device_checks = saved_checks;
         res
     }
 
@@ -322,9 +379,8 @@ impl Session {
     fn rebuild_backend(&mut self) -> Result<()> {
         let lp = self.model.load_params();
         let backend = Backend::new(self.backend.kind(), lp.n_threads)?;
-        let sched = backend.scheduler(self.graph_size)?;
-        // The old scheduler goes before the backends it uses.
-        self.sched = sched;
+        // The old plans and buffers go before the backend they belong to.
+        self.compute = Compute::new(&backend);
         self.backend = backend;
         self.reserve()
     }
@@ -357,7 +413,7 @@ impl Session {
     /// Bytes of compute buffers reserved for graphs, plus the small stores
     /// of the exit statistics (`3 * n_vocab + 2` floats).
     pub fn compute_bytes(&self) -> usize {
-        self.sched.compute_bytes(&self.backend) + self.exit_buf.size()
+        self.compute.compute_bytes(&self.backend) + self.exit_buf.size()
     }
 
     /// Most pieces one graph of this session was split into between devices.
@@ -566,8 +622,7 @@ impl Session {
                 let vc = ctx.cpy(vs, vd);
                 graph.expand(vc)?;
             }
-            self.sched.alloc(&mut graph)?;
-            self.sched.compute(&mut graph)?;
+            self.compute.run_in_place(&mut self.backend, &mut graph)?;
         }
         Ok(())
     }
@@ -618,9 +673,10 @@ impl Session {
         self.backend.set_abort_flag(Some(&self.cancel));
         let mut splits = 0;
         let mut argmax_t = None;
-        let res = self.build_and(seg, n_past, |sched, graph| {
-            sched.alloc(&mut graph.graph)?;
-            splits = sched.n_splits();
+        let shape = self.shape_of(seg);
+        let res = self.build_and(seg, n_past, |compute, backend, graph| {
+            compute.alloc(backend, shape, &mut graph.graph)?;
+            splits = compute.n_splits();
             argmax_t = graph.argmax;
             let inp = graph.inputs;
             inp.pos.write_i32(&pos[..n])?;
@@ -629,7 +685,7 @@ impl Session {
                 ids_t.write_i32(&ids[..n])?;
                 x0_t.write_f32(0, &x0[..n * d])?;
             }
-            sched.compute(&mut graph.graph)?;
+            compute.compute(backend, &mut graph.graph)?;
             out_t = graph.logits;
             Ok(())
         });
@@ -687,7 +743,7 @@ impl Session {
     /// Builds the graph for `seg` and hands it to `f` (reserve or run).
     fn build_and<F>(&mut self, seg: Segment, n_past: usize, f: F) -> Result<()>
     where
-        F: FnOnce(&mut Scheduler, &mut BuiltGraph) -> Result<()>,
+        F: FnOnce(&mut Compute, &mut Backend, &mut BuiltGraph) -> Result<()>,
     {
         let model = Arc::clone(&self.model);
         let cfg = model.config();
@@ -781,7 +837,7 @@ impl Session {
             logits,
             argmax,
         };
-        f(&mut self.sched, &mut built)
+        f(&mut self.compute, &mut self.backend, &mut built)
     }
 }
 

@@ -238,12 +238,12 @@ fn log_messages_reach_the_handler() {
     let bad = model_file("logs").with_extension("bad");
     std::fs::write(&bad, b"not a gguf file at all").unwrap();
     let c_path = std::ffi::CString::new(bad.to_str().unwrap()).unwrap();
-    let params = llama_cpp_sys_2::gguf_init_params {
+    let params = ggml_sys::gguf_init_params {
         no_alloc: true,
         ctx: std::ptr::null_mut(),
     };
     // SAFETY: a NUL-terminated path; NULL is returned for the bad file.
-    let ctx = unsafe { llama_cpp_sys_2::gguf_init_from_file(c_path.as_ptr(), params) };
+    let ctx = unsafe { ggml_sys::gguf_init_from_file(c_path.as_ptr(), params) };
     assert!(ctx.is_null());
     // Errors only from here on: debug messages are dropped.
     set_log_handler(

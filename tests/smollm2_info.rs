@@ -56,13 +56,13 @@ fn smollm2_parses_and_describes() {
 }
 
 /// Frees a ggml GGUF context on drop, so failed assertions do not leak it.
-struct GgmlGguf(*mut llama_cpp_sys_2::gguf_context);
+struct GgmlGguf(*mut ggml_sys::gguf_context);
 
 impl Drop for GgmlGguf {
     fn drop(&mut self) {
         // SAFETY: the pointer came from a successful `gguf_init_from_file` and is
         // freed exactly once, here.
-        unsafe { llama_cpp_sys_2::gguf_free(self.0) }
+        unsafe { ggml_sys::gguf_free(self.0) }
     }
 }
 
@@ -79,13 +79,13 @@ fn smollm2_matches_ggml_parser() {
     let Some(path) = model_or_skip() else { return };
     let ours = GgufFile::open(&path).unwrap();
     let c_path = CString::new(path.to_str().unwrap()).unwrap();
-    let params = llama_cpp_sys_2::gguf_init_params {
+    let params = ggml_sys::gguf_init_params {
         no_alloc: true,
         ctx: std::ptr::null_mut(),
     };
     // SAFETY: `c_path` is a valid NUL-terminated path; with `no_alloc` and a null
     // `ctx`, ggml only reads the header and creates no tensor context.
-    let ctx = unsafe { llama_cpp_sys_2::gguf_init_from_file(c_path.as_ptr(), params) };
+    let ctx = unsafe { ggml_sys::gguf_init_from_file(c_path.as_ptr(), params) };
     assert!(!ctx.is_null(), "ggml could not parse {}", path.display());
     let ctx = GgmlGguf(ctx);
 
@@ -93,11 +93,11 @@ fn smollm2_matches_ggml_parser() {
     // passed is below the count ggml reported.
     let (version, alignment, data_offset, n_kv, n_tensors) = unsafe {
         (
-            llama_cpp_sys_2::gguf_get_version(ctx.0),
-            llama_cpp_sys_2::gguf_get_alignment(ctx.0),
-            llama_cpp_sys_2::gguf_get_data_offset(ctx.0),
-            llama_cpp_sys_2::gguf_get_n_kv(ctx.0),
-            llama_cpp_sys_2::gguf_get_n_tensors(ctx.0),
+            ggml_sys::gguf_get_version(ctx.0),
+            ggml_sys::gguf_get_alignment(ctx.0),
+            ggml_sys::gguf_get_data_offset(ctx.0),
+            ggml_sys::gguf_get_n_kv(ctx.0),
+            ggml_sys::gguf_get_n_tensors(ctx.0),
         )
     };
     assert_eq!(version, ours.version());
@@ -110,8 +110,8 @@ fn smollm2_matches_ggml_parser() {
         // SAFETY: see above.
         let (name, ty) = unsafe {
             (
-                c_str(llama_cpp_sys_2::gguf_get_key(ctx.0, i as i64)),
-                llama_cpp_sys_2::gguf_get_kv_type(ctx.0, i as i64),
+                c_str(ggml_sys::gguf_get_key(ctx.0, i as i64)),
+                ggml_sys::gguf_get_kv_type(ctx.0, i as i64),
             )
         };
         assert_eq!(&name, key);
@@ -121,10 +121,10 @@ fn smollm2_matches_ggml_parser() {
         // SAFETY: see above.
         let (name, offset, ty, size) = unsafe {
             (
-                c_str(llama_cpp_sys_2::gguf_get_tensor_name(ctx.0, i as i64)),
-                llama_cpp_sys_2::gguf_get_tensor_offset(ctx.0, i as i64),
-                llama_cpp_sys_2::gguf_get_tensor_type(ctx.0, i as i64),
-                llama_cpp_sys_2::gguf_get_tensor_size(ctx.0, i as i64),
+                c_str(ggml_sys::gguf_get_tensor_name(ctx.0, i as i64)),
+                ggml_sys::gguf_get_tensor_offset(ctx.0, i as i64),
+                ggml_sys::gguf_get_tensor_type(ctx.0, i as i64),
+                ggml_sys::gguf_get_tensor_size(ctx.0, i as i64),
             )
         };
         assert_eq!(name, t.name);

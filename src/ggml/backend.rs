@@ -1,4 +1,5 @@
-//! ggml-backend devices, backends, buffers, the CPU threadpool and the scheduler.
+//! ggml-backend devices, backends, buffers, the CPU threadpool, direct graph
+//! execution and the scheduler.
 
 use super::context::{Context, Graph, Tensor};
 use super::sys;
@@ -284,6 +285,8 @@ pub(crate) struct Backend {
     n_threads: usize,
     /// The non-CPU device, if any.
     device: Option<(NonNull<sys::ggml_backend_device>, DeviceInfo)>,
+    /// The flag polled between graph nodes (see [`Backend::set_abort_flag`]).
+    abort: Option<NonNull<AtomicBool>>,
 }
 
 // SAFETY: a Backend is used by one session at a time (owned, &mut for compute);
@@ -332,6 +335,7 @@ impl Backend {
             threadpool,
             n_threads,
             device: None,
+            abort: None,
         };
         if let Some((dev, info)) = device {
             let _serial = gpu_lifecycle_lock();
@@ -417,22 +421,77 @@ impl Backend {
         self.cpu.unwrap_or(self.main).as_ptr()
     }
 
-    /// Installs (or clears with `None`) a flag polled by the CPU backend between
+    /// Installs (or clears with `None`) a flag polled by the CPU between
     /// graph nodes; when it reads true the compute stops with "aborted".
     ///
     /// The flag must outlive every compute until it is cleared again.
     pub(crate) fn set_abort_flag(&mut self, flag: Option<&AtomicBool>) {
-        unsafe extern "C" fn poll(data: *mut std::os::raw::c_void) -> bool {
-            // SAFETY: `data` is the AtomicBool registered below, alive while set.
-            let flag = unsafe { &*(data as *const AtomicBool) };
-            flag.load(std::sync::atomic::Ordering::Relaxed)
-        }
-        let (cb, data): (sys::ggml_abort_callback, *mut std::os::raw::c_void) = match flag {
-            Some(f) => (Some(poll), f as *const AtomicBool as *mut _),
-            None => (None, std::ptr::null_mut()),
-        };
+        let (cb, data) = abort_callback(flag);
+        self.abort = flag.map(NonNull::from);
         // SAFETY: valid CPU backend; the flag's lifetime is the caller's contract.
         unsafe { sys::ggml_backend_cpu_set_abort_callback(self.cpu_backend(), cb, data) };
+    }
+
+    /// The main device's default buffer type (compute buffers).
+    pub(crate) fn buffer_type(&self) -> sys::ggml_backend_buffer_type_t {
+        // SAFETY: valid backend.
+        unsafe { sys::ggml_backend_get_default_buffer_type(self.main.as_ptr()) }
+    }
+
+    /// Whether the main device runs every node of `graph` itself.
+    pub(crate) fn supports_graph(&self, graph: &Graph) -> bool {
+        graph
+            .nodes()
+            // SAFETY: valid backend and graph node.
+            .all(|n| unsafe { sys::ggml_backend_supports_op(self.main.as_ptr(), n) })
+    }
+
+    /// Bytes of work buffer the CPU needs to run `graph` with this backend's
+    /// threads (CPU backends only).
+    pub(crate) fn cpu_work_size(&self, graph: &Graph) -> usize {
+        // SAFETY: valid graph and threadpool; planning only reads the graph.
+        let plan = unsafe {
+            sys::ggml_graph_plan(
+                graph.g.as_ptr(),
+                self.n_threads as i32,
+                self.threadpool.as_ptr(),
+            )
+        };
+        plan.work_size
+    }
+
+    /// Runs an allocated graph on the CPU with the persistent threadpool and
+    /// the caller's work buffer (at least [`Backend::cpu_work_size`] bytes).
+    pub(crate) fn cpu_compute(&mut self, graph: &mut Graph, work: &mut [u8]) -> Result<()> {
+        // SAFETY: valid graph and threadpool.
+        let mut plan = unsafe {
+            sys::ggml_graph_plan(
+                graph.g.as_ptr(),
+                self.n_threads as i32,
+                self.threadpool.as_ptr(),
+            )
+        };
+        if plan.work_size > work.len() {
+            return Err(Error::Backend("CPU work buffer too small".into()));
+        }
+        plan.work_data = if plan.work_size > 0 {
+            work.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: the flag, when set, outlives the compute (set_abort_flag's contract).
+        let (cb, data) = abort_callback(self.abort.map(|f| unsafe { f.as_ref() }));
+        plan.abort_callback = cb;
+        plan.abort_callback_data = data;
+        // SAFETY: every tensor of the graph is allocated; the work buffer has
+        // `work_size` bytes and outlives the call.
+        status(unsafe { sys::ggml_graph_compute(graph.g.as_ptr(), &mut plan) })
+    }
+
+    /// Runs an allocated graph on the main (GPU) device.
+    pub(crate) fn device_compute(&mut self, graph: &mut Graph) -> Result<()> {
+        // SAFETY: every tensor of the graph is allocated on this device.
+        status(unsafe { sys::ggml_backend_graph_compute(self.main.as_ptr(), graph.g.as_ptr()) })
     }
 
     /// Allocates a buffer on the main device holding every tensor of `ctx`.
@@ -620,14 +679,9 @@ impl Scheduler {
     /// Runs an allocated graph to completion (or until the abort flag is raised).
     pub(crate) fn compute(&mut self, graph: &mut Graph) -> Result<()> {
         // SAFETY: graph allocated by `alloc` on this scheduler.
-        let st =
-            unsafe { sys::ggml_backend_sched_graph_compute(self.sched.as_ptr(), graph.g.as_ptr()) };
-        match st {
-            sys::GGML_STATUS_SUCCESS => Ok(()),
-            sys::GGML_STATUS_ABORTED => Err(Error::Cancelled),
-            sys::GGML_STATUS_ALLOC_FAILED => Err(Error::OutOfMemory("graph compute".into())),
-            other => Err(Error::Backend(format!("graph compute failed ({other})"))),
-        }
+        status(unsafe {
+            sys::ggml_backend_sched_graph_compute(self.sched.as_ptr(), graph.g.as_ptr())
+        })
     }
 
     /// Number of pieces the last allocated graph was split into between
@@ -654,5 +708,30 @@ impl Drop for Scheduler {
     fn drop(&mut self) {
         // SAFETY: created by us, freed once.
         unsafe { sys::ggml_backend_sched_free(self.sched.as_ptr()) }
+    }
+}
+
+/// ggml's abort callback for an optional flag.
+fn abort_callback(
+    flag: Option<&AtomicBool>,
+) -> (sys::ggml_abort_callback, *mut std::os::raw::c_void) {
+    unsafe extern "C" fn poll(data: *mut std::os::raw::c_void) -> bool {
+        // SAFETY: `data` is the AtomicBool registered with it, alive while set.
+        let flag = unsafe { &*(data as *const AtomicBool) };
+        flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    match flag {
+        Some(f) => (Some(poll), f as *const AtomicBool as *mut _),
+        None => (None, std::ptr::null_mut()),
+    }
+}
+
+/// Maps a ggml compute status to our errors.
+fn status(st: sys::ggml_status) -> Result<()> {
+    match st {
+        sys::GGML_STATUS_SUCCESS => Ok(()),
+        sys::GGML_STATUS_ABORTED => Err(Error::Cancelled),
+        sys::GGML_STATUS_ALLOC_FAILED => Err(Error::OutOfMemory("graph compute".into())),
+        other => Err(Error::Backend(format!("graph compute failed ({other})"))),
     }
 }

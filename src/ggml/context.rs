@@ -236,6 +236,29 @@ impl Graph {
         self.n_nodes() + n + 512 <= self.capacity
     }
 
+    /// The graph's nodes, in execution order.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = *mut sys::ggml_tensor> + '_ {
+        // SAFETY: valid graph; indices below the node count.
+        (0..self.n_nodes()).map(|i| unsafe { sys::ggml_graph_node(self.g.as_ptr(), i as i32) })
+    }
+
+    /// Gives every view node the buffer of the tensor it views (what the
+    /// graph allocator does for views), for graphs that need no other memory.
+    pub(crate) fn init_views(&mut self) -> Result<()> {
+        for n in self.nodes() {
+            // SAFETY: a valid node of this graph.
+            let t = unsafe { &*n };
+            if !t.view_src.is_null() && t.buffer.is_null() {
+                // SAFETY: the viewed tensor is allocated (cache stores).
+                let st = unsafe { sys::ggml_backend_view_init(n) };
+                if st != sys::GGML_STATUS_SUCCESS {
+                    return Err(Error::Backend(format!("view initialisation failed ({st})")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Number of nodes (operations) in the graph.
     pub(crate) fn n_nodes(&self) -> usize {
         // SAFETY: valid graph.

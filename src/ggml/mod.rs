@@ -1,4 +1,4 @@
-//! The one place that talks to ggml. Everything here wraps `llama-cpp-sys-2`'s
+//! The one place that talks to ggml. Everything here wraps `ggml-sys`'s
 //! ggml bindings in a small safe API; all `unsafe` for ggml lives in this module.
 //!
 //! Invariants the rest of the crate relies on:
@@ -11,21 +11,23 @@
 //!   shape; sessions check lengths), because ggml aborts on a bad shape.
 
 mod backend;
+mod compute;
 mod context;
 mod log;
 mod ops;
 mod quantize;
 
 pub use backend::list_devices;
-pub(crate) use backend::{Backend, Buffer, Scheduler};
+pub(crate) use backend::{Backend, Buffer};
 pub use backend::{BackendKind, DeviceInfo, DeviceType};
+pub(crate) use compute::{Compute, Shape};
 pub(crate) use context::{Context, Graph, Tensor};
 pub use log::{LogHandler, LogLevel, set_log_handler};
 pub(crate) use ops::RopeMode;
 pub use quantize::{dequantize, quantize};
 
 use crate::gguf::GgmlType;
-use llama_cpp_sys_2 as sys;
+use ggml_sys as sys;
 
 /// Converts our GGUF type id to ggml's enum value (they share numbering).
 fn ggml_type(ty: GgmlType) -> sys::ggml_type {

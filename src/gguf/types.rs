@@ -12,7 +12,7 @@ pub const MAX_TENSOR_NAME_LEN: usize = 63;
 /// A ggml tensor type, with its numeric id as written in GGUF files.
 ///
 /// Block sizes and bytes per block match `ggml/src/ggml-common.h` of the
-/// ggml version linked through `llama-cpp-sys-2` (checked by a unit test).
+/// ggml version linked through `ggml-sys` (checked by a unit test).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
 #[repr(u32)]
@@ -344,8 +344,8 @@ mod tests {
             // every id we pass is a valid, non-removed `ggml_type` below GGML_TYPE_COUNT.
             let (blck, size) = unsafe {
                 (
-                    llama_cpp_sys_2::ggml_blck_size(ty.as_u32()),
-                    llama_cpp_sys_2::ggml_type_size(ty.as_u32()),
+                    ggml_sys::ggml_blck_size(ty.as_u32()),
+                    ggml_sys::ggml_type_size(ty.as_u32()),
                 )
             };
             assert_eq!(blck, ty.block_size() as i64, "block size of {ty}");

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds llama.cpp as shared libraries from the llama.cpp source shipped in the
+# registry package llama-cpp-sys-2 (the same pinned version whose ggml
+# ggml-sys builds), for tests that compare against llama.cpp (the tokenizer
+# reference in tests/tokenizer.rs) and for side-by-side benchmarks. Nothing
+# of it is linked into recurrent-depth.
+# Usage: tools/setup_llama_peer.sh [DIR=target/llama-peer]
+# Prints the path of libllama.so on its last line (export it as RD_LLAMA_CPP_LIB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=$(realpath -m "${1:-target/llama-peer}")
+VER=0.1.161
+mkdir -p "$D"
+find_src() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-$VER/llama.cpp 2>/dev/null | head -1; }
+SRC=$(find_src)
+if [ -z "$SRC" ]; then
+  # Let cargo fetch the package (checked against the registry index).
+  mkdir -p "$D/fetch"
+  printf '[package]\nname = "peer-fetch"\nversion = "0.0.0"\nedition = "2021"\n[lib]\npath = "lib.rs"\n[dependencies]\nllama-cpp-sys-2 = { version = "=%s", default-features = false }\n[workspace]\n' "$VER" > "$D/fetch/Cargo.toml"
+  : > "$D/fetch/lib.rs"
+  cargo fetch --quiet --manifest-path "$D/fetch/Cargo.toml" --target "$(rustc -vV | sed -n 's/^host: //p')"
+  SRC=$(find_src)
+fi
+[ -n "$SRC" ] || { echo "llama-cpp-sys-2 $VER source not found" >&2; exit 1; }
+B="$D/build"
+if [ ! -f "$B/bin/libllama.so" ]; then
+  # Same instruction sets as ggml-sys's x86-64 build (GGML_NATIVE off).
+  cmake -S "$SRC" -B "$B" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_APP=OFF \
+    -DBUILD_SHARED_LIBS=ON >"$D/cmake.log"
+  cmake --build "$B" -j"$(nproc)" --target llama >>"$D/cmake.log"
+fi
+echo "$B/bin/libllama.so"
