@@ -9,29 +9,20 @@
  * pass through these counters. glibc only; not for sanitizer builds.
  *
  * The window is from the second to the last token callback of a generation
- * (prefill and the first decoded token are warm-up). Findings with the ggml
- * of llama-cpp-sys-2 0.1.161 (see docs/c-api.md): the runtime's own code
- * (Rust: src/session.rs, src/generate.rs, src/ffi) allocates nothing per
- * token, but every ggml graph run costs allocator calls inside ggml itself:
- *   - ggml_graph_compute() calls ggml_cpu_init(), which creates and frees a
- *     throw-away ggml_context (ggml-cpu.c: malloc + posix_memalign + 2 free);
- *   - the scheduler's ggml_backend_sched_split_graph() frees and re-creates
- *     its context (ggml-backend.cpp: free + malloc);
- *   - ggml_gallocr_alloc_graph() re-plans whenever a graph differs from the
- *     one before (a tensor grew, e.g. the attention mask as the context
- *     fills, or more nodes): its dynamic allocator frees and re-callocs its
- *     chunk list, and its node/leaf tables when they grow (ggml-alloc.c).
- * So the count per token is not 0. What this test enforces:
- *   1. with a fixed budget every token costs exactly the same number of
- *      calls (nothing grows with the number of tokens; no per-token leak);
- *   2. in the static build (linked with -rdynamic, so frames have names),
- *      every call in the window comes from one of the three ggml sites
- *      above: the library adds none of its own.
+ * of 300 tokens from a 6-token prompt (prefill and the first decoded token
+ * are outside it). Every scenario must make 0 allocator calls in the window:
+ * fixed budgets (one and several graphs a token), KL exits with B = 1 and with
+ * a budget that needs the latest-entry fill, a latent criterion with warm
+ * start, argmax-stability every 3 steps, sampling with every filter, and
+ * streamed token text. How (docs/c-api.md, "Memory"): graphs run directly on
+ * the CPU backend with one ggml graph allocator per single-token graph shape,
+ * planned for the full context when rd_generate starts, and ggml-sys patches
+ * ggml_cpu_init's per-graph context away.
  *
- * The same holds with the token text streamed to the callback (a model with
- * a tokenizer: the session's decoder buffers are reserved at creation).
+ * In the static build (linked with -rdynamic, so frames have names) each call
+ * is attributed to the ggml site that made it, to say where a regression is.
  *
- * Usage: test_alloc FIXTURE_DIR (holding model.gguf and tok-model.gguf)
+ * Usage: test_alloc FIXTURE_DIR (holding model-ctx512.gguf and tok-model-ctx512.gguf)
  */
 #define _GNU_SOURCE
 
@@ -178,7 +169,7 @@ static void print_delta(const char *what, const counts_t *a, const counts_t *b) 
 }
 
 /* Counter totals at every token callback; opens and closes the window. */
-#define MAX_TOKENS 64
+#define MAX_TOKENS 320
 typedef struct {
     size_t n, last_index;
     long total_at[MAX_TOKENS];
@@ -218,7 +209,7 @@ static void check_generation_of(const char *path, const char *name, uint32_t n_t
     rd_model_info info = {.struct_size = sizeof info};
     REQUIRE_OK(rd_model_get_info(m, &info));
     rd_session_params sp = rd_session_default_params();
-    sp.n_ctx = 128;
+    sp.n_ctx = 512;
     sp.kv_budget = kv_budget;
     rd_session *s = NULL;
     rd_status st = rd_session_new(m, &sp, &s);
@@ -230,7 +221,6 @@ static void check_generation_of(const char *path, const char *name, uint32_t n_t
     gp.sampling = sampling;
     gp.max_tokens = n_tokens;
     gp.default_stop_tokens = false; /* a random model may sample EOS */
-    int fixed = limits.min_iterations == limits.max_iterations;
     for (int round = 0; round < 2; round++) {
         REQUIRE_OK(rd_session_reset(s));
         probe_t p = {.last_index = n_tokens - 1};
@@ -257,18 +247,16 @@ static void check_generation_of(const char *path, const char *name, uint32_t n_t
         snprintf(what, sizeof what, "  tokens 2..%u (%.1f calls per token)", n_tokens,
                  (double)window / (n_tokens - 2));
         print_delta(what, &p.at_second, &p.at_last);
-        if (fixed) {
-            /* Every token does the same work: the same number of calls. */
-            long first = p.total_at[2] - p.total_at[1];
-            for (size_t i = 2; i + 1 < p.n && i + 1 < MAX_TOKENS; i++) {
+        if (window != 0) {
+            for (size_t i = 1; i + 1 < p.n && i + 1 < MAX_TOKENS; i++) {
                 long d = p.total_at[i + 1] - p.total_at[i];
-                if (d != first) {
-                    fprintf(stderr, "    token %zu: %ld calls, token 2: %ld\n", i + 1, d, first);
-                    CHECK(d == first);
+                if (d) {
+                    fprintf(stderr, "    first allocating token: %zu (%ld calls)\n", i + 1, d);
                     break;
                 }
             }
         }
+        CHECK(window == 0);
 #ifdef RD_ATTRIBUTE
         printf("       by site:");
         for (int i = 0; i < S_N; i++) {
@@ -321,24 +309,24 @@ static void test_interposition_works(void) {
 
 static void test_fixed_budget(void) {
     check_generation("fixed 8 iterations, B=1, 1 thread", 1, 1,
-                     limits_of(8, 8, RD_EXIT_NONE, 1, false), NULL, 40);
+                     limits_of(8, 8, RD_EXIT_NONE, 1, false), NULL, 300);
     check_generation("fixed 40 iterations (3 graphs a token), B=2, 2 threads", 2, 2,
-                     limits_of(40, 40, RD_EXIT_NONE, 1, false), NULL, 24);
+                     limits_of(40, 40, RD_EXIT_NONE, 1, false), NULL, 300);
 }
 
 static void test_exits_and_sampling(void) {
-    check_generation("kl exit 2..32, B=1", 1, 1, limits_of(2, 32, RD_EXIT_KL, 1, false), NULL, 40);
+    check_generation("kl exit 2..32, B=1", 1, 1, limits_of(2, 32, RD_EXIT_KL, 1, false), NULL, 300);
     check_generation("kl exit 2..32, B=4 (latest-entry fill)", 1, 4,
-                     limits_of(2, 32, RD_EXIT_KL, 1, false), NULL, 40);
+                     limits_of(2, 32, RD_EXIT_KL, 1, false), NULL, 300);
     check_generation("cosine exit 1..40, warm start", 1, 1,
-                     limits_of(1, 40, RD_EXIT_COSINE, 1, true), NULL, 40);
+                     limits_of(1, 40, RD_EXIT_COSINE, 1, true), NULL, 300);
     check_generation("argmax-stability, check_every 3", 1, 2,
-                     limits_of(3, 24, RD_EXIT_ARGMAX_STABILITY, 3, false), NULL, 40);
+                     limits_of(3, 24, RD_EXIT_ARGMAX_STABILITY, 3, false), NULL, 300);
     rd_sampling_params sp = rd_sampling_default_params();
     sp.seed = 7;
     sp.repeat_penalty = 1.1f;
     check_generation("sampled (temperature, top-k, top-p, min-p, penalty)", 1, 1,
-                     limits_of(2, 16, RD_EXIT_KL, 1, false), &sp, 40);
+                     limits_of(2, 16, RD_EXIT_KL, 1, false), &sp, 300);
 }
 
 /* Token text streamed to the callback (split characters held back) adds no
@@ -351,9 +339,9 @@ static void test_streamed_text(void) {
     sp.min_p = 0.0f;
     sp.seed = 3;
     check_generation_of(g_tok_model_path, "token text, fixed 8 iterations", 1, 1,
-                        limits_of(8, 8, RD_EXIT_NONE, 1, false), &sp, 40);
+                        limits_of(8, 8, RD_EXIT_NONE, 1, false), &sp, 300);
     check_generation_of(g_tok_model_path, "token text, greedy, kl exit 2..16", 1, 1,
-                        limits_of(2, 16, RD_EXIT_KL, 1, false), NULL, 40);
+                        limits_of(2, 16, RD_EXIT_KL, 1, false), NULL, 300);
 }
 
 int main(int argc, char **argv) {
@@ -365,8 +353,8 @@ int main(int argc, char **argv) {
     void *warm[4];
     backtrace(warm, 4); /* loads the unwinder before any window opens */
 #endif
-    rdt_path(g_model_path, sizeof g_model_path, "%s/model.gguf", argv[1]);
-    rdt_path(g_tok_model_path, sizeof g_tok_model_path, "%s/tok-model.gguf", argv[1]);
+    rdt_path(g_model_path, sizeof g_model_path, "%s/model-ctx512.gguf", argv[1]);
+    rdt_path(g_tok_model_path, sizeof g_tok_model_path, "%s/tok-model-ctx512.gguf", argv[1]);
     printf("recurrent-depth %s allocation tests (%s)\n", rd_version(), argv[0]);
     RUN(test_interposition_works);
     RUN(test_fixed_budget);
