@@ -99,11 +99,94 @@ pub struct DeviceInfo {
     pub maps_host_memory: bool,
 }
 
-fn init_backends() {
+/// Instruction-set extensions the ggml CPU code of this build was compiled
+/// with (ggml-sys/README.md), as `std::arch` names them.
+#[cfg(target_arch = "x86_64")]
+const REQUIRED_CPU_FEATURES: &[&str] = &["sse4.2", "avx", "avx2", "bmi2", "fma", "f16c"];
+#[cfg(not(target_arch = "x86_64"))]
+const REQUIRED_CPU_FEATURES: &[&str] = &[];
+
+/// The extensions aarch64 ggml was compiled for, from its `-march`.
+#[cfg(target_arch = "aarch64")]
+fn required_arm_features() -> Vec<&'static str> {
+    let arch = sys::ARM_ARCH;
+    let mut v = Vec::new();
+    if arch.contains("+dotprod") {
+        v.push("dotprod");
+    }
+    if arch.contains("+fp16") {
+        v.push("fp16");
+    }
+    if arch.contains("+i8mm") {
+        v.push("i8mm");
+    }
+    if arch.contains("+sve") {
+        v.push("sve");
+    }
+    v
+}
+
+fn cpu_has(feature: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match feature {
+            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            _ => false,
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        match feature {
+            "dotprod" => std::arch::is_aarch64_feature_detected!("dotprod"),
+            "fp16" => std::arch::is_aarch64_feature_detected!("fp16"),
+            "i8mm" => std::arch::is_aarch64_feature_detected!("i8mm"),
+            "sve" => std::arch::is_aarch64_feature_detected!("sve"),
+            _ => false,
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = feature;
+        false
+    }
+}
+
+/// The features of `required` that `has` says are missing, in order.
+fn missing_features<'a>(required: &[&'a str], has: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    required.iter().copied().filter(|f| !has(f)).collect()
+}
+
+/// Refuses to run ggml's CPU code on a CPU without the extensions it was
+/// compiled with (it would die of SIGILL), naming what is missing.
+pub(crate) fn check_cpu_features() -> Result<()> {
+    #[allow(unused_mut)]
+    let mut required: Vec<&str> = REQUIRED_CPU_FEATURES.to_vec();
+    #[cfg(target_arch = "aarch64")]
+    required.extend(required_arm_features());
+    let missing = missing_features(&required, cpu_has);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Backend(format!(
+        "this CPU lacks {}, which this build's ggml CPU code was compiled for (needs {}); \
+         see ggml-sys/README.md to build for older CPUs",
+        missing.join(", "),
+        required.join(", ")
+    )))
+}
+
+fn init_backends() -> Result<()> {
+    check_cpu_features()?;
     super::log::install();
     static INIT: Once = Once::new();
     // SAFETY: one-time global initialisation of ggml's CPU feature tables.
     INIT.call_once(|| unsafe { sys::ggml_cpu_init() });
+    Ok(())
 }
 
 fn cstr(p: *const std::os::raw::c_char) -> String {
@@ -117,7 +200,10 @@ fn cstr(p: *const std::os::raw::c_char) -> String {
 /// Every device of this build with its ggml handle, in registry order, with
 /// per-API indices assigned.
 fn devices() -> Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> {
-    init_backends();
+    if init_backends().is_err() {
+        // A CPU ggml cannot run on: no devices (Backend::new says why).
+        return Vec::new();
+    }
     // SAFETY: registry query.
     let n = unsafe { sys::ggml_backend_dev_count() };
     let mut out: Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> = Vec::new();
@@ -296,7 +382,7 @@ unsafe impl Send for Backend {}
 impl Backend {
     /// Initialises a backend of `kind` with `n_threads` CPU threads (0 = physical cores).
     pub(crate) fn new(kind: BackendKind, n_threads: usize) -> Result<Backend> {
-        init_backends();
+        init_backends()?;
         let n_threads = if n_threads == 0 {
             physical_cores()
         } else {
@@ -733,5 +819,27 @@ fn status(st: sys::ggml_status) -> Result<()> {
         sys::GGML_STATUS_ABORTED => Err(Error::Cancelled),
         sys::GGML_STATUS_ALLOC_FAILED => Err(Error::OutOfMemory("graph compute".into())),
         other => Err(Error::Backend(format!("graph compute failed ({other})"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_features_are_named_in_order() {
+        let req = ["sse4.2", "avx", "avx2", "fma"];
+        assert!(missing_features(&req, |_| true).is_empty());
+        assert_eq!(
+            missing_features(&req, |f| f.starts_with("sse")),
+            ["avx", "avx2", "fma"]
+        );
+        assert_eq!(missing_features(&req, |f| f != "avx2"), ["avx2"]);
+    }
+
+    #[test]
+    fn this_cpu_runs_this_build() {
+        // The test machine runs the tests, so it has what the build needs.
+        check_cpu_features().unwrap();
     }
 }
