@@ -18,10 +18,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 ABIS="${ABIS:-arm64-v8a armeabi-v7a x86_64}"
-# minSdk of build.gradle.kts; llama-cpp-sys-2 reads ANDROID_API_LEVEL.
+# minSdk of build.gradle.kts; ggml-sys's build script reads ANDROID_API_LEVEL.
 export ANDROID_API_LEVEL="${ANDROID_API_LEVEL:-28}"
 : "${ANDROID_NDK_HOME:?set ANDROID_NDK_HOME to an Android NDK r27 or newer}"
-# cargo-ndk reads ANDROID_NDK_HOME; llama-cpp-sys-2's build script ANDROID_NDK.
+# cargo-ndk and ggml-sys's build script read ANDROID_NDK_HOME (ggml-sys also ANDROID_NDK).
 export ANDROID_NDK="$ANDROID_NDK_HOME"
 
 command -v cargo-ndk >/dev/null 2>&1 || {

@@ -263,7 +263,9 @@ fn build(work: &Path) -> PathBuf {
             );
             let abi = match arch.as_str() {
                 "aarch64" => "arm64-v8a",
+                "arm" => "armeabi-v7a",
                 "x86_64" => "x86_64",
+                "x86" => "x86",
                 other => panic!("unsupported Android architecture {other}"),
             };
             cfg.define("ANDROID_ABI", abi);

