@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rdtest.h"
 
@@ -559,6 +560,26 @@ static void test_bad_model_files(void) {
     CHECK_STATUS(rd_model_load(g_dir, &mp, &m), RD_ERR_IO);
     CHECK(strstr(rd_last_error(), "directory") != NULL);
     CHECK(m == sentinel);
+
+    /* Devices and pipes are refused before anything is read, with and without
+     * mmap: /dev/zero would be read forever, opening a FIFO blocks until a
+     * writer comes. The alarm turns a hang into a visible failure. */
+    const char *fifo = rdt_path(p, sizeof p, "%s/fifo.gguf", g_dir);
+    unlink(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    const char *specials[] = {"/dev/zero", "/dev/urandom", "/dev/null", fifo};
+    alarm(20);
+    for (int mm = 0; mm < 2; mm++) {
+        rd_model_params sp = mp;
+        sp.use_mmap = mm == 1;
+        for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) {
+            CHECK_STATUS(rd_model_load(specials[i], &sp, &m), RD_ERR_IO);
+            CHECK(strstr(rd_last_error(), "not a regular file") != NULL);
+            CHECK(m == sentinel);
+        }
+    }
+    alarm(0);
+    unlink(fifo);
 
     size_t n = 0;
     unsigned char *bytes = rdt_read_file(g_model_path, &n);

@@ -1002,9 +1002,12 @@ const char *rd_version(void);
  *
  * The message names the function and the problem (e.g.
  * `"rd_model_load: i/o error: No such file or directory (os error 2)"`).
- * The string is owned by the library and stays valid until the next failing
- * call on the same thread (successful calls do not change it). Never NULL.
- * Thread-safe: every thread has its own message.
+ * The string is owned by the library: a per-thread buffer whose address
+ * stays valid for the life of the calling thread. Its text is replaced in
+ * place by the next failing call on the same thread (successful calls do not
+ * change it), so copy it before such a call if you need to keep it. Messages
+ * longer than 1023 bytes are cut. Never NULL. Thread-safe: every thread has
+ * its own message.
  */
 const char *rd_last_error(void);
 
@@ -1033,7 +1036,7 @@ struct rd_session_params rd_session_default_params(void);
 struct rd_compute_limits rd_compute_limits_default(void);
 
 /**
- * The usual threshold of a criterion (SPEC: kl 5e-4, minp-kl 1e-5,
+ * The usual threshold of a criterion (docs/semantics.md: kl 5e-4, minp-kl 1e-5,
  * entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5;
  * none 0), or NaN for a value that is not an `rd_exit_criterion`.
  * Thread-safe.

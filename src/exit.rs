@@ -1,4 +1,4 @@
-//! Early-exit criteria for the recurrent core (SPEC section 3).
+//! Early-exit criteria for the recurrent core (docs/semantics.md, section 2).
 //!
 //! Per generated token the caller runs the recurrence and, at each check
 //! (every `check_every` steps after `min_iterations`), feeds either the
@@ -82,7 +82,7 @@ impl ExitCriterion {
         }
     }
 
-    /// The usual threshold (SPEC section 3): kl 5e-4, minp-kl 1e-5,
+    /// The usual threshold (docs/semantics.md): kl 5e-4, minp-kl 1e-5,
     /// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5;
     /// 0 for `none` (unused).
     pub fn default_threshold(self) -> f64 {

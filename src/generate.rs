@@ -316,7 +316,13 @@ impl Session {
             stop: StopReason::MaxTokens,
         };
         let mut total_iters = 0usize;
-        let mut iterations = prefill_used;
+        // Without a prompt the first token is sampled from the logits the cache
+        // already holds (e.g. after `eval`): report the iterations they used.
+        let mut iterations = if prompt.is_empty() {
+            self.last_iterations()
+        } else {
+            prefill_used
+        };
         let mut exit_value = f64::NAN;
         for index in 0..params.max_tokens {
             let recent_from = history.len().saturating_sub(params.sampling.repeat_last_n);
@@ -430,6 +436,7 @@ impl Session {
             w.have_prev = true;
         }
         self.end_batch();
+        self.set_last_iterations(t);
         Ok((t, value))
     }
 }

@@ -1,7 +1,10 @@
 //! Next-token sampling: repetition penalty, greedy, top-k, temperature, top-p,
 //! min-p and a seeded draw.
 //!
-//! The order follows llama.cpp's classic chain:
+//! The order (top-k does not depend on the temperature, so this equals
+//! Hugging Face transformers' temperature, top-k, top-p, min-p; llama.cpp's
+//! default chain instead scales by the temperature last, after top-p and
+//! min-p, so with a temperature other than 1 the two keep different sets):
 //!
 //! 1. repetition penalty over the last `repeat_last_n` recent tokens (each
 //!    distinct token once: a positive logit is divided by the penalty, a

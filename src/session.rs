@@ -167,6 +167,8 @@ pub struct Session {
     cancel: Arc<AtomicBool>,
     /// Most device splits seen in one graph (see [`Session::graph_splits`]).
     max_splits: usize,
+    /// Iterations the last committed batch ran (0 before any).
+    last_iterations: usize,
 }
 
 impl Session {
@@ -294,6 +296,7 @@ impl Session {
             n_cur: 0,
             cancel: Arc::new(AtomicBool::new(false)),
             max_splits: 0,
+            last_iterations: 0,
             params: params.clone(),
             model,
         };
@@ -350,10 +353,7 @@ impl Session {
     /// segment with the number of exit-statistic checks run before it in its
     /// token.
     pub(crate) fn plan_token_graphs(&mut self, segments: &[(Segment, usize)]) -> Result<()> {
-        if self.n_cur != 0 || self.n_ctx == 0 {
-            return Ok(());
-        }
-        let saved_checks = self.device_checks;
+        let (saved_cur, saved_checks) = (self.n_cur, self.device_checks);
         self.n_cur = 1;
         let mut res = Ok(());
         for &(seg, checks) in segments {
@@ -362,6 +362,7 @@ impl Session {
             if self.compute.is_planned(shape) {
                 continue;
             }
+            // At the last position of the context: the shape's largest graph.
             res = self.build_and(seg, self.n_ctx - 1, |compute, backend, graph| {
                 compute.reserve(backend, shape, &mut graph.graph)
             });
@@ -369,7 +370,7 @@ impl Session {
                 break;
             }
         }
-        self.n_cur = 0;
+        self.n_cur = saved_cur;
         self.device_checks = saved_checks;
         res
     }
@@ -443,6 +444,7 @@ impl Session {
         self.n_past = 0;
         self.n_cur = 0;
         self.rng = SplitMix64::new(self.params.seed);
+        self.last_iterations = 0;
         self.cancel.store(false, Ordering::Relaxed);
     }
 
@@ -513,6 +515,7 @@ impl Session {
             }
             self.fill_unreached_slots(iterations)?;
             self.end_batch();
+            self.last_iterations = iterations;
         }
         Ok(())
     }
@@ -653,6 +656,17 @@ impl Session {
         self.n_batch
     }
 
+    /// Iterations the last batch committed to the cache ran (0 before any):
+    /// what the logits of [`Session::logits`] were computed with.
+    pub fn last_iterations(&self) -> usize {
+        self.last_iterations
+    }
+
+    /// Records the iterations of the batch just committed.
+    pub(crate) fn set_last_iterations(&mut self, n: usize) {
+        self.last_iterations = n;
+    }
+
     /// Commits the current batch to the cache.
     pub(crate) fn end_batch(&mut self) {
         self.n_past += self.n_cur;
@@ -663,6 +677,15 @@ impl Session {
     /// `self.logits` (last position) or are appended to `all`.
     pub(crate) fn run_segment(&mut self, seg: Segment, all: Option<&mut Vec<f32>>) -> Result<()> {
         let n_past = self.n_past;
+        let shape = self.shape_of(seg);
+        if let Shape::Token(_) = shape
+            && !self.compute.is_planned(shape)
+        {
+            // A single-token shape generate() did not foresee (eval, or limits
+            // changed by a callback): plan it once for the full context, so
+            // that later tokens of this shape do not re-plan as the cache grows.
+            self.plan_token_graphs(&[(seg, self.device_checks)])?;
+        }
         // Take the scratch out (a move, no allocation) so the graph can borrow self.
         let host = std::mem::take(&mut self.host);
         let (ids, pos, mask, x0) = (&host.ids, &host.pos, &host.mask, &host.x0);
@@ -673,7 +696,6 @@ impl Session {
         self.backend.set_abort_flag(Some(&self.cancel));
         let mut splits = 0;
         let mut argmax_t = None;
-        let shape = self.shape_of(seg);
         let res = self.build_and(seg, n_past, |compute, backend, graph| {
             compute.alloc(backend, shape, &mut graph.graph)?;
             splits = compute.n_splits();

@@ -496,6 +496,9 @@ impl Tokenizer {
         let enc = hf
             .encode_fast(text, false)
             .map_err(|e| tok_err(format!("encoding failed: {e}")))?;
+        if self.hf.get_normalizer().is_none() {
+            self.check_represented(text, enc.get_ids())?;
+        }
         let mut ids = Vec::with_capacity(enc.get_ids().len() + 1);
         if add_special
             && self.special.add_bos
@@ -505,6 +508,33 @@ impl Tokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// Fails when `ids` do not spell `text` back: the vocabulary has no token
+    /// for some of its bytes (a small vocabulary without byte tokens), and
+    /// the BPE model dropped them. Names the first such byte offset. A
+    /// leading space the tokenizer adds is allowed.
+    fn check_represented(&self, text: &str, ids: &[u32]) -> Result<()> {
+        let want = text.as_bytes();
+        let mut pos = 0usize;
+        let mut first = true;
+        for &id in ids {
+            let mut piece = self.token_bytes(id).unwrap_or(&[]);
+            if first && pos == 0 && piece.first() == Some(&b' ') && want.first() != Some(&b' ') {
+                piece = &piece[1..];
+            }
+            first = false;
+            let rest = &want[pos.min(want.len())..];
+            let same = piece.iter().zip(rest).take_while(|(a, b)| a == b).count();
+            if same < piece.len() {
+                return Err(unrepresentable(text, pos + same));
+            }
+            pos += piece.len();
+        }
+        if pos < want.len() {
+            return Err(unrepresentable(text, pos));
+        }
+        Ok(())
     }
 
     /// Text of `ids`, control tokens left out when `skip_special`; bytes that are
@@ -662,6 +692,22 @@ impl StreamDecoder {
         }
         self.pending.drain(..start);
     }
+}
+
+/// The error for text whose byte at `offset` the vocabulary cannot represent.
+fn unrepresentable(text: &str, offset: usize) -> Error {
+    let mut start = offset.min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let ch = text[start..]
+        .chars()
+        .next()
+        .map_or(String::new(), |c| format!(" ({c:?})"));
+    Error::InvalidArgument(format!(
+        "the text cannot be represented by this model's vocabulary: byte offset {offset}{ch} \
+         has no token"
+    ))
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ const SPECIALS: [&str; 6] = [
     "<|pad|>",
 ];
 
-/// A Huginn-style chat template (the turn format of SPEC section 2, with the
+/// A Huginn-style chat template (the turn format of docs/semantics.md, section 5, with the
 /// `transformers` `{% generation %}` block of the original).
 const HUGINN_STYLE_TEMPLATE: &str = "{% for message in messages %}\
 {% set head = '<|begin_header|>' %}\
@@ -726,7 +726,7 @@ fn tokenizer_and_chat_template_are_stored() {
     );
     assert_eq!(tok2.encode(text, true, true).unwrap(), ids);
 
-    // The chat template renders SPEC section 2's turn format.
+    // The chat template renders the turn format of docs/semantics.md, section 5.
     let template = ChatTemplate::from_gguf(&file).unwrap().unwrap();
     let msgs = [ChatMessage::new("user", "Hi!")];
     let tokens = TemplateTokens {

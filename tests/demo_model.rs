@@ -99,3 +99,21 @@ fn demo_model_adds_and_needs_its_iterations() {
         "1 iteration ({at_one}) is not clearly worse than {default_iters} ({at_default})"
     );
 }
+
+/// Text the demo model's small vocabulary (digits, `+`, `=`, specials) cannot
+/// spell is refused, naming the first byte it has no token for, instead of
+/// being dropped silently.
+#[test]
+fn demo_tokenizer_refuses_text_it_cannot_spell() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/huginn-demo-addition.gguf");
+    let file = recurrent_depth::gguf::GgufFile::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    assert!(!tok.encode("12+34=", true, true).unwrap().is_empty());
+    for (text, offset) in [("abc", 0), ("1a2", 1), ("12+34=x", 6), ("1é", 1)] {
+        let err = tok.encode(text, false, true).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("byte offset {offset}")),
+            "{text:?}: {err}"
+        );
+    }
+}

@@ -220,3 +220,40 @@ fn session_rejects_bad_arguments_and_stays_usable() {
         "a reset session reproduces its first result"
     );
 }
+
+/// Devices and pipes are refused before anything is read, with and without
+/// the memory map: `/dev/zero` would be read forever, and opening a FIFO
+/// blocks until a writer comes (the test would hang).
+#[cfg(unix)]
+#[test]
+fn devices_and_pipes_are_refused() {
+    use recurrent_depth::model::{BackendKind, LoadParams, Model};
+    let dir = std::env::temp_dir().join(format!("rd-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("model.gguf");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for use_mmap in [true, false] {
+        let params = LoadParams {
+            backend: BackendKind::Cpu,
+            n_threads: 1,
+            use_mmap,
+        };
+        for path in [
+            std::path::Path::new("/dev/zero"),
+            std::path::Path::new("/dev/null"),
+            fifo.as_path(),
+        ] {
+            let err = Model::load(path, &params).err().expect("refused");
+            assert!(
+                err.to_string().contains("not a regular file"),
+                "{}: {err}",
+                path.display()
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

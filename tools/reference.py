@@ -2,7 +2,7 @@
 """Independent float64 reference forward pass for `huginn` GGUF files.
 
 This file is a specification in code. It is written from the maths in
-SPEC.md (sections 2 and 3) and the schema in docs/gguf.md, reads the same GGUF
+docs/semantics.md (sections 1 to 4) and the schema in docs/gguf.md, reads the same GGUF
 files the runtime reads, and computes everything in float64 numpy so that the
 runtime (f32 / f16 / quantized, on ggml) can be compared against it.
 
@@ -16,7 +16,7 @@ Model (Huginn "raven" architecture, sandwich blocks):
     x = coda blocks(x)
     logits = head(output_norm(x))  (head = output.weight, or token_embd when tied)
 
-KV cache (SPEC section 3): every prelude layer, every (core layer j, slot s)
+KV cache (docs/semantics.md, section 3): every prelude layer, every (core layer j, slot s)
 and every coda layer has its own K/V rows. With a recurrence budget B there are
 B slots per core layer; recurrence step t (1-based) reads and writes slot
 (t - 1) mod B. A slot keeps, for each position, the latest row written to it.
@@ -503,7 +503,7 @@ class Session:
         return logits
 
     def feed_adaptive(self, token: int, limits: "ComputeLimits", warm_state=None):
-        """Run one token under per-token compute limits (SPEC section 3, the
+        """Run one token under per-token compute limits (docs/semantics.md, section 2, the
         runtime's generation loop): the core runs step by step; at each check
         step the exit criterion is evaluated (criteria on the next-token
         distribution run the coda and head at that step, rewriting the coda's
@@ -590,7 +590,7 @@ def run(model: Model, prompt, iterations: int, kv_budget: int | None = None, ini
 
 
 # ---------------------------------------------------------------------------
-# Generation under per-token compute limits (SPEC section 3; the runtime's
+# Generation under per-token compute limits (docs/semantics.md, section 2; the runtime's
 # src/generate.rs and src/exit.rs)
 # ---------------------------------------------------------------------------
 

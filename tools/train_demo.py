@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Train the bundled demo model: a small Huginn ("raven") recurrent-depth model
-that adds numbers, written from the maths in SPEC section 2 and docs/gguf.md.
+that adds numbers, written from the maths in docs/semantics.md and docs/gguf.md.
 
 The number of recurrences is sampled per step from a Poisson log-normal around
 --mean-recurrence, gradients flow only through the last --backprop iterations,
@@ -210,7 +210,7 @@ def batch_tensors(problems, order: str, bos_fraction: float = 1.0, rng: random.R
 
 
 # ---------------------------------------------------------------------------
-# The model (names follow the Hugging Face checkpoint of SPEC section 2).
+# The model (names follow the Hugging Face checkpoint of docs/semantics.md, section 1).
 # ---------------------------------------------------------------------------
 
 

@@ -111,13 +111,18 @@ unsafe fn checked_size<T: Versioned>(p: *const T, what: &str) -> Result<usize, F
     // SAFETY: aligned for T, hence for its first field (a usize); readable by
     // the caller's contract.
     let size = unsafe { p.cast::<usize>().read() };
-    if size < T::MIN_SIZE || size > size_of::<T>() {
+    // Only the sizes of released versions: a size in between would make the
+    // library read a field the caller's struct only partly holds.
+    if size != T::MIN_SIZE && size != size_of::<T>() {
+        let accepted = if T::MIN_SIZE == size_of::<T>() {
+            format!("{}", T::MIN_SIZE)
+        } else {
+            format!("{} (first release) or {}", T::MIN_SIZE, size_of::<T>())
+        };
         return Err(Fail::invalid(format!(
-            "{what}->struct_size is {size}; this library accepts {}..={} for {} \
+            "{what}->struct_size is {size}; this library accepts {accepted} for {} \
              (initialise the struct with its rd_*_default_params() function or \
              set struct_size = sizeof({}))",
-            T::MIN_SIZE,
-            size_of::<T>(),
             T::NAME,
             T::NAME
         )));

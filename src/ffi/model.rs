@@ -6,7 +6,6 @@ use super::params::rd_model_params;
 use super::rd_token;
 use super::status::{Fail, rd_status};
 use super::text::ModelText;
-use crate::gguf::GgufFile;
 use crate::model::Model;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::PathBuf;
@@ -148,25 +147,12 @@ pub unsafe extern "C" fn rd_model_load(
             }
         };
         let shown = path.display();
-        let io = |e: std::io::Error| Fail::new(rd_status::RD_ERR_IO, format!("{shown}: {e}"));
         let with_path = |e: crate::Error| {
             let f = Fail::from(e);
             Fail::new(f.status, format!("{shown}: {}", f.message))
         };
         progress(0.0)?;
-        let meta = std::fs::metadata(&path).map_err(io)?;
-        if meta.is_dir() {
-            return Err(Fail::new(
-                rd_status::RD_ERR_IO,
-                format!("{shown}: is a directory"),
-            ));
-        }
-        let file = if load.use_mmap {
-            GgufFile::open(&path)
-        } else {
-            GgufFile::from_bytes(std::fs::read(&path).map_err(io)?)
-        }
-        .map_err(|e| with_path(e.into()))?;
+        let file = Model::open_file(&path, load.use_mmap).map_err(with_path)?;
         progress(0.5)?;
         // Weight placement reports 0.5..0.95 (per tensor when uploading to a
         // GPU); 1 comes after mlock.

@@ -399,7 +399,7 @@ pub extern "C" fn rd_compute_limits_default() -> rd_compute_limits {
     guard_value(rd_compute_limits::defaults(), rd_compute_limits::defaults)
 }
 
-/// The usual threshold of a criterion (SPEC: kl 5e-4, minp-kl 1e-5,
+/// The usual threshold of a criterion (docs/semantics.md: kl 5e-4, minp-kl 1e-5,
 /// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5;
 /// none 0), or NaN for a value that is not an `rd_exit_criterion`.
 /// Thread-safe.

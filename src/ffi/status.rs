@@ -6,7 +6,7 @@ use crate::convert::ConvertError;
 use crate::error::Error;
 use crate::gguf::GgufError;
 use std::cell::RefCell;
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{c_char, c_int};
 
 /// Result of every fallible call. `RD_OK` is 0; every other value is a failure
 /// whose message `rd_last_error()` returns on the same thread.
@@ -188,19 +188,28 @@ impl From<Error> for Fail {
     }
 }
 
+/// Bytes of the per-thread error message buffer (longer messages are cut).
+const LAST_ERROR_CAP: usize = 1024;
+
 thread_local! {
-    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+    /// This thread's last error message, NUL-terminated, rewritten in place
+    /// so that a pointer from `rd_last_error` stays valid for the thread's life.
+    static LAST_ERROR: RefCell<[u8; LAST_ERROR_CAP]> = const { RefCell::new([0; LAST_ERROR_CAP]) };
 }
 
 /// Stores `message` as this thread's last error, prefixed with the function name.
 pub(crate) fn set_last_error(function: &str, message: &str) {
     let text = format!("{function}: {message}").replace('\0', "\\0");
-    // `text` has no NUL bytes now, so this cannot fail; fall back to empty.
-    let c = CString::new(text).unwrap_or_default();
+    // Cut at a character boundary, leaving room for the NUL.
+    let mut end = text.len().min(LAST_ERROR_CAP - 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
     // Ignore the error of a thread that is being torn down.
     let _ = LAST_ERROR.try_with(|slot| {
-        if let Ok(mut slot) = slot.try_borrow_mut() {
-            *slot = Some(c);
+        if let Ok(mut buf) = slot.try_borrow_mut() {
+            buf[..end].copy_from_slice(&text.as_bytes()[..end]);
+            buf[end] = 0;
         }
     });
 }
@@ -210,18 +219,18 @@ pub(crate) fn set_last_error(function: &str, message: &str) {
 ///
 /// The message names the function and the problem (e.g.
 /// `"rd_model_load: i/o error: No such file or directory (os error 2)"`).
-/// The string is owned by the library and stays valid until the next failing
-/// call on the same thread (successful calls do not change it). Never NULL.
-/// Thread-safe: every thread has its own message.
+/// The string is owned by the library: a per-thread buffer whose address
+/// stays valid for the life of the calling thread. Its text is replaced in
+/// place by the next failing call on the same thread (successful calls do not
+/// change it), so copy it before such a call if you need to keep it. Messages
+/// longer than 1023 bytes are cut. Never NULL. Thread-safe: every thread has
+/// its own message.
 #[unsafe(no_mangle)]
 pub extern "C" fn rd_last_error() -> *const c_char {
     boundary::guard_value(c"".as_ptr(), || {
         LAST_ERROR
-            .try_with(|slot| match slot.try_borrow().as_deref() {
-                // The CString's heap buffer stays put until the slot is replaced.
-                Ok(Some(s)) => s.as_ptr(),
-                _ => c"".as_ptr(),
-            })
+            // The thread-local array never moves while the thread lives.
+            .try_with(|slot| slot.as_ptr().cast::<c_char>().cast_const())
             .unwrap_or(c"".as_ptr())
     })
 }

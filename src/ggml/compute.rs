@@ -96,7 +96,9 @@ impl Compute {
         graph_size: usize,
         probe: &Graph,
     ) -> Result<()> {
-        if self.is_direct() && !backend.is_cpu() && !backend.supports_graph(probe) {
+        // RD_GGML_SCHEDULER=1 forces the scheduler on GPUs (for comparisons).
+        let forced = std::env::var_os("RD_GGML_SCHEDULER").is_some_and(|v| v == "1");
+        if self.is_direct() && !backend.is_cpu() && (forced || !backend.supports_graph(probe)) {
             self.mode = Mode::Scheduled(backend.scheduler(graph_size)?);
         }
         Ok(())

@@ -16,6 +16,7 @@ use std::fmt;
 pub use error::GgufError;
 pub use reader::{
     GgufFile, MAX_ARRAY_LEN, MAX_KV_COUNT, MAX_TENSOR_COUNT, MAX_TOTAL_ARRAY_ELEMENTS,
+    open_regular_file,
 };
 pub use types::{GgmlType, MAX_DIMS, MAX_TENSOR_NAME_LEN, TensorInfo, tensor_nbytes};
 pub use value::{ArrayElement, MAX_ARRAY_DEPTH, Value, ValueType};

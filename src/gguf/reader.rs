@@ -378,6 +378,37 @@ impl Storage {
     }
 }
 
+/// Opens `path` for reading if it is a regular file, and returns it with its
+/// size at open. Devices (`/dev/zero`), pipes, sockets and directories are
+/// refused before anything is read: a pipe would block the open and the read
+/// forever, a device would be read without end.
+pub fn open_regular_file(path: &Path) -> std::io::Result<(File, u64)> {
+    let not_regular = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{}: {what}, not a regular file (a model must be a regular GGUF file)",
+                path.display()
+            ),
+        )
+    };
+    // stat before open: opening a FIFO for reading blocks until a writer comes.
+    let kind = std::fs::metadata(path)?.file_type();
+    if kind.is_dir() {
+        return Err(not_regular("a directory"));
+    }
+    if !kind.is_file() {
+        return Err(not_regular("a device, pipe or socket"));
+    }
+    let file = File::open(path)?;
+    // The path may have changed between the two calls: check what was opened.
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular("a device, pipe or socket"));
+    }
+    Ok((file, meta.len()))
+}
+
 /// A parsed GGUF file. Tensor data stays in the file's bytes (a read-only memory
 /// map for [`GgufFile::open`]) and is borrowed, never copied.
 pub struct GgufFile {
@@ -391,8 +422,8 @@ impl GgufFile {
     /// The file must not be modified or truncated while the returned value is alive
     /// (the usual contract of memory-mapped files).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
-        let file = File::open(path)?;
-        if file.metadata()?.len() == 0 {
+        let (file, len) = open_regular_file(path.as_ref())?;
+        if len == 0 {
             return Self::from_bytes(Vec::new());
         }
         // SAFETY: the mapping is read-only and only ever read through `&[u8]`. Mapping is

@@ -8,7 +8,7 @@ pub(crate) mod weights;
 pub use crate::ggml::BackendKind;
 pub use config::{BlockType, ModelConfig, RopePairing};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ggml::Backend;
 use crate::gguf::GgufFile;
 use std::path::Path;
@@ -65,14 +65,21 @@ impl Model {
         params: &LoadParams,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Model> {
-        let path = path.as_ref();
-        let file = if params.use_mmap {
+        let file = Self::open_file(path.as_ref(), params.use_mmap)?;
+        Self::from_file_with_progress(file, params, progress)
+    }
+
+    /// Opens and parses a model file, memory-mapped or read into memory.
+    /// Anything but a regular file (a device, pipe, socket or directory) is
+    /// refused before it is read; without the map, the file is read up to
+    /// the size it had when opened and a file too large for memory is
+    /// [`Error::OutOfMemory`].
+    pub fn open_file(path: &Path, use_mmap: bool) -> Result<GgufFile> {
+        Ok(if use_mmap {
             GgufFile::open(path)?
         } else {
-            let bytes = std::fs::read(path)?;
-            GgufFile::from_bytes(bytes)?
-        };
-        Self::from_file_with_progress(file, params, progress)
+            GgufFile::from_bytes(read_whole(path)?)?
+        })
     }
 
     /// Builds a model from an already parsed GGUF file.
@@ -148,4 +155,28 @@ impl Model {
         let base = b.as_ptr() as usize;
         base..base + b.len()
     }
+}
+
+/// Reads a regular file into memory: exactly the size it had when opened (a
+/// file growing meanwhile is not followed), with a clean out-of-memory error.
+fn read_whole(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (file, len) = crate::gguf::open_regular_file(path)?;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::OutOfMemory(format!("{}: {len} bytes", path.display())))?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| {
+        Error::OutOfMemory(format!(
+            "{}: cannot hold {len} bytes in memory",
+            path.display()
+        ))
+    })?;
+    file.take(len as u64).read_to_end(&mut bytes)?;
+    if bytes.len() != len {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{}: shrank while being read", path.display()),
+        )));
+    }
+    Ok(bytes)
 }

@@ -1,0 +1,194 @@
+//! Do early exits pay? Accuracy and compute time of exit strategies against
+//! fixed budgets on the bundled demo model (addition), measured in one run.
+//!
+//! `cargo bench --bench exits` (env: `RD_BENCH_N` problems, default 60;
+//! `RD_BENCH_THREADS`, default 1). Every strategy answers the same random
+//! problems (1 to 6 digits, drawn by a seeded SplitMix64, so they are not the
+//! training set's) greedily in one reused session; compute time is the
+//! generation's prefill + decode time. The table prints each strategy's
+//! right answers, mean iterations per generated token, compute time and its
+//! ratio to the fixed budget of 8 iterations (the model's default).
+//!
+//! This is a benchmark, not a test: it asserts nothing and is not run in CI.
+
+use recurrent_depth::exit::{ExitCriterion, ExitSpec};
+use recurrent_depth::generate::{ComputeLimits, GenerateParams};
+use recurrent_depth::model::{BackendKind, LoadParams, Model};
+use recurrent_depth::rng::SplitMix64;
+use recurrent_depth::sampling::SamplingParams;
+use recurrent_depth::session::{Session, SessionParams};
+use recurrent_depth::tokenizer::Tokenizer;
+use std::path::Path;
+use std::sync::Arc;
+
+struct Strategy {
+    name: String,
+    limits: ComputeLimits,
+    prefill_iterations: Option<usize>,
+}
+
+fn fixed(r: usize) -> Strategy {
+    Strategy {
+        name: format!("fixed {r}"),
+        limits: ComputeLimits::fixed(r),
+        prefill_iterations: None,
+    }
+}
+
+fn exit(
+    name: &str,
+    criterion: ExitCriterion,
+    threshold: f64,
+    f: impl Fn(&mut Strategy),
+) -> Strategy {
+    let mut s = Strategy {
+        name: name.to_string(),
+        limits: ComputeLimits {
+            min_iterations: 2,
+            max_iterations: 32,
+            exit: ExitSpec {
+                criterion,
+                threshold,
+            },
+            ..ComputeLimits::default()
+        },
+        prefill_iterations: None,
+    };
+    f(&mut s);
+    s
+}
+
+fn operand(rng: &mut SplitMix64, max_digits: u32) -> u64 {
+    let n = 1 + (rng.next_u64() % max_digits as u64) as u32;
+    if n == 1 {
+        return rng.next_u64() % 10;
+    }
+    let lo = 10u64.pow(n - 1);
+    lo + rng.next_u64() % (9 * lo)
+}
+
+fn main() {
+    let n: usize = std::env::var("RD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let threads: usize = std::env::var("RD_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/huginn-demo-addition.gguf");
+    let params = LoadParams {
+        backend: BackendKind::Cpu,
+        n_threads: threads,
+        use_mmap: true,
+    };
+    let model = Arc::new(Model::load(&path, &params).expect("demo model"));
+    let tok = Tokenizer::from_gguf(model.gguf()).expect("tokenizer");
+    let sp = tok.special_tokens();
+    let stop: Vec<u32> = sp.eos.into_iter().chain(sp.eot).collect();
+    let mut rng = SplitMix64::new(20261129);
+    let problems: Vec<(u64, u64)> = (0..n)
+        .map(|_| (operand(&mut rng, 6), operand(&mut rng, 6)))
+        .collect();
+
+    let mut strategies: Vec<Strategy> =
+        [1, 2, 4, 6, 8, 12, 16, 32].into_iter().map(fixed).collect();
+    strategies.extend(extra_strategies());
+
+    let mut session = Session::new(Arc::clone(&model), &SessionParams::default()).expect("session");
+    println!("demo model, {n} problems, {threads} thread(s)\n");
+    println!("| strategy | right | mean iterations | compute ms | vs fixed 8 |");
+    println!("|---|---|---|---|---|");
+    let mut base = None;
+    let mut rows = Vec::new();
+    for s in &strategies {
+        let (mut right, mut secs, mut iters, mut toks) = (0usize, 0f64, 0f64, 0usize);
+        for &(a, b) in &problems {
+            session.reset();
+            let prompt = tok
+                .encode(&format!("{a}+{b}="), true, true)
+                .expect("prompt");
+            let gp = GenerateParams {
+                max_tokens: 9,
+                limits: s.limits,
+                prefill_iterations: s.prefill_iterations,
+                sampling: SamplingParams {
+                    greedy: true,
+                    ..SamplingParams::default()
+                },
+                stop_tokens: stop.clone(),
+            };
+            let mut out = Vec::new();
+            let st = session
+                .generate(&prompt, &gp, |ev, _| {
+                    out.push(ev.token);
+                    true
+                })
+                .expect("generate");
+            secs += st.prefill_seconds + st.decode_seconds;
+            iters += st.mean_iterations * st.tokens as f64;
+            toks += st.tokens;
+            let text = tok.decode(&out, true);
+            if text.trim() == (a + b).to_string() {
+                right += 1;
+            }
+        }
+        if s.name == "fixed 8" {
+            base = Some(secs);
+        }
+        rows.push((s.name.clone(), right, iters / toks.max(1) as f64, secs));
+    }
+    let base = base.unwrap_or(1.0);
+    for (name, right, it, secs) in rows {
+        println!(
+            "| {name} | {right}/{n} | {it:.2} | {:.0} | {:.2}x |",
+            secs * 1e3,
+            secs / base
+        );
+    }
+}
+
+/// The exit strategies compared with the fixed budgets.
+fn extra_strategies() -> Vec<Strategy> {
+    vec![
+        exit(
+            "kl 5e-4, 2..32 (prompt at 32)",
+            ExitCriterion::Kl,
+            5e-4,
+            |_| {},
+        ),
+        exit(
+            "kl 5e-4, 2..32, exit in prefill",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| s.limits.exit_in_prefill = true,
+        ),
+        exit(
+            "kl 5e-4, 2..32, check every 2, exit in prefill",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| {
+                s.limits.exit_in_prefill = true;
+                s.limits.check_every = 2;
+            },
+        ),
+        exit(
+            "kl 1e-2, 2..32, exit in prefill",
+            ExitCriterion::Kl,
+            1e-2,
+            |s| s.limits.exit_in_prefill = true,
+        ),
+        exit(
+            "cosine 1e-3, 2..32, exit in prefill",
+            ExitCriterion::Cosine,
+            1e-3,
+            |s| s.limits.exit_in_prefill = true,
+        ),
+        exit(
+            "latent-diff 0.03, 2..32, exit in prefill",
+            ExitCriterion::LatentDiff,
+            0.03,
+            |s| s.limits.exit_in_prefill = true,
+        ),
+    ]
+}
