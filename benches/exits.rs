@@ -91,9 +91,14 @@ fn main() {
         .map(|_| (operand(&mut rng, 6), operand(&mut rng, 6)))
         .collect();
 
+    let only = std::env::var("RD_BENCH_ONLY").unwrap_or_default();
     let mut strategies: Vec<Strategy> =
         [1, 2, 4, 6, 8, 12, 16, 32].into_iter().map(fixed).collect();
     strategies.extend(extra_strategies());
+    // RD_BENCH_ONLY=text keeps fixed 8 and the strategies whose name has it.
+    if !only.is_empty() {
+        strategies.retain(|s| s.name == "fixed 8" || s.name.contains(&only));
+    }
 
     let mut session = Session::new(Arc::clone(&model), &SessionParams::default()).expect("session");
     println!("demo model, {n} problems, {threads} thread(s)\n");
@@ -156,6 +161,36 @@ fn extra_strategies() -> Vec<Strategy> {
             ExitCriterion::Kl,
             5e-4,
             |_| {},
+        ),
+        exit(
+            "kl 5e-4, 2..32, prompt at 8",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| s.prefill_iterations = Some(8),
+        ),
+        exit(
+            "kl 5e-4, 2..32, check every 2, prompt at 8",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| {
+                s.prefill_iterations = Some(8);
+                s.limits.check_every = 2;
+            },
+        ),
+        exit(
+            "kl 5e-4, 4..32, prompt at 8",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| {
+                s.prefill_iterations = Some(8);
+                s.limits.min_iterations = 4;
+            },
+        ),
+        exit(
+            "cosine 1e-3, 2..32, prompt at 8",
+            ExitCriterion::Cosine,
+            1e-3,
+            |s| s.prefill_iterations = Some(8),
         ),
         exit(
             "kl 5e-4, 2..32, exit in prefill",

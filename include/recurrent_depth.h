@@ -437,7 +437,11 @@ typedef struct rd_generate_params {
      */
     uint32_t max_tokens;
     /**
-     * Core iterations for the prompt; 0 = `limits.max_iterations` (default 0).
+     * Core iterations for the prompt (default 0). 0 = without an exit
+     * criterion `limits.max_iterations`; with one, the model's default
+     * iteration count kept within `[limits.min_iterations,
+     * limits.max_iterations]`, so that the prompt does not pay the maximum.
+     * Set it to `limits.max_iterations` for the authors' behaviour.
      */
     uint32_t prefill_iterations;
     /**

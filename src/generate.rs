@@ -158,7 +158,14 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     /// Limits for generated tokens (changeable from the callback).
     pub limits: ComputeLimits,
-    /// Iterations for the prompt (default: `limits.max_iterations`).
+    /// Iterations for the prompt. Default: without an exit criterion
+    /// `limits.max_iterations` (what every token runs); with one, the model's
+    /// default iteration count (the recurrence it was trained for, GGUF
+    /// `huginn.recurrence.default`) kept within
+    /// `[limits.min_iterations, limits.max_iterations]`, so that an exit
+    /// criterion with a large maximum does not pay the maximum for every
+    /// prompt position (docs/semantics.md, section 4).
+    /// `Some(limits.max_iterations)` is the authors' behaviour.
     pub prefill_iterations: Option<usize>,
     /// Sampling.
     pub sampling: SamplingParams,
@@ -243,9 +250,18 @@ impl Session {
     ) -> Result<GenerateStats> {
         params.limits.validate()?;
         params.sampling.validate()?;
-        let prefill_iters = params
-            .prefill_iterations
-            .unwrap_or(params.limits.max_iterations);
+        let prefill_iters = params.prefill_iterations.unwrap_or_else(|| {
+            let l = &params.limits;
+            if l.exit.criterion == ExitCriterion::None {
+                // Every token runs the maximum; so does the prompt.
+                l.max_iterations
+            } else {
+                self.model()
+                    .config()
+                    .default_iterations
+                    .clamp(l.min_iterations, l.max_iterations)
+            }
+        });
         if prefill_iters == 0 || prefill_iters > MAX_ITERATIONS {
             return Err(Error::InvalidArgument(format!(
                 "prefill_iterations {prefill_iters} out of range"

@@ -497,7 +497,11 @@ pub struct rd_generate_params {
     /// `RD_STOP_CONTEXT_FULL`, when the context has no room for another token;
     /// 0 evaluates the prompt only.
     pub max_tokens: u32,
-    /// Core iterations for the prompt; 0 = `limits.max_iterations` (default 0).
+    /// Core iterations for the prompt (default 0). 0 = without an exit
+    /// criterion `limits.max_iterations`; with one, the model's default
+    /// iteration count kept within `[limits.min_iterations,
+    /// limits.max_iterations]`, so that the prompt does not pay the maximum.
+    /// Set it to `limits.max_iterations` for the authors' behaviour.
     pub prefill_iterations: u32,
     /// Limits for generated tokens; NULL = `rd_compute_limits_default()`
     /// (default NULL).
