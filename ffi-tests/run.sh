@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the library and runs the C API tests on this machine.
 #
-#   ffi-tests/run.sh [plain|asan|valgrind|all|adb|ios-sim]   (default: plain)
+#   ffi-tests/run.sh [plain|asan|valgrind|all|qemu-aarch64|adb|ios-sim]   (default: plain)
 #
 # plain:    every test program against the static and the shared library, and
 #           the examples
@@ -9,6 +9,10 @@
 # valgrind: test_api and test_text under valgrind memcheck, failing on
 #           definite leaks
 # all:      the three in turn
+# qemu-aarch64: cross-compiles the library and the test programs for
+#           aarch64 Linux and runs them under qemu-user on this machine, with
+#           the Rust golden/trace/demo/allocation tests and the load-time CPU
+#           check (tools/test_aarch64.sh): the closest stand-in for a phone
 # adb:      cross-compiles test_api and example for the Android device adb
 #           sees (its ABI, the NDK in ANDROID_NDK_HOME), pushes them with a
 #           test model and runs them there (android/ffi-tests-adb.sh)
@@ -24,6 +28,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-plain}"
 profile="${PROFILE:-debug}"
 case "$mode" in
+  qemu-aarch64) exec bash tools/test_aarch64.sh ;;
   adb) exec bash android/ffi-tests-adb.sh ;;
   ios-sim) exec bash ios/ffi-tests-simulator.sh ;;
 esac
@@ -44,5 +49,5 @@ case "$mode" in
     fi
     run test-valgrind ;;
   all) "$0" asan && "$0" valgrind && "$0" plain ;;
-  *) echo "usage: $0 [plain|asan|valgrind|all|adb|ios-sim]" >&2; exit 2 ;;
+  *) echo "usage: $0 [plain|asan|valgrind|all|qemu-aarch64|adb|ios-sim]" >&2; exit 2 ;;
 esac
