@@ -547,8 +547,10 @@ impl Backend {
     }
 
     /// Runs an allocated graph on the CPU with the persistent threadpool and
-    /// the caller's work buffer (at least [`Backend::cpu_work_size`] bytes).
-    pub(crate) fn cpu_compute(&mut self, graph: &mut Graph, work: &mut [u8]) -> Result<()> {
+    /// the caller's work buffer, grown (allocating) only when this graph needs
+    /// more than it holds: graphs planned beforehand never do. The graph is
+    /// planned (`ggml_graph_plan`) once, here.
+    pub(crate) fn cpu_compute(&mut self, graph: &mut Graph, work: &mut Vec<u8>) -> Result<()> {
         // SAFETY: valid graph and threadpool.
         let mut plan = unsafe {
             sys::ggml_graph_plan(
@@ -558,7 +560,9 @@ impl Backend {
             )
         };
         if plan.work_size > work.len() {
-            return Err(Error::Backend("CPU work buffer too small".into()));
+            work.try_reserve_exact(plan.work_size - work.len())
+                .map_err(|_| Error::OutOfMemory("CPU work buffer".into()))?;
+            work.resize(plan.work_size, 0);
         }
         plan.work_data = if plan.work_size > 0 {
             work.as_mut_ptr()

@@ -224,14 +224,7 @@ impl Compute {
     pub(crate) fn compute(&mut self, backend: &mut Backend, graph: &mut Graph) -> Result<()> {
         match &mut self.mode {
             Mode::Scheduled(s) => s.compute(graph),
-            Mode::Direct(d) if backend.is_cpu() => {
-                let need = backend.cpu_work_size(graph);
-                if need > d.work.len() {
-                    // Only for shapes planned smaller than they ran (not expected).
-                    grow(&mut d.work, need)?;
-                }
-                backend.cpu_compute(graph, &mut d.work)
-            }
+            Mode::Direct(d) if backend.is_cpu() => backend.cpu_compute(graph, &mut d.work),
             Mode::Direct(_) => backend.device_compute(graph),
         }
     }
