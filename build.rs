@@ -40,14 +40,48 @@ fn main() {
         .with_src(root.join("src/ffi/mod.rs"))
         .generate()
         .unwrap_or_else(|e| panic!("cbindgen failed on src/ffi: {e}"));
+    let mut raw = Vec::new();
+    bindings.write(&mut raw);
+    let header = unsigned_literals(&String::from_utf8(raw).expect("cbindgen wrote UTF-8"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("recurrent_depth.h");
-    bindings.write_to_file(&out);
+    std::fs::write(&out, &header).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     if env::var_os("RD_WRITE_HEADER").is_some_and(|v| !v.is_empty() && v != "0") {
         let dst = root.join("include/recurrent_depth.h");
         if let Some(dir) = dst.parent() {
             std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         }
-        bindings.write_to_file(&dst);
+        std::fs::write(&dst, &header).unwrap_or_else(|e| panic!("{}: {e}", dst.display()));
         println!("cargo:warning=wrote {}", dst.display());
     }
+}
+
+/// Gives `#define NAME <number>` lines whose value does not fit a C `int`
+/// an unsigned suffix (`u`, or `ull` past 32 bits): cbindgen writes the bare
+/// number, whose C type would then be `long`, and comparing it with an
+/// `rd_token` would mix signedness.
+fn unsigned_literals(header: &str) -> String {
+    let mut out = String::with_capacity(header.len() + 64);
+    for line in header.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let mut parts = body.split(' ');
+        let fixed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("#define"), Some(name), Some(value), None) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|&v| v > i32::MAX as u64)
+                .map(|v| {
+                    let suffix = if v > u32::MAX as u64 { "ull" } else { "u" };
+                    format!("#define {name} {value}{suffix}")
+                }),
+            _ => None,
+        };
+        match fixed {
+            Some(f) => {
+                out.push_str(&f);
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }

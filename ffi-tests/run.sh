@@ -5,13 +5,13 @@
 #
 # plain:    every test program against the static and the shared library, and
 #           the examples
-# asan:     test_api and test_text under AddressSanitizer + UBSan
-# valgrind: test_api and test_text under valgrind memcheck, failing on
+# asan:     test_api, test_text and test_state under AddressSanitizer + UBSan
+# valgrind: test_api, test_text and test_state under valgrind memcheck, failing on
 #           definite leaks
 # all:      the three in turn
 # qemu-aarch64: cross-compiles the library and the test programs for
 #           aarch64 Linux and runs them under qemu-user on this machine, with
-#           the Rust golden/trace/demo/allocation tests and the load-time CPU
+#           the Rust golden/trace/demo tests and the load-time CPU
 #           check (tools/test_aarch64.sh): the closest stand-in for a phone
 # adb:      cross-compiles test_api and example for the Android device adb
 #           sees (its ABI, the NDK in ANDROID_NDK_HOME), pushes them with a

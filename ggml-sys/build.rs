@@ -237,6 +237,14 @@ fn build(work: &Path) -> PathBuf {
     if cfg!(feature = "metal") {
         cfg.define("GGML_METAL_EMBED_LIBRARY", "ON");
     }
+    if arch == "aarch64" {
+        // No fused multiply-add where the source writes a*b+c: GCC and clang
+        // contract such expressions on aarch64 by default, which changes the
+        // bytes ggml's reference quantizers produce (Q6_K, ...) from those of
+        // an x86-64 build, so one set of test models serves every CPU.
+        // ggml's own NEON kernels use explicit FMA intrinsics and are unchanged.
+        cfg.cflag("-ffp-contract=off").cxxflag("-ffp-contract=off");
+    }
     match arch.as_str() {
         "x86_64" => {
             // x86-64-v3 without AVX-512: every x86 CPU since Haswell / Zen 1.

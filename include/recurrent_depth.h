@@ -8,7 +8,11 @@
  * Conventions:
  * - Fallible calls return an rd_status (RD_OK = 0) and write their outputs
  *   only on success; rd_last_error() gives the calling thread's last message.
- * - NULL or out-of-range arguments give RD_ERR_INVALID_ARGUMENT.
+ * - NULL or out-of-range arguments give RD_ERR_INVALID_ARGUMENT. In the
+ *   "Safety" paragraphs, "p must be NULL or a valid X" means: NULL is safe to
+ *   pass (it is rejected with that error unless the function gives NULL a
+ *   meaning); any other value must really be a valid X, which the library
+ *   cannot check.
  * - Parameter structs start with struct_size: initialise them with their
  *   rd_*_default*() function; output structs need struct_size set by the
  *   caller (e.g. `rd_generate_stats s = { .struct_size = sizeof s };`).
@@ -45,7 +49,7 @@
  * `rd_session_params.n_ctx` value meaning "the model's training context
  * length".
  */
-#define RD_N_CTX_FROM_MODEL 4294967295
+#define RD_N_CTX_FROM_MODEL 4294967295u
 
 /**
  * Result of every fallible call. `RD_OK` is 0; every other value is a failure
@@ -605,7 +609,10 @@ typedef struct rd_model_info {
      */
     uint32_t n_threads;
     /**
-     * Whether the weights are used in place from the memory-mapped file.
+     * Whether the weights are used in place from the file's bytes: the
+     * memory map with `use_mmap` (no copy), or, without it, the in-memory
+     * copy of the file when the allocator happened to align it to 32 bytes
+     * (else the weights were copied a second time into a ggml buffer).
      */
     bool weights_mapped;
     /**
@@ -760,6 +767,13 @@ typedef struct rd_token_event {
      * `text` is NULL).
      */
     size_t text_len;
+    /**
+     * Natural log of the probability the model gave this token: the log
+     * softmax of the raw logits it was sampled from (before temperature,
+     * repetition penalty and filters), computed without allocating. Added in
+     * 0.3: present when `struct_size` covers it.
+     */
+    float logprob;
 } rd_token_event;
 
 /**
@@ -824,7 +838,7 @@ typedef struct rd_generate_stats {
  * An `rd_token` value meaning "no such token" (e.g.
  * `rd_model_info.eot_token` of a vocabulary without one).
  */
-#define RD_TOKEN_NONE 4294967295
+#define RD_TOKEN_NONE 4294967295u
 
 /**
  * The first GPU (discrete, then integrated) when this build has a GPU
@@ -899,18 +913,21 @@ typedef struct rd_generate_stats {
 #define RD_EXIT_NONE 0
 
 /**
- * Logits: KL(p_t || p_{t-1}) of successive next-token distributions below
- * the threshold (usual: 5e-4).
+ * Logits: KL(p_{t-1} || p_t) of successive next-token distributions below
+ * the threshold (usual: 5e-4); the previous one is uniform at a token's
+ * first check. The authors' definition (docs/semantics.md).
  */
 #define RD_EXIT_KL 1
 
 /**
- * Logits: the same KL after min-p(0.1) filtering (usual: 1e-5).
+ * Logits: the same KL between min-p(0.1) filtered distributions
+ * (probabilities below 0.1 p_max set to 1/V, renormalised; usual: 1e-5).
  */
 #define RD_EXIT_MINP_KL 2
 
 /**
- * Logits: |H_t - H_{t-1}| of the entropies below the threshold (usual: 1e-3).
+ * Logits: |H_t - H_{t-1}| of the entropies below the threshold (usual:
+ * 1e-3); H_0 is taken as 100 nats, so a token's first check never exits.
  */
 #define RD_EXIT_ENTROPY_DIFF 3
 
@@ -1020,6 +1037,11 @@ const char *rd_last_error(void);
  * `"RD_ERR_IO: input/output error"`); `"unknown status"` for a value that is
  * not an `rd_status`. Never NULL; owned by the library, valid for the life of
  * the process. Thread-safe.
+ *
+ * It takes an `int` rather than an `rd_status` on purpose: any integer is
+ * safe to pass (a value read from a log, a status of a newer library), while
+ * an `rd_status` holding a value outside the enumeration would be undefined
+ * behaviour on the Rust side.
  */
 const char *rd_status_string(int status);
 
@@ -1132,6 +1154,41 @@ enum rd_status rd_log_set(rd_log_callback callback, void *user_data, rd_log_leve
 enum rd_status rd_model_load(const char *path,
                              const struct rd_model_params *params,
                              struct rd_model **out_model);
+
+/**
+ * Loads a model stored as `length` bytes of an open file from `offset`
+ * (`length` 0: to the end of the file): an Android app passes the
+ * `(fd, offset, length)` of an uncompressed APK asset
+ * (`AAssetManager`'s `AAsset_openFileDescriptor64`, or
+ * `AssetFileDescriptor`). Otherwise as `rd_model_load()`.
+ *
+ * - `fd`: an open file descriptor of a regular file, readable; borrowed:
+ *   the library duplicates it and never closes or moves the caller's, which
+ *   may be closed as soon as the call returns.
+ * - With `use_mmap` the range is memory-mapped; its weights are used in
+ *   place when `offset` is a multiple of 32 (APK assets aligned by
+ *   `zipalign -p` are), otherwise copied once (`rd_model_info.weights_mapped`
+ *   says which). Without `use_mmap` the range is read into memory.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (negative `fd`, NULL pointers, bad
+ * params), `RD_ERR_IO` (an fd that is not open, not readable or not a
+ * regular file: a pipe, socket or device; a range that does not lie within
+ * the file), then as `rd_model_load()` for the bytes of the range (a range
+ * that is not exactly one GGUF file is `RD_ERR_INVALID_MODEL`).
+ * `RD_ERR_UNSUPPORTED` on platforms without file descriptors.
+ *
+ * # Safety
+ *
+ * `fd` must not be closed by another thread during the call; `params` must
+ * be NULL or a valid `rd_model_params` of `params->struct_size` bytes;
+ * `out_model` NULL or writable. `progress_callback`, if set, must be a
+ * valid function.
+ */
+enum rd_status rd_model_load_fd(int fd,
+                                uint64_t offset,
+                                uint64_t length,
+                                const struct rd_model_params *params,
+                                struct rd_model **out_model);
 
 /**
  * Releases the caller's reference to a model. NULL is ignored.
@@ -1339,6 +1396,44 @@ void rd_session_free(struct rd_session *session);
 enum rd_status rd_session_reset(struct rd_session *session);
 
 /**
+ * Drops the cached positions from `n_keep` on, keeping the first `n_keep`
+ * (an app edits a message and regenerates from there): the next
+ * `rd_eval()` or `rd_generate()` continues at position `n_keep`, exactly as
+ * if the dropped tokens had never been evaluated. `n_keep` at or beyond the
+ * cached positions changes nothing; `n_keep = 0` empties the cache (unlike
+ * `rd_session_reset()` the initial-state generator is not re-seeded).
+ * Dropping positions also drops the logits (`rd_get_logits()` and a
+ * token-less `rd_generate()` then fail with `RD_ERR_INVALID_STATE` until
+ * the next evaluation). Allocates nothing.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL), `RD_ERR_BUSY` (called from a
+ * callback of this session). Not thread-safe for the same session.
+ *
+ * # Safety
+ *
+ * `session` must be a live session (NULL is rejected).
+ */
+enum rd_status rd_session_truncate(struct rd_session *session, uint32_t n_keep);
+
+/**
+ * Computes with `n_threads` CPU threads from the next call on (0 = the
+ * number of physical cores; at most 512): e.g. one thread while an app is
+ * in the background, all cores in the foreground. A new thread pool
+ * replaces the session's old one; results do not depend on the count. On a
+ * GPU session this sets the threads of the ops that run on the CPU.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL, `n_threads` above 512),
+ * `RD_ERR_BUSY` (called from a callback of this session, or while another
+ * thread uses it), `RD_ERR_BACKEND` (the threads could not be created; the
+ * session keeps its old ones). Not thread-safe for the same session.
+ *
+ * # Safety
+ *
+ * `session` must be a live session (NULL is rejected).
+ */
+enum rd_status rd_session_set_threads(struct rd_session *session, uint32_t n_threads);
+
+/**
  * Asks the computation running on `session` to stop. Callable from any
  * thread (and from the session's callbacks) while the session exists.
  *
@@ -1455,6 +1550,97 @@ enum rd_status rd_get_logits(struct rd_session *session,
  * writable `rd_session_info` of `out_info->struct_size` bytes.
  */
 enum rd_status rd_session_get_info(struct rd_session *session, struct rd_session_info *out_info);
+
+/**
+ * Bytes `rd_session_state_save()` would write now: it grows with the cached
+ * positions (each one costs `2 * kv_dim * (element size)` bytes per layer
+ * instance), plus the logits and a small header.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL), `RD_ERR_BUSY`.
+ *
+ * # Safety
+ *
+ * `session` must be NULL or a live session; `out_size` NULL or writable.
+ */
+enum rd_status rd_session_state_size(struct rd_session *session, size_t *out_size);
+
+/**
+ * Writes the session's state into `buf`: the cached positions of every
+ * layer (the KV cache), the logits of the last position, the iterations
+ * they came from and the initial-state generator, with the model file's
+ * fingerprint and a checksum (format in docs/c-api.md, "Session state").
+ * A new session over the same model file, with the same `kv_budget` and
+ * `kv_type` and a context at least as long, continues from it exactly
+ * (`rd_session_state_load()`). Generation parameters (limits, sampling,
+ * seed) are arguments of each call and are not part of the state.
+ *
+ * Size negotiation: `*out_len` receives the state's size on `RD_OK` and on
+ * `RD_ERR_BUFFER_TOO_SMALL`; pass `buf = NULL, capacity = 0` to ask for it.
+ * Allocates nothing.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL session or out_len, NULL buf with
+ * a non-zero capacity), `RD_ERR_BUFFER_TOO_SMALL`, `RD_ERR_BUSY`.
+ *
+ * # Safety
+ *
+ * `session` must be NULL or a live session; `buf` NULL or writable for
+ * `capacity` bytes; `out_len` NULL or writable.
+ */
+enum rd_status rd_session_state_save(struct rd_session *session,
+                                     uint8_t *buf,
+                                     size_t capacity,
+                                     size_t *out_len);
+
+/**
+ * Restores a state written by `rd_session_state_save()` (or
+ * `rd_session_state_save_file()`): afterwards the session holds the saved
+ * positions and logits, and the same calls produce the same tokens as they
+ * would have in the saved session.
+ *
+ * Everything is checked before anything changes: a state of another model
+ * file, another `kv_budget` or `kv_type`, more positions than this
+ * session's context, a corrupt or truncated buffer, or a format version
+ * this library does not read is `RD_ERR_INVALID_ARGUMENT` naming the
+ * mismatch, and the session is left as it was.
+ *
+ * Errors: `RD_ERR_INVALID_ARGUMENT` (NULL, or a state that does not fit as
+ * above), `RD_ERR_BUSY`.
+ *
+ * # Safety
+ *
+ * `session` must be NULL or a live session; `buf` NULL or readable for `len`
+ * bytes.
+ */
+enum rd_status rd_session_state_load(struct rd_session *session, const uint8_t *buf, size_t len);
+
+/**
+ * `rd_session_state_save()` into a file at `path` (created, or replaced).
+ *
+ * Errors: as `rd_session_state_save()`, and `RD_ERR_IO` (the file cannot be
+ * written), `RD_ERR_OUT_OF_MEMORY`.
+ *
+ * # Safety
+ *
+ * `session` must be NULL or a live session; `path` NULL or a NUL-terminated
+ * string.
+ */
+enum rd_status rd_session_state_save_file(struct rd_session *session, const char *path);
+
+/**
+ * `rd_session_state_load()` from a file written by
+ * `rd_session_state_save_file()`. Only regular files are read (a device or
+ * pipe is refused before reading), and no more bytes than the largest state
+ * this session could hold.
+ *
+ * Errors: as `rd_session_state_load()`, and `RD_ERR_IO` (missing,
+ * unreadable or not a regular file).
+ *
+ * # Safety
+ *
+ * `session` must be NULL or a live session; `path` NULL or a NUL-terminated
+ * string.
+ */
+enum rd_status rd_session_state_load_file(struct rd_session *session, const char *path);
 
 /**
  * Evaluates the prompt `tokens[0..n_tokens]` (appended to the cached

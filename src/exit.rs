@@ -8,17 +8,22 @@
 //!
 //! | criterion | value at a check | exits when |
 //! |---|---|---|
-//! | `kl` | `KL(p_t ‖ p_{t-1})` | value < threshold |
-//! | `minp-kl` | the same after min-p(0.1) filtering of both distributions | value < threshold |
+//! | `kl` | `KL(p_{t-1} ‖ p_t)` | value < threshold |
+//! | `minp-kl` | the same between min-p(0.1) filtered distributions | value < threshold |
 //! | `entropy-diff` | `abs(H_t - H_{t-1})` | value < threshold |
 //! | `latent-diff` | `‖x_t - x_{t-1}‖ / ‖x_t‖` | value < threshold |
 //! | `cosine` | `1 - cos(x_t, x_{t-1})` | value < threshold |
 //! | `argmax-stability` | consecutive checks with an unchanged argmax | value >= threshold |
 //!
-//! At the first check of a token (after [`ExitState::reset`]) the previous
-//! distribution is uniform, so `kl` gives `ln V - H(p)` and `entropy-diff`
-//! gives `abs(H - ln V)`; `argmax-stability` gives 0; `latent-diff` and
-//! `cosine` give 1.0 by convention (no previous state, never "converged").
+//! These are the authors' definitions (`raven_modeling_minimal.py`'s exit
+//! evaluators; docs/semantics.md): the KL divergence runs from the previous
+//! check's distribution to the current one. At the first check of a token
+//! (after [`ExitState::reset`]) the previous distribution is uniform, so `kl`
+//! gives `KL(uniform ‖ p) = -ln V - mean(ln p)`; `entropy-diff` compares with
+//! an entropy of 100 nats (so the first check never exits); min-p filtering
+//! (`minp-kl`) sets every probability below `0.1 p_max` to `1/V` and
+//! renormalises; `argmax-stability` gives 0; `latent-diff` and `cosine` give
+//! 1.0 (no previous state, never "converged").
 //!
 //! All arithmetic is in `f64` over the `f32` inputs, with a numerically stable
 //! log-softmax. [`ExitState::new`] allocates every buffer once; the `observe_*`
@@ -33,9 +38,14 @@ use crate::{Error, Result};
 /// `p < MINP_KL_LEVEL * p_max` are dropped before the KL divergence.
 pub const MINP_KL_LEVEL: f64 = 0.1;
 
-/// Floor on a previous probability that is zero where the current one is not
-/// (KL terms of `kl` and `minp-kl`), so the divergence stays finite.
+/// Floor on a current probability that is zero where the previous one is not
+/// (KL terms of `kl`), so the divergence stays finite.
 pub const KL_PROB_FLOOR: f64 = 1e-10;
+
+/// The entropy (nats) `entropy-diff` compares the first check of a token
+/// with: far above any vocabulary's `ln V`, so the first check never exits
+/// (the authors' convention).
+pub const FIRST_CHECK_ENTROPY: f64 = 100.0;
 
 /// An early-exit criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -282,8 +292,8 @@ pub struct ExitState {
     prev_entropy: f64,
     /// `ln p_max` of the previous distribution.
     prev_max_logp: f64,
-    /// `ln` of the mass kept by min-p(0.1) in the previous distribution.
-    prev_minp_log_mass: f64,
+    /// `ln` of the normaliser of the previous min-p(0.1) filtered distribution.
+    prev_minp_log_norm: f64,
     prev_argmax: usize,
     /// Consecutive checks whose argmax equals the previous check's.
     argmax_run: u64,
@@ -297,7 +307,9 @@ pub struct ExitState {
 struct Dist {
     entropy: f64,
     max_logp: f64,
-    minp_log_mass: f64,
+    /// `ln Z` of the min-p(0.1) filtered distribution: kept mass plus `1/V`
+    /// for every token below the cut.
+    minp_log_norm: f64,
     argmax: usize,
 }
 
@@ -312,7 +324,7 @@ impl ExitState {
             cur_logp: vec![0.0; vocab],
             prev_entropy: 0.0,
             prev_max_logp: 0.0,
-            prev_minp_log_mass: 0.0,
+            prev_minp_log_norm: 0.0,
             prev_argmax: 0,
             argmax_run: 0,
             has_prev_logits: false,
@@ -375,32 +387,30 @@ impl ExitState {
 
         let value = match spec.criterion {
             ExitCriterion::Kl => {
+                let floor = KL_PROB_FLOOR.ln();
+                let cur_lp = |i: usize| self.cur_logp[i].max(floor);
                 if first {
-                    // KL(p || uniform) = ln V - H(p).
-                    (ln_v - cur.entropy).max(0.0)
+                    kl_from_uniform(self.vocab, ln_v, cur_lp)
                 } else {
-                    kl(&self.cur_logp, 0.0, None, &self.prev_logp, 0.0, None)
+                    kl_from(&self.prev_logp, |lp| lp, cur_lp)
                 }
             }
             ExitCriterion::MinpKl => {
-                let cut = MINP_KL_LEVEL.ln();
-                let cur_f = (cur.minp_log_mass, Some(cur.max_logp + cut));
+                let cur_f = MinpFilter::new(cur.max_logp, cur.minp_log_norm, ln_v);
+                let cur_lp = |i: usize| cur_f.apply(self.cur_logp[i]);
                 if first {
-                    // A filtered uniform distribution is still uniform.
-                    kl_vs_uniform(&self.cur_logp, cur_f.0, cur_f.1, ln_v)
+                    kl_from_uniform(self.vocab, ln_v, cur_lp)
                 } else {
-                    kl(
-                        &self.cur_logp,
-                        cur_f.0,
-                        cur_f.1,
-                        &self.prev_logp,
-                        self.prev_minp_log_mass,
-                        Some(self.prev_max_logp + cut),
-                    )
+                    let prev_f = MinpFilter::new(self.prev_max_logp, self.prev_minp_log_norm, ln_v);
+                    kl_from(&self.prev_logp, |lp| prev_f.apply(lp), cur_lp)
                 }
             }
             ExitCriterion::EntropyDiff => {
-                let prev_h = if first { ln_v } else { self.prev_entropy };
+                let prev_h = if first {
+                    FIRST_CHECK_ENTROPY
+                } else {
+                    self.prev_entropy
+                };
                 (cur.entropy - prev_h).abs()
             }
             ExitCriterion::ArgmaxStability => {
@@ -421,7 +431,7 @@ impl ExitState {
         std::mem::swap(&mut self.prev_logp, &mut self.cur_logp);
         self.prev_entropy = cur.entropy;
         self.prev_max_logp = cur.max_logp;
-        self.prev_minp_log_mass = cur.minp_log_mass;
+        self.prev_minp_log_norm = cur.minp_log_norm;
         self.prev_argmax = cur.argmax;
         self.has_prev_logits = true;
         self.checks += 1;
@@ -430,31 +440,35 @@ impl ExitState {
 
     /// Like [`ExitState::observe_logits`] for a check whose distribution was
     /// summarised elsewhere (inside the graph, in f32): `neg_entropy` is
-    /// `sum p ln p`, `cross` is `sum p ln p_prev` against the previous check of
-    /// this token (`None` at the first), `argmax` the index of the largest
-    /// logit. Gives the same values as `observe_logits` for kl, entropy-diff
-    /// and argmax-stability (up to the summary's rounding), NaN for other
+    /// `sum p ln p`; `kl_term` is `sum ln p` at the first check of the token
+    /// and `sum p_prev ln p` against the previous check after it; `argmax` the
+    /// index of the largest logit. Gives the same values as `observe_logits`
+    /// for kl, entropy-diff and argmax-stability (up to the summary's
+    /// rounding, and without the floor on zero probabilities), NaN for other
     /// criteria. Do not mix with `observe_logits` within one token (call
     /// [`ExitState::reset`] between tokens as usual).
     pub fn observe_stats(
         &mut self,
         spec: &ExitSpec,
         neg_entropy: f64,
-        cross: Option<f64>,
+        kl_term: f64,
         argmax: usize,
     ) -> f64 {
         let entropy = -neg_entropy;
-        let ln_v = (self.vocab as f64).ln();
+        let v = self.vocab as f64;
         let first = !self.has_prev_logits;
         let same_argmax = !first && argmax == self.prev_argmax;
         let value = match spec.criterion {
-            ExitCriterion::Kl => match (first, cross) {
-                (true, _) => (ln_v - entropy).max(0.0),
-                (false, Some(c)) => (neg_entropy - c).max(0.0),
-                (false, None) => f64::NAN,
-            },
+            // KL(uniform || p) = -ln V - (sum ln p) / V;
+            // KL(p_prev || p) = sum p_prev ln p_prev - sum p_prev ln p.
+            ExitCriterion::Kl if first => (-v.ln() - kl_term / v).max(0.0),
+            ExitCriterion::Kl => (-self.prev_entropy - kl_term).max(0.0),
             ExitCriterion::EntropyDiff => {
-                let prev_h = if first { ln_v } else { self.prev_entropy };
+                let prev_h = if first {
+                    FIRST_CHECK_ENTROPY
+                } else {
+                    self.prev_entropy
+                };
                 (entropy - prev_h).abs()
             }
             ExitCriterion::ArgmaxStability => {
@@ -559,11 +573,13 @@ fn log_softmax(logits: &[f32], out: &mut [f64]) -> Dist {
                 f64::NEG_INFINITY
             };
         }
-        // Every kept token has p = p_max: min-p keeps all of them (mass 1).
+        // Every token with p > 0 has p = p_max: min-p keeps those (mass 1)
+        // and gives the others 1/V.
+        let dropped = logits.len() - count;
         return Dist {
             entropy: -lp,
             max_logp: lp,
-            minp_log_mass: 0.0,
+            minp_log_norm: (1.0 + dropped as f64 / logits.len() as f64).ln(),
             argmax,
         };
     }
@@ -584,69 +600,69 @@ fn log_softmax(logits: &[f32], out: &mut [f64]) -> Dist {
     let cut = MINP_KL_LEVEL.ln() - log_z; // ln(0.1 * p_max), p_max = exp(-log_z)
     let mut entropy = 0.0f64;
     let mut kept = 0.0f64;
+    let mut dropped = 0usize;
     for o in out.iter_mut() {
         *o -= log_z;
         if *o > f64::NEG_INFINITY {
             let p = o.exp();
             entropy -= p * *o;
-            if *o >= cut {
-                kept += p;
-            }
+        }
+        if *o >= cut {
+            kept += o.exp();
+        } else {
+            dropped += 1;
         }
     }
     Dist {
         entropy: entropy.max(0.0),
         max_logp: -log_z,
-        minp_log_mass: kept.ln(),
+        minp_log_norm: (kept + dropped as f64 / out.len() as f64).ln(),
         argmax,
     }
 }
 
-/// Log-probability of token `lp` after optional min-p filtering: `None` when
-/// filtered out (or zero), else `lp - log_mass`.
-fn filtered(lp: f64, log_mass: f64, cut: Option<f64>) -> Option<f64> {
-    if lp == f64::NEG_INFINITY {
-        return None;
+/// The authors' min-p(0.1) filter of one distribution: probabilities below
+/// `0.1 p_max` become `1/V`, then everything is renormalised (by
+/// `exp(log_norm)`).
+#[derive(Clone, Copy)]
+struct MinpFilter {
+    cut: f64,
+    ln_v: f64,
+    log_norm: f64,
+}
+
+impl MinpFilter {
+    fn new(max_logp: f64, log_norm: f64, ln_v: f64) -> Self {
+        MinpFilter {
+            cut: max_logp + MINP_KL_LEVEL.ln(),
+            ln_v,
+            log_norm,
+        }
     }
-    match cut {
-        Some(c) if lp < c => None,
-        Some(_) => Some(lp - log_mass),
-        None => Some(lp),
+
+    /// The filtered log-probability of a token of log-probability `lp`.
+    fn apply(&self, lp: f64) -> f64 {
+        (if lp >= self.cut { lp } else { -self.ln_v }) - self.log_norm
     }
 }
 
-/// `KL(p || q)` over log-probabilities, each optionally min-p filtered
-/// (`cut = Some(ln(0.1 p_max))`, renormalised by `log_mass`). Terms with
-/// `p = 0` contribute 0; a zero `q` where `p > 0` is floored at
-/// [`KL_PROB_FLOOR`].
-fn kl(
-    p: &[f64],
-    p_log_mass: f64,
-    p_cut: Option<f64>,
-    q: &[f64],
-    q_log_mass: f64,
-    q_cut: Option<f64>,
-) -> f64 {
-    let floor = KL_PROB_FLOOR.ln();
+/// `KL(P || Q) = sum P (ln P - ln Q)` where `ln P_i = p(prev[i])` and
+/// `ln Q_i = q(i)`; terms with `P_i = 0` contribute 0.
+fn kl_from(prev: &[f64], p: impl Fn(f64) -> f64, q: impl Fn(usize) -> f64) -> f64 {
     let mut acc = 0.0f64;
-    for (&a, &b) in p.iter().zip(q) {
-        if let Some(lp) = filtered(a, p_log_mass, p_cut) {
-            let lq = filtered(b, q_log_mass, q_cut).unwrap_or(floor);
-            acc += lp.exp() * (lp - lq);
+    for (i, &lp) in prev.iter().enumerate() {
+        let lp = p(lp);
+        if lp > f64::NEG_INFINITY {
+            acc += lp.exp() * (lp - q(i));
         }
     }
     acc.max(0.0)
 }
 
-/// `KL(p || uniform)` with `p` optionally min-p filtered: `ln V - H(p)`.
-fn kl_vs_uniform(p: &[f64], p_log_mass: f64, p_cut: Option<f64>, ln_v: f64) -> f64 {
-    let mut acc = 0.0f64;
-    for &a in p {
-        if let Some(lp) = filtered(a, p_log_mass, p_cut) {
-            acc += lp.exp() * (lp + ln_v);
-        }
-    }
-    acc.max(0.0)
+/// `KL(uniform || Q) = -ln V - (sum_i ln Q_i) / V`.
+fn kl_from_uniform(vocab: usize, ln_v: f64, q: impl Fn(usize) -> f64) -> f64 {
+    let sum: f64 = (0..vocab).map(q).sum();
+    (-ln_v - sum / vocab as f64).max(0.0)
 }
 
 #[cfg(test)]
@@ -748,7 +764,9 @@ mod tests {
         let h: f64 = -p.iter().map(|x: &f64| x * x.ln()).sum::<f64>();
         let mut st = ExitState::new(4, 8);
         let v = st.observe_logits(&spec("kl"), &logits_of(&p));
-        close(v, 4f64.ln() - h, 1e-7);
+        // KL(uniform || p) = sum 1/4 ln((1/4) / p_i).
+        let want: f64 = p.iter().map(|x: &f64| 0.25 * (0.25 / x).ln()).sum();
+        close(v, want, 1e-7);
         close(st.entropy().unwrap(), h, 1e-7);
         // Uniform logits at the first check: 0.
         st.reset();
@@ -759,29 +777,27 @@ mod tests {
     fn kl_identical_is_zero_and_known_case() {
         let p = [0.7f64, 0.2, 0.1];
         let q = [0.5f64, 0.3, 0.2];
-        let kl_pq: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
+        // The previous distribution q against the current p: KL(q || p).
+        let kl_qp: f64 = q.iter().zip(&p).map(|(a, b)| a * (a / b).ln()).sum();
         let s = spec("kl");
         let mut st = ExitState::new(3, 1);
         st.observe_logits(&s, &logits_of(&q));
         let v = st.observe_logits(&s, &logits_of(&p));
-        close(v, kl_pq, 1e-7);
+        close(v, kl_qp, 1e-7);
         let v = st.observe_logits(&s, &logits_of(&p));
         assert_eq!(v, 0.0);
         // Shift invariance: logits + c is the same distribution.
         let shifted: Vec<f32> = logits_of(&p).iter().map(|l| l + 100.0).collect();
         assert!(st.observe_logits(&s, &shifted) < 1e-10);
-        // Hand-checked: KL([1,0] as logits [0,-inf] || [0.5,0.5]) = ln 2.
+        // Hand-checked: KL([1,0] (previous) || [0.5,0.5]) = ln 2.
         let mut st = ExitState::new(2, 1);
-        st.observe_logits(&s, &[0.0, 0.0]);
-        close(
-            st.observe_logits(&s, &[0.0, f32::NEG_INFINITY]),
-            2f64.ln(),
-            1e-12,
-        );
-        // p > 0 where q = 0 uses the 1e-10 floor: KL = ln(1 / 1e-10).
+        st.observe_logits(&s, &[0.0, f32::NEG_INFINITY]);
+        close(st.observe_logits(&s, &[0.0, 0.0]), 2f64.ln(), 1e-12);
+        // A current zero where the previous is not uses the 1e-10 floor:
+        // KL([0.5,0.5] || [0,1]) = 0.5 ln(0.5 / 1e-10) + 0.5 ln(0.5).
         close(
             st.observe_logits(&s, &[f32::NEG_INFINITY, 0.0]),
-            (1e10f64).ln(),
+            0.5 * (0.5f64 / 1e-10).ln() + 0.5 * 0.5f64.ln(),
             1e-9,
         );
     }
@@ -797,29 +813,38 @@ mod tests {
         assert!(v.is_finite());
     }
 
+    /// KL(a || b) of two explicit distributions.
+    fn kl_of(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * (x / y).ln()).sum()
+    }
+
     #[test]
     fn minp_kl_filters_both_distributions() {
         let s = spec("minp-kl");
-        // p = [0.6, 0.35, 0.05]: 0.05 < 0.06 is dropped -> [0.6, 0.35] / 0.95.
+        // p = [0.6, 0.35, 0.05]: 0.05 < 0.06 becomes 1/3, then renormalised.
         // q = [0.4, 0.4, 0.2]: all kept.
         let p = [0.6, 0.35, 0.05];
         let q = [0.4, 0.4, 0.2];
-        let pf = [0.6 / 0.95, 0.35 / 0.95];
-        let want: f64 = pf[0] * (pf[0] / 0.4f64).ln() + pf[1] * (pf[1] / 0.4f64).ln();
+        let z = 0.6 + 0.35 + 1.0 / 3.0;
+        let pf = [0.6 / z, 0.35 / z, (1.0 / 3.0) / z];
         let mut st = ExitState::new(3, 1);
         st.observe_logits(&s, &logits_of(&q));
-        close(st.observe_logits(&s, &logits_of(&p)), want, 1e-6);
-        // Now previous = p (token 2 filtered out); current q has token 2 with
-        // p > 0, so the floor applies: 0.2 * ln(0.2 / 1e-10) + ...
-        let want2: f64 =
-            0.4 * (0.4 / pf[0]).ln() + 0.4 * (0.4 / pf[1]).ln() + 0.2 * (0.2 / 1e-10f64).ln();
-        close(st.observe_logits(&s, &logits_of(&q)), want2, 1e-5);
+        close(st.observe_logits(&s, &logits_of(&p)), kl_of(&q, &pf), 1e-6);
+        // Now the previous is p (filtered) and the current q.
+        close(st.observe_logits(&s, &logits_of(&q)), kl_of(&pf, &q), 1e-6);
         // Identical -> 0.
         assert_eq!(st.observe_logits(&s, &logits_of(&q)), 0.0);
-        // First check: filtered p vs uniform = ln V - H(filtered p).
+        // First check: uniform vs the filtered p.
         st.reset();
-        let hf: f64 = -pf.iter().map(|x| x * x.ln()).sum::<f64>();
-        close(st.observe_logits(&s, &logits_of(&p)), 3f64.ln() - hf, 1e-6);
+        let u = [1.0 / 3.0; 3];
+        close(st.observe_logits(&s, &logits_of(&p)), kl_of(&u, &pf), 1e-6);
+        // A zero probability is below the cut too: it gets 1/V.
+        let mut st = ExitState::new(4, 1);
+        let l = [0.0f32, 0.0, f32::NEG_INFINITY, 0.0];
+        // p = [1/3, 1/3, 0, 1/3] -> [1/3, 1/3, 1/4, 1/3] / (1 + 1/4).
+        let (t, zf) = (1.0 / 3.0, 1.25);
+        let f = [t / zf, t / zf, 0.25 / zf, t / zf];
+        close(st.observe_logits(&s, &l), kl_of(&[0.25; 4], &f), 1e-9);
     }
 
     #[test]
@@ -827,9 +852,10 @@ mod tests {
         let s = spec("entropy-diff");
         let p = [0.5, 0.5, 1e-30];
         let mut st = ExitState::new(3, 1);
-        // First check: previous entropy is ln V.
+        // First check: against an entropy of 100 nats (never exits).
         let v = st.observe_logits(&s, &logits_of(&p));
-        close(v, 3f64.ln() - 2f64.ln(), 1e-6);
+        close(v, FIRST_CHECK_ENTROPY - 2f64.ln(), 1e-6);
+        assert!(!s.should_exit(v));
         // Identical -> 0; a permutation has the same entropy -> 0 as well.
         assert_eq!(st.observe_logits(&s, &logits_of(&p)), 0.0);
         let perm = [1e-30, 0.5, 0.5];
@@ -915,8 +941,10 @@ mod tests {
         st.reset();
         let v = st.observe_logits(&spec("kl"), &[f32::NAN; 4]);
         close(v, 0.0, 1e-12); // uniform
+        // Previous uniform, current [.5, 0, .5, 0] (zeros floored at 1e-10):
+        // KL = 0.5 ln(0.25 / 0.5) + 0.5 ln(0.25 / 1e-10).
         let v = st.observe_logits(&spec("kl"), &[f32::INFINITY, 0.0, f32::INFINITY, 1.0]);
-        close(v, 2f64.ln(), 1e-12); // [.5, 0, .5, 0] vs uniform
+        close(v, 0.5 * 0.5f64.ln() + 0.5 * (0.25f64 / 1e-10).ln(), 1e-9);
     }
 
     /// The `observe_*` calls must not allocate; a per-module counting
@@ -979,13 +1007,11 @@ mod tests {
                 let mut logp = vec![0.0f64; v];
                 let d = log_softmax(l, &mut logp);
                 let neg_h = -d.entropy;
-                let cross = prev_logp.as_ref().map(|q| {
-                    logp.iter()
-                        .zip(q)
-                        .map(|(lp, lq)| lp.exp() * lq)
-                        .sum::<f64>()
-                });
-                let got = b.observe_stats(&sp, neg_h, cross, d.argmax);
+                let kl_term = match &prev_logp {
+                    None => logp.iter().sum::<f64>(),
+                    Some(q) => q.iter().zip(&logp).map(|(lq, lp)| lq.exp() * lp).sum(),
+                };
+                let got = b.observe_stats(&sp, neg_h, kl_term, d.argmax);
                 close(got, want, 1e-9);
                 prev_logp = Some(logp);
             }
@@ -993,7 +1019,7 @@ mod tests {
         // Criteria that need more than the summary give NaN.
         let mut c = ExitState::new(v, 4);
         assert!(
-            c.observe_stats(&spec("minp-kl:1e-5"), -1.0, None, 0)
+            c.observe_stats(&spec("minp-kl:1e-5"), -1.0, 0.0, 0)
                 .is_nan()
         );
     }

@@ -196,6 +196,10 @@ pub struct TokenEvent {
     pub exit_value: f64,
     /// Index of the token in this generation (0-based).
     pub index: usize,
+    /// Natural log of the probability the model gave this token: the log
+    /// softmax of the raw logits it was sampled from (before temperature,
+    /// penalties and filters).
+    pub logprob: f32,
 }
 
 /// Why generation ended.
@@ -297,6 +301,7 @@ impl Session {
 
         let t0 = Instant::now();
         let mut prefill_used = 0;
+        let mut prefill_value = f64::NAN;
         if !prompt.is_empty() {
             let mut pl = limits;
             pl.max_iterations = prefill_iters;
@@ -315,8 +320,9 @@ impl Session {
                         ..pl
                     }
                 };
-                let (used, _) = self.run_token(chunk, &chunk_limits, &mut w)?;
+                let (used, value) = self.run_token(chunk, &chunk_limits, &mut w)?;
                 prefill_used = used;
+                prefill_value = value;
             }
         }
         let prefill_seconds = t0.elapsed().as_secs_f64();
@@ -339,7 +345,9 @@ impl Session {
         } else {
             prefill_used
         };
-        let mut exit_value = f64::NAN;
+        // The first token's: the prompt's last check (NaN unless exits were
+        // checked in the prompt).
+        let mut exit_value = prefill_value;
         for index in 0..params.max_tokens {
             let recent_from = history.len().saturating_sub(params.sampling.repeat_last_n);
             let token = sampler.sample(self.logits(), &history[recent_from..]);
@@ -351,6 +359,7 @@ impl Session {
                 iterations,
                 exit_value,
                 index,
+                logprob: crate::sampling::log_softmax_at(self.logits(), token),
             };
             let go_on = on_token(&ev, &mut limits);
             limits.validate()?;
@@ -423,7 +432,7 @@ impl Session {
                 let st = self.last_exit_stats();
                 value = w
                     .exit
-                    .observe_stats(&spec, st.neg_entropy, st.cross, st.argmax);
+                    .observe_stats(&spec, st.neg_entropy, st.kl_term, st.argmax);
             } else if needs_logits {
                 value = w.exit.observe_logits(&spec, self.logits());
             } else if spec.criterion.needs_latent() {

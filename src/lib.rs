@@ -7,12 +7,19 @@
 //! session with KV cache and recurrent state ([`session`]) -> generation loop
 //! (budgets, exits, sampling: [`exit`], [`sampling`]).
 
+// `unsafe` lives only where the crate talks to ggml (`ggml`), to C callers
+// (`ffi`) and maps files (the allowances marked below); everywhere else it is
+// an error.
+#![deny(unsafe_code)]
+
 pub mod chat;
 pub mod convert;
 pub mod error;
 pub mod exit;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod generate;
+#[allow(unsafe_code)]
 mod ggml;
 pub mod gguf;
 pub mod model;

@@ -25,6 +25,12 @@ impl SplitMix64 {
         Self { state: seed }
     }
 
+    /// The whole generator state: `SplitMix64::new(g.state())` continues
+    /// where `g` is.
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(Self::GAMMA);

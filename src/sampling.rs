@@ -389,6 +389,23 @@ impl Sampler {
     }
 }
 
+/// Log-probability of `token` under the softmax of the raw `logits` (before
+/// temperature, penalties or filters: what the model itself assigns), summed
+/// in f64 with the largest logit subtracted. `-inf` for a token whose logit
+/// is `-inf`; NaN when `token` is out of range or no logit is finite.
+pub fn log_softmax_at(logits: &[f32], token: u32) -> f32 {
+    let Some(&l) = logits.get(token as usize) else {
+        return f32::NAN;
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return f32::NAN;
+    }
+    let max = max as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    (l as f64 - max - sum.ln()) as f32
+}
+
 /// Index of the largest value, ties to the lowest index; 0 when every value is
 /// `-inf` (NaN never wins).
 fn argmax(values: &[f32]) -> u32 {
@@ -406,6 +423,23 @@ fn argmax(values: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_softmax_at_matches_the_definition() {
+        let l = [1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
+        let z: f64 = l.iter().map(|&x| (x as f64).exp()).sum();
+        for t in 0..3 {
+            let want = (l[t] as f64) - z.ln();
+            assert!((log_softmax_at(&l, t as u32) as f64 - want).abs() < 1e-6);
+        }
+        assert_eq!(log_softmax_at(&l, 3), f32::NEG_INFINITY);
+        assert!(log_softmax_at(&l, 4).is_nan());
+        // Large logits do not overflow.
+        let big = [1000.0f32, 1000.0];
+        assert!((log_softmax_at(&big, 1) - (0.5f32).ln()).abs() < 1e-6);
+        let probs: f64 = (0..3).map(|t| (log_softmax_at(&l, t) as f64).exp()).sum();
+        assert!((probs - 1.0).abs() < 1e-6);
+    }
 
     fn logits_ramp(v: usize) -> Vec<f32> {
         // A smooth, non-monotone landscape with a unique maximum.

@@ -76,7 +76,13 @@ def prompt_tokens(n_vocab: int) -> list:
 
 
 def make_model(rd: str, out: str, model: str, ty: str) -> None:
-    seed, d, ff, nh, nkv, nv, blocks, tied, qkb = MODELS[model]
+    make_model_from_spec(rd, out, MODELS[model], ty)
+
+
+def make_model_from_spec(rd: str, out: str, spec, ty: str) -> None:
+    """`rd make-test-model` for a (seed, n_embd, n_ff, n_head, n_head_kv,
+    n_vocab, blocks, tied, qk_bias) tuple, as MODELS holds them."""
+    seed, d, ff, nh, nkv, nv, blocks, tied, qkb = spec
     cmd = [rd, "make-test-model", "--out", out, "--seed", str(seed), "--type", ty,
            "--n-embd", str(d), "--n-ff", str(ff), "--n-head", str(nh), "--n-head-kv", str(nkv),
            "--n-vocab", str(nv), "--blocks", blocks]

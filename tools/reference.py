@@ -601,8 +601,9 @@ DEFAULT_THRESHOLDS = {
     "none": 0.0, "kl": 5e-4, "minp-kl": 1e-5, "entropy-diff": 1e-3,
     "latent-diff": 0.03, "cosine": 1e-3, "argmax-stability": 5.0,
 }
-MINP_KL_LEVEL = 0.1     # minp-kl drops tokens with p < 0.1 p_max
-KL_PROB_FLOOR = 1e-10   # a zero previous probability where the current one is not
+MINP_KL_LEVEL = 0.1     # minp-kl sets p < 0.1 p_max to 1/V, then renormalises
+FIRST_CHECK_ENTROPY = 100.0  # entropy-diff's "previous entropy" at a token's first check
+KL_PROB_FLOOR = 1e-10   # a zero current probability where the previous one is not
 
 
 def parse_exit(spec: str):
@@ -701,7 +702,8 @@ def log_softmax_stats(logits: np.ndarray):
             keep = np.ones(len(l), dtype=bool)
         lp = -math.log(int(keep.sum()))
         out = np.where(keep, lp, -np.inf)
-        return out, -lp, lp, 0.0, argmax
+        dropped = int(len(l) - keep.sum())
+        return out, -lp, lp, math.log(1.0 + dropped / len(l)), argmax
     s = l - mx
     log_z = math.log(float(np.sum(np.exp(s))))
     out = s - log_z
@@ -709,33 +711,31 @@ def log_softmax_stats(logits: np.ndarray):
     p = np.exp(out[fin])
     entropy = max(0.0, float(-np.sum(p * out[fin])))
     cut = math.log(MINP_KL_LEVEL) - log_z
-    kept = float(np.sum(np.exp(out[out >= cut])))
-    return out, entropy, -log_z, math.log(kept), argmax
+    keep = out >= cut
+    kept = float(np.sum(np.exp(out[keep])))
+    dropped = int(len(out) - keep.sum())
+    return out, entropy, -log_z, math.log(kept + dropped / len(out)), argmax
 
 
-def _filtered(lp: np.ndarray, log_mass: float, cut):
-    """Per-token filtered log-probabilities (NaN marks 'dropped or zero')."""
-    f = np.where(lp == -np.inf, np.nan, lp)
-    if cut is not None:
-        f = np.where(f < cut, np.nan, f - log_mass)
-    return f
+def _minp_filtered(lp: np.ndarray, max_logp: float, log_norm: float, ln_v: float) -> np.ndarray:
+    """The authors' min-p(0.1) filter: probabilities below 0.1 p_max become
+    1/V, then the distribution is renormalised (log_norm = ln of its sum)."""
+    cut = max_logp + math.log(MINP_KL_LEVEL)
+    return np.where(lp >= cut, lp, -ln_v) - log_norm
 
 
-def _kl(p, p_log_mass, p_cut, q, q_log_mass, q_cut) -> float:
-    """KL(p || q) over log-probabilities, each optionally min-p filtered; terms
-    with p = 0 contribute 0, a zero q where p > 0 is floored at KL_PROB_FLOOR."""
-    fp = _filtered(p, p_log_mass, p_cut)
-    fq = _filtered(q, q_log_mass, q_cut)
-    live = ~np.isnan(fp)
-    lq = np.where(np.isnan(fq), math.log(KL_PROB_FLOOR), fq)
-    acc = float(np.sum(np.exp(fp[live]) * (fp[live] - lq[live])))
-    return max(acc, 0.0)
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p || q) over log-probabilities: terms with p = 0 contribute 0, a
+    zero q where p > 0 is floored at KL_PROB_FLOOR."""
+    live = p > -np.inf
+    lq = np.maximum(q, math.log(KL_PROB_FLOOR))
+    return max(float(np.sum(np.exp(p[live]) * (p[live] - lq[live]))), 0.0)
 
 
-def _kl_vs_uniform(p, p_log_mass, p_cut, ln_v) -> float:
-    fp = _filtered(p, p_log_mass, p_cut)
-    live = ~np.isnan(fp)
-    return max(float(np.sum(np.exp(fp[live]) * (fp[live] + ln_v))), 0.0)
+def _kl_from_uniform(q: np.ndarray, ln_v: float) -> float:
+    """KL(uniform || q) = -ln V - mean(ln q), zeros of q floored."""
+    lq = np.maximum(q, math.log(KL_PROB_FLOOR))
+    return max(-ln_v - float(np.mean(lq)), 0.0)
 
 
 class ExitState:
@@ -747,26 +747,28 @@ class ExitState:
         self.reset()
 
     def reset(self):
-        self.prev = None            # (logp, entropy, max_logp, minp_log_mass, argmax)
+        self.prev = None            # (logp, entropy, max_logp, minp_log_norm, argmax)
         self.argmax_run = 0
         self.prev_latent = None
 
     def observe_logits(self, criterion: str, logits: np.ndarray) -> float:
         cur = log_softmax_stats(logits)
-        logp, entropy, max_logp, minp_log_mass, argmax = cur
+        logp, entropy, max_logp, minp_log_norm, argmax = cur
         ln_v = math.log(self.vocab)
         first = self.prev is None
-        cut = math.log(MINP_KL_LEVEL)
+        # The authors' definitions: KL from the previous check's distribution
+        # (uniform at the first check) to the current one.
         if criterion == "kl":
-            value = max(ln_v - entropy, 0.0) if first else _kl(logp, 0.0, None, self.prev[0], 0.0, None)
+            value = _kl_from_uniform(logp, ln_v) if first else _kl(self.prev[0], logp)
         elif criterion == "minp-kl":
+            cur_f = _minp_filtered(logp, max_logp, minp_log_norm, ln_v)
             if first:
-                value = _kl_vs_uniform(logp, minp_log_mass, max_logp + cut, ln_v)
+                value = _kl_from_uniform(cur_f, ln_v)
             else:
-                value = _kl(logp, minp_log_mass, max_logp + cut,
-                            self.prev[0], self.prev[3], self.prev[2] + cut)
+                prev_f = _minp_filtered(self.prev[0], self.prev[2], self.prev[3], ln_v)
+                value = _kl(prev_f, cur_f)
         elif criterion == "entropy-diff":
-            prev_h = ln_v if first else self.prev[1]
+            prev_h = FIRST_CHECK_ENTROPY if first else self.prev[1]
             value = abs(entropy - prev_h)
         elif criterion == "argmax-stability":
             value = float(self.argmax_run + 1) if (not first and argmax == self.prev[4]) else 0.0

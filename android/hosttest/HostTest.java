@@ -94,6 +94,7 @@ public final class HostTest {
         final long index;
         final double exitValue;
         final byte[] text;
+        float logprob;
 
         Event(int token, int iterations, long index, double exitValue, byte[] text) {
             this.token = token;
@@ -109,8 +110,11 @@ public final class HostTest {
         final List<Event> events = new ArrayList<>();
 
         @Override
-        public boolean onToken(int token, int iterations, long index, double exitValue, byte[] text) {
-            events.add(new Event(token, iterations, index, exitValue, text));
+        public boolean onToken(
+                int token, int iterations, long index, double exitValue, byte[] text, float logprob) {
+            Event e = new Event(token, iterations, index, exitValue, text);
+            e.logprob = logprob;
+            events.add(e);
             return hook(events.size() - 1);
         }
 
@@ -267,6 +271,71 @@ public final class HostTest {
                     check(Arrays.equals(ref, c.tokens()), "same tokens as `rd run`: "
                             + Arrays.toString(ref) + " vs " + Arrays.toString(c.tokens()));
                 }
+            }
+        });
+
+        test("model from a file descriptor range (an APK asset)", () -> {
+            // run.sh opens fd rd.fd on a file holding the model at rd.fdoffset.
+            String fdProp = System.getProperty("rd.fd");
+            check(fdProp != null, "run.sh passes -Drd.fd");
+            int fd = Integer.parseInt(fdProp);
+            long off = Long.parseLong(System.getProperty("rd.fdoffset"));
+            long len = Long.parseLong(System.getProperty("rd.fdlength"));
+            int[] want;
+            try (Fixture f = new Fixture()) {
+                want = greedyReference(f.session, 8);
+            }
+            for (boolean mmap : new boolean[] {true, false}) {
+                long m = RdNative.modelLoadFd(fd, off, len, RdNative.BACKEND_CPU, 2, mmap, false);
+                try {
+                    long s = newSession(m, RdNative.N_CTX_FROM_MODEL);
+                    try {
+                        check(Arrays.equals(want, greedyReference(s, 8)), "same tokens as from the path");
+                    } finally {
+                        RdNative.sessionFree(s);
+                    }
+                } finally {
+                    RdNative.modelFree(m);
+                }
+            }
+            expectRd(RdException.Status.IO,
+                    () -> RdNative.modelLoadFd(fd, off, len + (1 << 20), RdNative.BACKEND_CPU, 1, true, false));
+            expectRd(RdException.Status.INVALID_MODEL,
+                    () -> RdNative.modelLoadFd(fd, off + 1, len - 1, RdNative.BACKEND_CPU, 1, true, false));
+            expectRd(RdException.Status.INVALID_ARGUMENT,
+                    () -> RdNative.modelLoadFd(-1, 0, 0, RdNative.BACKEND_CPU, 1, true, false));
+        });
+
+        test("state save and restore, truncate, threads, logprobs", () -> {
+            try (Fixture a = new Fixture(); Fixture b = new Fixture()) {
+                Collector first = new Collector();
+                generate(a.session, PROMPT, 6, Limits.fixed(4), first);
+                for (Event e : first.events) {
+                    check(e.logprob <= 0 && !Float.isNaN(e.logprob), "logprob " + e.logprob);
+                }
+                byte[] state = RdNative.stateSave(a.session);
+                Collector want = new Collector();
+                generate(a.session, null, 6, Limits.fixed(4), want);
+                RdNative.stateLoad(b.session, state);
+                checkEq(5L + 5L, RdNative.sessionInfo(b.session)[RdNative.SI_N_PAST], "restored n_past");
+                Collector got = new Collector();
+                generate(b.session, null, 6, Limits.fixed(4), got);
+                check(Arrays.equals(want.tokens(), got.tokens()), "restored session continues the same");
+                byte[] bad = state.clone();
+                bad[bad.length / 2] ^= 1;
+                expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.stateLoad(b.session, bad));
+                // Truncate back to the saved point: the same continuation again.
+                RdNative.stateLoad(b.session, state);
+                RdNative.sessionTruncate(b.session, 9);
+                checkEq(9L, RdNative.sessionInfo(b.session)[RdNative.SI_N_PAST], "truncated n_past");
+                expectRd(RdException.Status.INVALID_STATE,
+                        () -> generate(b.session, null, 1, Limits.fixed(4), null));
+                expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.sessionTruncate(b.session, -1));
+                RdNative.sessionSetThreads(b.session, 1);
+                Collector one = new Collector();
+                generate(b.session, new int[] {first.events.get(4).token}, 6, Limits.fixed(4), one);
+                check(Arrays.equals(want.tokens(), one.tokens()), "after truncate, with 1 thread");
+                expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.sessionSetThreads(b.session, 513));
             }
         });
 
@@ -489,7 +558,7 @@ public final class HostTest {
                 long s = h.acquire();
                 try {
                     RdNative.generate(s, PROMPT, null, 100, 4, 1, 2048, 1, 0, 0, false, false, false,
-                            0, 0, 1, 0, 1, 0, 0, false, null, true, 0, 0, (t, it, idx, ev, text) -> {
+                            0, 0, 1, 0, 1, 0, 0, false, null, true, 0, 0, (t, it, idx, ev, text, lp) -> {
                                 first.countDown();
                                 return true;
                             });
@@ -612,7 +681,7 @@ public final class HostTest {
                 RdNative.sessionReset(s);
                 IllegalStateException mine = new IllegalStateException("from the listener");
                 try {
-                    generate(s, PROMPT, 4, Limits.fixed(4), (t, it, idx, ev, text) -> {
+                    generate(s, PROMPT, 4, Limits.fixed(4), (t, it, idx, ev, text, lp) -> {
                         throw mine;
                     });
                     throw new Failure("the listener's exception was swallowed");

@@ -103,6 +103,39 @@ fun main() {
         }
     }
 
+    test("loadFd, saveState/loadState, truncate, setThreads, logprob") {
+        val fd = System.getProperty("rd.fd")?.toInt() ?: throw Failure("run.sh passes -Drd.fd")
+        val offset = System.getProperty("rd.fdoffset").toLong()
+        val length = System.getProperty("rd.fdlength").toLong()
+        val want = load().use { m ->
+            m.newSession().use { it.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 12).toList() }
+        }
+        Model.loadFd(fd, offset, length, Backend.CPU, threads = 2).use { model ->
+            model.newSession().use { a ->
+                val first = a.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 6).toList()
+                checkEq(want.take(6).map { it.token }, first.map { it.token }, "fd model: same tokens")
+                first.forEach { check(it.logprob <= 0f && !it.logprob.isNaN()) { "logprob ${it.logprob}" } }
+                val state = a.saveState()
+                model.newSession().use { b ->
+                    b.loadState(state)
+                    b.setThreads(1)
+                    val rest = b.generate(IntArray(0), ComputeLimits.fixed(4), maxTokens = 7).toList()
+                    checkEq(want.drop(5).map { it.token }, rest.map { it.token }, "restored: same continuation")
+                    b.truncate(9)
+                    checkEq(9, b.info.positions, "truncated")
+                    val again = b.generate(intArrayOf(first[4].token), ComputeLimits.fixed(4), maxTokens = 7).toList()
+                    checkEq(rest.map { it.token }, again.map { it.token }, "after truncate: same continuation")
+                }
+                try {
+                    a.loadState(state.copyOf(state.size - 1))
+                    throw Failure("a truncated state was accepted")
+                } catch (e: RdException) {
+                    checkEq(RdException.Status.INVALID_ARGUMENT, e.status, "truncated state refused")
+                }
+            }
+        }
+    }
+
     test("early exit keeps iterations within the limits") {
         load().use { model ->
             model.newSession().use { session ->

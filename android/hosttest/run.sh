@@ -71,12 +71,20 @@ reference=$("$libdir/rd" run --model "$model" --threads 2 --device cpu --prompt-
   --iterations 4 --kv-budget 1 --max-tokens 8 --json | grep -o '"id":[0-9]*' | cut -d: -f2 | paste -sd,)
 [ -n "$reference" ] || { echo "FAIL: no reference tokens from rd run --json" >&2; exit 1; }
 
-props=(-Xcheck:jni -Drecurrent_depth.jni.path="$lib" -Drd.model="$model" -Drd.reference="$reference")
+# The model inside a larger file, as an APK asset is: the JVM inherits fd 7
+# open on it (exec below) and loads the range through rd_model_load_fd.
+embedded="$out/embedded.bin"
+fdoffset=4099
+{ head -c "$fdoffset" /dev/zero; cat "$model"; head -c 333 /dev/zero; } > "$embedded"
+fdlength=$(stat -c %s "$model")
+
+props=(-Xcheck:jni -Drecurrent_depth.jni.path="$lib" -Drd.model="$model" -Drd.reference="$reference"
+  -Drd.fd=7 -Drd.fdoffset="$fdoffset" -Drd.fdlength="$fdlength")
 [ -n "$tokmodel" ] && props+=(-Drd.tokmodel="$tokmodel")
 
 # 1. The native methods, from Java.
 set +e
-java "${props[@]}" -cp "$out/classes" dev.recurrentdepth.HostTest | tee "$out/java.log"
+java "${props[@]}" -cp "$out/classes" dev.recurrentdepth.HostTest 7<"$embedded" | tee "$out/java.log"
 set -e
 
 # 2. The Kotlin API (src/main/kotlin) over the same bridge. Debian has no
@@ -109,7 +117,7 @@ if [ -f "$kdir/ok" ]; then
     android/src/main/kotlin/dev/recurrentdepth/*.kt android/hosttest/KotlinHostTest.kt
   set +e
   java "${props[@]}" -cp "$out/classes:$out/kotlin-classes:$kdir/coroutines:$stdlib" \
-    dev.recurrentdepth.KotlinHostTestKt | tee "$out/kotlin.log"
+    dev.recurrentdepth.KotlinHostTestKt 7<"$embedded" | tee "$out/kotlin.log"
   set -e
 else
   echo "Kotlin API NOT TESTED: could not fetch kotlin-jupyter-kernel==$kver (the Kotlin compiler) with pip"

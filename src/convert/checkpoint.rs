@@ -152,6 +152,8 @@ impl Checkpoint {
     }
 
     /// Reads the header of one shard and records its tensors.
+    // Memory-maps the shard's header (see the SAFETY comment).
+    #[allow(unsafe_code)]
     fn add_shard(&mut self, path: PathBuf) -> Result<(), ConvertError> {
         let file = File::open(&path).map_err(|e| ConvertError::io(&path, e))?;
         let (n, metadata) = {

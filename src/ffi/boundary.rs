@@ -96,6 +96,9 @@ pub(crate) unsafe trait Versioned: Copy {
     /// The smallest `struct_size` accepted: the size of the first published
     /// version of the struct.
     const MIN_SIZE: usize;
+    /// Whether the library writes the struct (an output the caller only sizes)
+    /// rather than reads it: only the error message differs.
+    const OUTPUT: bool = false;
     /// The value fields take when the caller's struct is older (shorter).
     fn defaults() -> Self;
 }
@@ -119,11 +122,17 @@ unsafe fn checked_size<T: Versioned>(p: *const T, what: &str) -> Result<usize, F
         } else {
             format!("{} (first release) or {}", T::MIN_SIZE, size_of::<T>())
         };
+        let how = if T::OUTPUT {
+            format!("set struct_size = sizeof({}) before the call", T::NAME)
+        } else {
+            format!(
+                "initialise the struct with its rd_*_default_params() function or \
+                 set struct_size = sizeof({})",
+                T::NAME
+            )
+        };
         return Err(Fail::invalid(format!(
-            "{what}->struct_size is {size}; this library accepts {accepted} for {} \
-             (initialise the struct with its rd_*_default_params() function or \
-             set struct_size = sizeof({}))",
-            T::NAME,
+            "{what}->struct_size is {size}; this library accepts {accepted} for {} ({how})",
             T::NAME
         )));
     }

@@ -92,6 +92,7 @@ pub struct rd_device_info {
 // library (pointers, numbers, C bools).
 unsafe impl Versioned for rd_device_info {
     const NAME: &'static str = "rd_device_info";
+    const OUTPUT: bool = true;
     const MIN_SIZE: usize = size_of::<Self>();
     fn defaults() -> Self {
         rd_device_info {

@@ -62,6 +62,11 @@ pub struct rd_token_event {
     /// Length of `text` in bytes, without the NUL that follows it (0 when
     /// `text` is NULL).
     pub text_len: usize,
+    /// Natural log of the probability the model gave this token: the log
+    /// softmax of the raw logits it was sampled from (before temperature,
+    /// repetition penalty and filters), computed without allocating. Added in
+    /// 0.3: present when `struct_size` covers it.
+    pub logprob: f32,
 }
 
 /// Streaming callback of `rd_generate()`: called on the generating thread once
@@ -101,6 +106,7 @@ pub struct rd_generate_stats {
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers only.
 unsafe impl Versioned for rd_generate_stats {
     const NAME: &'static str = "rd_generate_stats";
+    const OUTPUT: bool = true;
     const MIN_SIZE: usize = size_of::<Self>();
     fn defaults() -> Self {
         rd_generate_stats {
@@ -253,7 +259,7 @@ fn generate(
         return Err(Fail::invalid(
             "no tokens and an empty cache: nothing to generate from",
         ));
-    } else if !inner.logits_valid {
+    } else if !s.has_logits() {
         return Err(Fail::new(
             rd_status::RD_ERR_INVALID_STATE,
             "no tokens, and the last evaluation failed or was cancelled: \
@@ -285,7 +291,6 @@ fn generate(
 
     let running = Generating::start(handle);
     handle.clear_cancel();
-    inner.logits_valid = false;
     let decoder = &mut inner.decoder;
     let piece = &mut inner.piece;
     decoder.reset(gp.detokenize_flags & RD_DETOKENIZE_SKIP_SPECIAL != 0);
@@ -316,6 +321,7 @@ fn generate(
                     exit_value: ev.exit_value,
                     text,
                     text_len,
+                    logprob: ev.logprob,
                 };
                 // SAFETY: a valid C function pointer of this signature
                 // (contract); `event` and the text outlive the call.
@@ -331,7 +337,6 @@ fn generate(
     });
     drop(running);
     let stats = result?;
-    inner.logits_valid = true;
     let stop_reason = match stats.stop {
         StopReason::StopToken => RD_STOP_STOP_TOKEN,
         StopReason::Callback => RD_STOP_CALLBACK,

@@ -41,6 +41,8 @@ pub mod text;
 
 pub mod session;
 
+pub mod state;
+
 pub mod generate;
 
 use std::ffi::c_char;

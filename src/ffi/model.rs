@@ -35,7 +35,7 @@ const _: () = {
 };
 
 /// The file system path of a C string.
-fn path_of(path: &CStr) -> Result<PathBuf, Fail> {
+pub(crate) fn path_of(path: &CStr) -> Result<PathBuf, Fail> {
     if path.is_empty() {
         return Err(Fail::invalid("path is empty"));
     }
@@ -134,62 +134,157 @@ pub unsafe extern "C" fn rd_model_load(
         let out = unsafe { Out::new(out_model, "out_model")? };
         // SAFETY: `path` is a non-NULL NUL-terminated string (contract).
         let path = path_of(unsafe { CStr::from_ptr(path) })?;
-        let load = params.to_load_params()?;
-        let progress = |p: f32| -> Result<(), Fail> {
-            match params.progress_callback {
-                // SAFETY: a valid C function pointer with this signature
-                // (contract); user data is passed through unchanged.
-                Some(cb) if !unsafe { cb(p, params.progress_user_data) } => Err(Fail::new(
-                    rd_status::RD_ERR_CANCELLED,
-                    "cancelled by the progress callback",
-                )),
-                _ => Ok(()),
-            }
-        };
-        let shown = path.display();
-        let with_path = |e: crate::Error| {
-            let f = Fail::from(e);
-            Fail::new(f.status, format!("{shown}: {}", f.message))
-        };
-        progress(0.0)?;
-        let file = Model::open_file(&path, load.use_mmap).map_err(with_path)?;
-        progress(0.5)?;
-        // Weight placement reports 0.5..0.95 (per tensor when uploading to a
-        // GPU); 1 comes after mlock.
-        let mut placing = |p: f32| progress(0.5 + 0.45 * p.clamp(0.0, 1.0)).is_ok();
-        let model = Model::from_file_with_progress(file, &load, &mut placing).map_err(|e| {
-            if matches!(e, crate::Error::Cancelled) {
-                Fail::new(
-                    rd_status::RD_ERR_CANCELLED,
-                    "cancelled by the progress callback",
-                )
-            } else {
-                with_path(e)
-            }
+        let label = path.display().to_string();
+        let model = load(&params, &label, |use_mmap| {
+            Model::open_file(&path, use_mmap)
         })?;
-        if params.use_mlock {
-            lock_memory(model.file_range())?;
-        }
-        progress(1.0)?;
-        let architecture = model
-            .gguf()
-            .get_str("general.architecture")
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .replace('\0', "");
-        let text = Arc::new(ModelText::from_gguf(model.gguf()));
-        let handle = rd_model {
-            text,
-            architecture: CString::new(architecture).unwrap_or_default(),
-            backend_name: CString::new(model.backend_name().replace('\0', "")).unwrap_or_default(),
-            device_description: CString::new(model.device_description().replace('\0', ""))
-                .unwrap_or_default(),
-            model: Arc::new(model),
-        };
-        out.write(Box::into_raw(Box::new(handle)));
+        out.write(model);
         Ok(())
     })
+}
+
+/// Loads a model stored as `length` bytes of an open file from `offset`
+/// (`length` 0: to the end of the file): an Android app passes the
+/// `(fd, offset, length)` of an uncompressed APK asset
+/// (`AAssetManager`'s `AAsset_openFileDescriptor64`, or
+/// `AssetFileDescriptor`). Otherwise as `rd_model_load()`.
+///
+/// - `fd`: an open file descriptor of a regular file, readable; borrowed:
+///   the library duplicates it and never closes or moves the caller's, which
+///   may be closed as soon as the call returns.
+/// - With `use_mmap` the range is memory-mapped; its weights are used in
+///   place when `offset` is a multiple of 32 (APK assets aligned by
+///   `zipalign -p` are), otherwise copied once (`rd_model_info.weights_mapped`
+///   says which). Without `use_mmap` the range is read into memory.
+///
+/// Errors: `RD_ERR_INVALID_ARGUMENT` (negative `fd`, NULL pointers, bad
+/// params), `RD_ERR_IO` (an fd that is not open, not readable or not a
+/// regular file: a pipe, socket or device; a range that does not lie within
+/// the file), then as `rd_model_load()` for the bytes of the range (a range
+/// that is not exactly one GGUF file is `RD_ERR_INVALID_MODEL`).
+/// `RD_ERR_UNSUPPORTED` on platforms without file descriptors.
+///
+/// # Safety
+///
+/// `fd` must not be closed by another thread during the call; `params` must
+/// be NULL or a valid `rd_model_params` of `params->struct_size` bytes;
+/// `out_model` NULL or writable. `progress_callback`, if set, must be a
+/// valid function.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_model_load_fd(
+    fd: std::ffi::c_int,
+    offset: u64,
+    length: u64,
+    params: *const rd_model_params,
+    out_model: *mut *mut rd_model,
+) -> rd_status {
+    guard("rd_model_load_fd", || {
+        // SAFETY: `params` points to a readable rd_model_params (contract).
+        let params = unsafe { read_struct(params, "params")? };
+        // SAFETY: `out_model` is writable until we return (contract).
+        let out = unsafe { Out::new(out_model, "out_model")? };
+        if fd < 0 {
+            return Err(Fail::invalid(format!("fd {fd} is not a file descriptor")));
+        }
+        let file = dup_fd(fd)?;
+        let label = format!("fd {fd} bytes {offset}+{length}");
+        let model = load(&params, &label, |use_mmap| {
+            Model::open_range(&file, offset, length, use_mmap)
+        })?;
+        out.write(model);
+        Ok(())
+    })
+}
+
+/// A `File` of its own for the caller's descriptor `fd` (a duplicate).
+#[cfg(unix)]
+fn dup_fd(fd: std::ffi::c_int) -> Result<std::fs::File, Fail> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    unsafe extern "C" {
+        // POSIX, in the C library every Unix target links.
+        fn fcntl(fd: std::ffi::c_int, cmd: std::ffi::c_int, ...) -> std::ffi::c_int;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const F_DUPFD_CLOEXEC: std::ffi::c_int = 1030;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const F_DUPFD_CLOEXEC: std::ffi::c_int = 67;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) only creates a new descriptor; on a
+    // descriptor that is not open it fails with EBADF and touches nothing.
+    let new = unsafe { fcntl(fd, F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Fail::new(rd_status::RD_ERR_IO, format!("fd {fd}: {e}")));
+    }
+    // SAFETY: `new` was just created by fcntl and is owned by nobody else.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(new) }))
+}
+
+#[cfg(not(unix))]
+fn dup_fd(_fd: std::ffi::c_int) -> Result<std::fs::File, Fail> {
+    Err(Fail::new(
+        rd_status::RD_ERR_UNSUPPORTED,
+        "loading from a file descriptor needs a Unix platform",
+    ))
+}
+
+/// The load both entry points share: `open` parses the GGUF bytes (mapped or
+/// read); then weights are placed, reporting progress, and the handle made.
+/// Messages are prefixed with `label` (the path, or the fd and range).
+fn load(
+    params: &rd_model_params,
+    label: &str,
+    open: impl FnOnce(bool) -> crate::Result<crate::gguf::GgufFile>,
+) -> Result<*mut rd_model, Fail> {
+    let load = params.to_load_params()?;
+    let progress = |p: f32| -> Result<(), Fail> {
+        match params.progress_callback {
+            // SAFETY: a valid C function pointer with this signature
+            // (contract); user data is passed through unchanged.
+            Some(cb) if !unsafe { cb(p, params.progress_user_data) } => Err(Fail::new(
+                rd_status::RD_ERR_CANCELLED,
+                "cancelled by the progress callback",
+            )),
+            _ => Ok(()),
+        }
+    };
+    let with_label = |e: crate::Error| Fail::from(e).context(label);
+    progress(0.0)?;
+    let file = open(load.use_mmap).map_err(with_label)?;
+    progress(0.5)?;
+    // Weight placement reports 0.5..0.95 (per tensor when uploading to a
+    // GPU); 1 comes after mlock.
+    let mut placing = |p: f32| progress(0.5 + 0.45 * p.clamp(0.0, 1.0)).is_ok();
+    let model = Model::from_file_with_progress(file, &load, &mut placing).map_err(|e| {
+        if matches!(e, crate::Error::Cancelled) {
+            Fail::new(
+                rd_status::RD_ERR_CANCELLED,
+                "cancelled by the progress callback",
+            )
+        } else {
+            with_label(e)
+        }
+    })?;
+    if params.use_mlock {
+        lock_memory(model.file_range())?;
+    }
+    progress(1.0)?;
+    let architecture = model
+        .gguf()
+        .get_str("general.architecture")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .replace('\0', "");
+    let text = Arc::new(ModelText::from_gguf(model.gguf()));
+    let handle = rd_model {
+        text,
+        architecture: CString::new(architecture).unwrap_or_default(),
+        backend_name: CString::new(model.backend_name().replace('\0', "")).unwrap_or_default(),
+        device_description: CString::new(model.device_description().replace('\0', ""))
+            .unwrap_or_default(),
+        model: Arc::new(model),
+    };
+    Ok(Box::into_raw(Box::new(handle)))
 }
 
 /// Releases the caller's reference to a model. NULL is ignored.
@@ -248,7 +343,10 @@ pub struct rd_model_info {
     pub default_iterations: u32,
     /// CPU threads sessions use.
     pub n_threads: u32,
-    /// Whether the weights are used in place from the memory-mapped file.
+    /// Whether the weights are used in place from the file's bytes: the
+    /// memory map with `use_mmap` (no copy), or, without it, the in-memory
+    /// copy of the file when the allocator happened to align it to 32 bytes
+    /// (else the weights were copied a second time into a ggml buffer).
     pub weights_mapped: bool,
     /// Whether the model has a usable tokenizer: `rd_tokenize()`,
     /// `rd_detokenize()`, `rd_generate_text()` and `rd_token_event.text` work.
@@ -279,6 +377,7 @@ pub struct rd_model_info {
 // library (a C bool, numbers, pointers).
 unsafe impl Versioned for rd_model_info {
     const NAME: &'static str = "rd_model_info";
+    const OUTPUT: bool = true;
     // The first published layout ended before `backend`.
     const MIN_SIZE: usize = std::mem::offset_of!(rd_model_info, backend);
     fn defaults() -> Self {

@@ -65,12 +65,15 @@ pub const RD_STATE_INIT_RANDOM: rd_state_init = 1;
 pub type rd_exit_criterion = u32;
 /// Never exit early: every token runs `max_iterations`.
 pub const RD_EXIT_NONE: rd_exit_criterion = 0;
-/// Logits: KL(p_t || p_{t-1}) of successive next-token distributions below
-/// the threshold (usual: 5e-4).
+/// Logits: KL(p_{t-1} || p_t) of successive next-token distributions below
+/// the threshold (usual: 5e-4); the previous one is uniform at a token's
+/// first check. The authors' definition (docs/semantics.md).
 pub const RD_EXIT_KL: rd_exit_criterion = 1;
-/// Logits: the same KL after min-p(0.1) filtering (usual: 1e-5).
+/// Logits: the same KL between min-p(0.1) filtered distributions
+/// (probabilities below 0.1 p_max set to 1/V, renormalised; usual: 1e-5).
 pub const RD_EXIT_MINP_KL: rd_exit_criterion = 2;
-/// Logits: |H_t - H_{t-1}| of the entropies below the threshold (usual: 1e-3).
+/// Logits: |H_t - H_{t-1}| of the entropies below the threshold (usual:
+/// 1e-3); H_0 is taken as 100 nats, so a token's first check never exits.
 pub const RD_EXIT_ENTROPY_DIFF: rd_exit_criterion = 3;
 /// Latent: |x_t - x_{t-1}| / |x_t| below the threshold (usual: 0.03).
 pub const RD_EXIT_LATENT_DIFF: rd_exit_criterion = 4;

@@ -40,8 +40,6 @@ pub struct rd_session {
 /// The parts of a session used by one call at a time.
 pub(crate) struct Inner {
     pub(crate) session: Session,
-    /// Whether `session.logits()` belongs to the last committed position.
-    pub(crate) logits_valid: bool,
     /// Streams generated tokens as text (whole UTF-8 characters); its buffer
     /// is reserved at creation for the longest token.
     pub(crate) decoder: StreamDecoder,
@@ -133,7 +131,6 @@ pub unsafe extern "C" fn rd_session_new(
             cancel: session.cancel_flag(),
             inner: Mutex::new(Inner {
                 session,
-                logits_valid: false,
                 decoder,
                 piece,
             }),
@@ -208,7 +205,60 @@ pub unsafe extern "C" fn rd_session_reset(session: *mut rd_session) -> rd_status
             }
         };
         inner.session.reset();
-        inner.logits_valid = false;
+        Ok(())
+    })
+}
+
+/// Drops the cached positions from `n_keep` on, keeping the first `n_keep`
+/// (an app edits a message and regenerates from there): the next
+/// `rd_eval()` or `rd_generate()` continues at position `n_keep`, exactly as
+/// if the dropped tokens had never been evaluated. `n_keep` at or beyond the
+/// cached positions changes nothing; `n_keep = 0` empties the cache (unlike
+/// `rd_session_reset()` the initial-state generator is not re-seeded).
+/// Dropping positions also drops the logits (`rd_get_logits()` and a
+/// token-less `rd_generate()` then fail with `RD_ERR_INVALID_STATE` until
+/// the next evaluation). Allocates nothing.
+///
+/// Errors: `RD_ERR_INVALID_ARGUMENT` (NULL), `RD_ERR_BUSY` (called from a
+/// callback of this session). Not thread-safe for the same session.
+///
+/// # Safety
+///
+/// `session` must be a live session (NULL is rejected).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_session_truncate(session: *mut rd_session, n_keep: u32) -> rd_status {
+    guard("rd_session_truncate", || {
+        // SAFETY: a non-NULL `session` is live (contract).
+        let handle = unsafe { arg_ref(session, "session")? };
+        handle.lock()?.session.truncate(n_keep as usize);
+        Ok(())
+    })
+}
+
+/// Computes with `n_threads` CPU threads from the next call on (0 = the
+/// number of physical cores; at most 512): e.g. one thread while an app is
+/// in the background, all cores in the foreground. A new thread pool
+/// replaces the session's old one; results do not depend on the count. On a
+/// GPU session this sets the threads of the ops that run on the CPU.
+///
+/// Errors: `RD_ERR_INVALID_ARGUMENT` (NULL, `n_threads` above 512),
+/// `RD_ERR_BUSY` (called from a callback of this session, or while another
+/// thread uses it), `RD_ERR_BACKEND` (the threads could not be created; the
+/// session keeps its old ones). Not thread-safe for the same session.
+///
+/// # Safety
+///
+/// `session` must be a live session (NULL is rejected).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rd_session_set_threads(
+    session: *mut rd_session,
+    n_threads: u32,
+) -> rd_status {
+    guard("rd_session_set_threads", || {
+        // SAFETY: a non-NULL `session` is live (contract).
+        let handle = unsafe { arg_ref(session, "session")? };
+        let mut inner = handle.lock()?;
+        inner.session.set_threads(n_threads as usize)?;
         Ok(())
     })
 }
@@ -318,9 +368,7 @@ pub unsafe extern "C" fn rd_eval(
         let mut inner = handle.lock()?;
         inner.session.check_tokens(tokens)?;
         handle.clear_cancel();
-        inner.logits_valid = false;
         inner.session.eval(tokens, it)?;
-        inner.logits_valid = true;
         Ok(())
     })
 }
@@ -363,9 +411,7 @@ pub unsafe extern "C" fn rd_eval_all_logits(
             ));
         }
         handle.clear_cancel();
-        inner.logits_valid = false;
         let all = inner.session.eval_all_logits(tokens, it)?;
-        inner.logits_valid = true;
         // SAFETY: `out_logits` has room for `capacity >= all.len()` floats
         // (contract) and cannot overlap the library's own buffer.
         unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), out_logits, all.len()) };
@@ -407,7 +453,7 @@ pub unsafe extern "C" fn rd_get_logits(
             check_ptr(out_logits, "out_logits")?;
         }
         let inner = handle.lock()?;
-        if !inner.logits_valid {
+        if !inner.session.has_logits() {
             return Err(Fail::new(
                 rd_status::RD_ERR_INVALID_STATE,
                 "no logits: nothing was evaluated since the session was created or \
@@ -460,6 +506,7 @@ pub struct rd_session_info {
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers only.
 unsafe impl Versioned for rd_session_info {
     const NAME: &'static str = "rd_session_info";
+    const OUTPUT: bool = true;
     // The first published layout ended before `graph_splits`.
     const MIN_SIZE: usize = std::mem::offset_of!(rd_session_info, graph_splits);
     fn defaults() -> Self {

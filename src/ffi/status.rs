@@ -141,6 +141,11 @@ impl Fail {
     pub(crate) fn null(what: &str) -> Fail {
         Fail::invalid(format!("{what} is NULL"))
     }
+
+    /// The same failure with `prefix: ` (e.g. a file's name) before its message.
+    pub(crate) fn context(self, prefix: &str) -> Fail {
+        Fail::new(self.status, format!("{prefix}: {}", self.message))
+    }
 }
 
 /// The status code of a library error. Every variant is listed (no
@@ -239,6 +244,11 @@ pub extern "C" fn rd_last_error() -> *const c_char {
 /// `"RD_ERR_IO: input/output error"`); `"unknown status"` for a value that is
 /// not an `rd_status`. Never NULL; owned by the library, valid for the life of
 /// the process. Thread-safe.
+///
+/// It takes an `int` rather than an `rd_status` on purpose: any integer is
+/// safe to pass (a value read from a log, a status of a newer library), while
+/// an `rd_status` holding a value outside the enumeration would be undefined
+/// behaviour on the Rust side.
 #[unsafe(no_mangle)]
 pub extern "C" fn rd_status_string(status: c_int) -> *const c_char {
     boundary::guard_value(c"unknown status".as_ptr(), || {

@@ -362,6 +362,27 @@ pub(crate) fn physical_cores() -> usize {
     }
 }
 
+/// The thread count `n` asks for: 0 = the physical cores; at most 512.
+fn resolve_threads(n: usize) -> Result<usize> {
+    match n {
+        0 => Ok(physical_cores()),
+        1..=512 => Ok(n),
+        _ => Err(Error::InvalidArgument(format!(
+            "n_threads {n} out of range 0..=512"
+        ))),
+    }
+}
+
+/// A new CPU threadpool of `n_threads` threads, freed by the caller.
+fn new_threadpool(n_threads: usize) -> Result<NonNull<sys::ggml_threadpool>> {
+    // SAFETY: default params for n_threads; NULL on failure.
+    let tp = unsafe {
+        let mut p = sys::ggml_threadpool_params_default(n_threads as i32);
+        sys::ggml_threadpool_new(&mut p)
+    };
+    NonNull::new(tp).ok_or_else(|| Error::Backend("cannot create the CPU threadpool".into()))
+}
+
 /// An initialised compute backend: the chosen device plus the CPU backend (which
 /// ggml's scheduler always needs last), with a persistent CPU threadpool.
 pub(crate) struct Backend {
@@ -383,31 +404,17 @@ impl Backend {
     /// Initialises a backend of `kind` with `n_threads` CPU threads (0 = physical cores).
     pub(crate) fn new(kind: BackendKind, n_threads: usize) -> Result<Backend> {
         init_backends()?;
-        let n_threads = if n_threads == 0 {
-            physical_cores()
-        } else {
-            n_threads
-        };
-        if n_threads > 512 {
-            return Err(Error::InvalidArgument(format!(
-                "n_threads {n_threads} > 512"
-            )));
-        }
+        let n_threads = resolve_threads(n_threads)?;
         let device = resolve(kind)?;
         // SAFETY: creates the CPU backend; NULL on failure.
         let cpu = NonNull::new(unsafe { sys::ggml_backend_cpu_init() })
             .ok_or_else(|| Error::Backend("cannot initialise the CPU backend".into()))?;
-        // SAFETY: default params for n_threads; pool freed in Drop.
-        let tp = unsafe {
-            let mut p = sys::ggml_threadpool_params_default(n_threads as i32);
-            sys::ggml_threadpool_new(&mut p)
-        };
-        let threadpool = match NonNull::new(tp) {
-            Some(tp) => tp,
-            None => {
+        let threadpool = match new_threadpool(n_threads) {
+            Ok(tp) => tp,
+            Err(e) => {
                 // SAFETY: freeing what we created.
                 unsafe { sys::ggml_backend_free(cpu.as_ptr()) };
-                return Err(Error::Backend("cannot create the CPU threadpool".into()));
+                return Err(e);
             }
         };
         // SAFETY: valid CPU backend and pool; the pool outlives the backend's use.
@@ -444,6 +451,29 @@ impl Backend {
     /// Threads used by the CPU backend.
     pub(crate) fn n_threads(&self) -> usize {
         self.n_threads
+    }
+
+    /// Runs later CPU work on `n_threads` threads (0 = physical cores): a new
+    /// threadpool replaces the old one, whose threads end. On failure the
+    /// backend keeps its old threads.
+    pub(crate) fn set_threads(&mut self, n_threads: usize) -> Result<()> {
+        let n_threads = resolve_threads(n_threads)?;
+        if n_threads == self.n_threads {
+            return Ok(());
+        }
+        let tp = new_threadpool(n_threads)?;
+        let cpu = self.cpu.unwrap_or(self.main);
+        // SAFETY: valid CPU backend and pools; no graph runs (we hold &mut
+        // self), so the old pool is idle and freed after the backend stops
+        // referring to it.
+        unsafe {
+            sys::ggml_backend_cpu_set_n_threads(cpu.as_ptr(), n_threads as i32);
+            sys::ggml_backend_cpu_set_threadpool(cpu.as_ptr(), tp.as_ptr());
+            sys::ggml_threadpool_free(self.threadpool.as_ptr());
+        }
+        self.threadpool = tp;
+        self.n_threads = n_threads;
+        Ok(())
     }
 
     /// Whether the main device is the CPU.

@@ -103,6 +103,20 @@ impl Tensor {
         Ok(())
     }
 
+    /// Downloads `out.len()` bytes from byte `offset` of the tensor.
+    pub(crate) fn read_bytes(self, offset: usize, out: &mut [u8]) -> Result<()> {
+        if self.data_ptr().is_null() || offset.saturating_add(out.len()) > self.nbytes() {
+            return Err(Error::Backend(
+                "tensor read out of bounds or unallocated".into(),
+            ));
+        }
+        // SAFETY: range checked; `out` is a writable region of its length.
+        unsafe {
+            sys::ggml_backend_tensor_get(self.ptr(), out.as_mut_ptr().cast(), offset, out.len())
+        };
+        Ok(())
+    }
+
     /// Downloads i32 values from the start of an I32 tensor into `out`.
     pub(crate) fn read_i32(self, out: &mut [i32]) -> Result<()> {
         let size = out.len() * 4;

@@ -10,6 +10,8 @@
 //! - Shapes reaching ggml are validated first (model loading checks every weight
 //!   shape; sessions check lengths), because ggml aborts on a bad shape.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod backend;
 mod compute;
 mod context;

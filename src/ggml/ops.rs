@@ -42,6 +42,7 @@ impl Context {
     pub(crate) fn rms_norm(&mut self, x: Tensor, weight: Tensor, eps: f32) -> Tensor {
         // SAFETY: valid tensors; weight broadcasts along rows.
         let n = unsafe { sys::ggml_rms_norm(self.ptr(), x.ptr(), eps) };
+        // SAFETY: `n` was just created in this context; `weight` is valid.
         wrap(unsafe { sys::ggml_mul(self.ptr(), n, weight.ptr()) })
     }
 

@@ -15,7 +15,7 @@ use std::fmt;
 
 pub use error::GgufError;
 pub use reader::{
-    GgufFile, MAX_ARRAY_LEN, MAX_KV_COUNT, MAX_TENSOR_COUNT, MAX_TOTAL_ARRAY_ELEMENTS,
+    GgufFile, MAX_ARRAY_LEN, MAX_KV_COUNT, MAX_TENSOR_COUNT, MAX_TOTAL_ARRAY_ELEMENTS, check_range,
     open_regular_file,
 };
 pub use types::{GgmlType, MAX_DIMS, MAX_TENSOR_NAME_LEN, TensorInfo, tensor_nbytes};

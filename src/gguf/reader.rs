@@ -409,6 +409,25 @@ pub fn open_regular_file(path: &Path) -> std::io::Result<(File, u64)> {
     Ok((file, meta.len()))
 }
 
+/// Checks that `file` is a regular file holding `len` bytes from `offset`.
+pub fn check_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a device, pipe or socket, not a regular file (a model must be a regular GGUF file)",
+        ));
+    }
+    let size = meta.len();
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bytes {offset}..{offset}+{len} are not within the file's {size} bytes"),
+        )),
+    }
+}
+
 /// A parsed GGUF file. Tensor data stays in the file's bytes (a read-only memory
 /// map for [`GgufFile::open`]) and is borrowed, never copied.
 pub struct GgufFile {
@@ -421,6 +440,7 @@ impl GgufFile {
     ///
     /// The file must not be modified or truncated while the returned value is alive
     /// (the usual contract of memory-mapped files).
+    #[allow(unsafe_code)] // memory mapping (see the SAFETY comment)
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let (file, len) = open_regular_file(path.as_ref())?;
         if len == 0 {
@@ -431,6 +451,36 @@ impl GgufFile {
         // contract above (as for any memory-mapped model file) rules that out, and no
         // parsing decision relies on bytes being read twice with the same result.
         let map = unsafe { Mmap::map(&file)? };
+        Self::new(Storage::Mapped(map))
+    }
+
+    /// Maps `len` bytes of `file` from `offset` read-only (a GGUF stored inside
+    /// a larger file, e.g. an Android APK asset) and parses them. The range
+    /// must lie within the file, which must be a regular file. The bytes start
+    /// `offset % page size` into their first page, so the data is 32-byte
+    /// aligned (usable in place by ggml) when `offset` is a multiple of 32.
+    ///
+    /// The same contract as [`GgufFile::open`] holds for the range.
+    #[allow(unsafe_code)] // memory mapping (see the SAFETY comment)
+    pub fn open_range(file: &File, offset: u64, len: u64) -> Result<Self, GgufError> {
+        check_range(file, offset, len)?;
+        if len == 0 {
+            return Self::from_bytes(Vec::new());
+        }
+        let len = usize::try_from(len).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a range of {len} bytes does not fit the address space"),
+            )
+        })?;
+        // SAFETY: as in `open`: a read-only mapping, only ever read through
+        // `&[u8]`, of a range checked to lie within the regular file.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map(file)?
+        };
         Self::new(Storage::Mapped(map))
     }
 

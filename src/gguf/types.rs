@@ -338,6 +338,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // calls into ggml (see the SAFETY comment)
     fn matches_linked_ggml() {
         for ty in GgmlType::all() {
             // SAFETY: both functions only index ggml's static type-traits table, and

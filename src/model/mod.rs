@@ -82,6 +82,38 @@ impl Model {
         })
     }
 
+    /// Opens and parses a model stored as `len` bytes of `file` from `offset`
+    /// (`len` 0: up to the end of the file), e.g. an uncompressed asset inside
+    /// an Android APK. The file must be a regular file and the range must lie
+    /// within it. With `use_mmap` the range is mapped, and its weights are
+    /// used in place when `offset` is a multiple of 32 (else copied once, as
+    /// ggml needs 32-byte aligned data); without it the range is read into
+    /// memory (too large: [`Error::OutOfMemory`]). The file's read position
+    /// is not used or changed.
+    pub fn open_range(
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        use_mmap: bool,
+    ) -> Result<GgufFile> {
+        let len = if len == 0 {
+            let size = file.metadata()?.len();
+            size.checked_sub(offset).ok_or_else(|| {
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("offset {offset} is past the end of the file ({size} bytes)"),
+                ))
+            })?
+        } else {
+            len
+        };
+        Ok(if use_mmap {
+            GgufFile::open_range(file, offset, len)?
+        } else {
+            GgufFile::from_bytes(read_range(file, offset, len)?)?
+        })
+    }
+
     /// Builds a model from an already parsed GGUF file.
     pub fn from_file(file: GgufFile, params: &LoadParams) -> Result<Model> {
         Self::from_file_with_progress(file, params, &mut |_| true)
@@ -155,6 +187,41 @@ impl Model {
         let base = b.as_ptr() as usize;
         base..base + b.len()
     }
+}
+
+/// Reads `len` bytes of a regular file from `offset` into memory, with a clean
+/// out-of-memory error.
+fn read_range(file: &std::fs::File, offset: u64, len: u64) -> Result<Vec<u8>> {
+    crate::gguf::check_range(file, offset, len)?;
+    let n =
+        usize::try_from(len).map_err(|_| Error::OutOfMemory(format!("a range of {len} bytes")))?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(n)
+        .map_err(|_| Error::OutOfMemory(format!("cannot hold {len} bytes in memory")))?;
+    bytes.resize(n, 0);
+    read_exact_at(file, &mut bytes, offset)?;
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a regular file into memory: exactly the size it had when opened (a

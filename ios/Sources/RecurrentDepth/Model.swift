@@ -34,6 +34,23 @@ public final class Model: @unchecked Sendable {
         handle = model
     }
 
+    /// Loads a model stored as `length` bytes of the open file `fileDescriptor`
+    /// from `offset` (`length` 0: to the end of the file), e.g. a model inside
+    /// a larger bundle file (`rd_model_load_fd`). The descriptor is borrowed:
+    /// the library keeps its own duplicate. Weights are used in place when
+    /// `offset` is a multiple of 32, otherwise copied once.
+    public init(fileDescriptor: Int32, offset: UInt64, length: UInt64 = 0,
+                backend: Backend = .auto, threads: Int = 0, useMmap: Bool = true) throws {
+        var params = rd_model_default_params()
+        params.backend = backend.code
+        params.n_threads = UInt32(clamping: threads)
+        params.use_mmap = useMmap
+        var model: OpaquePointer?
+        try check(rd_model_load_fd(fileDescriptor, offset, length, &params, &model))
+        guard let model else { throw RecurrentDepthError(RD_ERR_PANIC) }
+        handle = model
+    }
+
     deinit {
         rd_model_free(handle)
     }

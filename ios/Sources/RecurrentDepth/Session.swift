@@ -193,11 +193,74 @@ public final class Session: @unchecked Sendable {
     /// Forgets every cached position (`rd_session_reset`). Runs after the
     /// generations already started on this session.
     public func reset() throws {
+        try onQueue { rd_session_reset($0) }
+    }
+
+    /// Runs one C call on the session's queue (after the generations already
+    /// started) and throws its failure.
+    private func onQueue(_ call: (OpaquePointer) -> rd_status) throws {
         let status = queue.sync { () -> Result<Void, Error> in
-            let st = rd_session_reset(handle)
+            let st = call(handle)
             return st == RD_OK ? .success(()) : .failure(RecurrentDepthError(st))
         }
         try status.get()
+    }
+
+    /// Drops the cached positions from `keep` on (`rd_session_truncate`): to
+    /// regenerate from an edited message, truncate to where it starts and
+    /// generate from its new tokens.
+    public func truncate(to keep: Int) throws {
+        try onQueue { rd_session_truncate($0, UInt32(clamping: keep)) }
+    }
+
+    /// Computes with `threads` CPU threads from the next call on (0 = one per
+    /// physical core), e.g. fewer while the app is in the background
+    /// (`rd_session_set_threads`).
+    public func setThreads(_ threads: Int) throws {
+        try onQueue { rd_session_set_threads($0, UInt32(clamping: threads)) }
+    }
+
+    /// The session's state (`rd_session_state_save`: cached positions, last
+    /// logits), to keep a conversation across the app being terminated in the
+    /// background; restore it with `loadState` into a session over the same
+    /// model file, KV budget and KV type.
+    public func saveState() throws -> Data {
+        var data = Data()
+        try onQueue { h in
+            var size = 0
+            let st = rd_session_state_size(h, &size)
+            if st != RD_OK { return st }
+            data = Data(count: size)
+            var written = 0
+            let rc = data.withUnsafeMutableBytes { buf in
+                rd_session_state_save(h, buf.bindMemory(to: UInt8.self).baseAddress, size, &written)
+            }
+            data.count = written
+            return rc
+        }
+        return data
+    }
+
+    /// Restores a state from `saveState` (`rd_session_state_load`). A state of
+    /// another model file, budget or KV type, or a corrupt one, throws
+    /// `.invalidArgument` and leaves the session unchanged.
+    public func loadState(_ state: Data) throws {
+        try onQueue { h in
+            state.withUnsafeBytes { buf in
+                rd_session_state_load(h, buf.bindMemory(to: UInt8.self).baseAddress, buf.count)
+            }
+        }
+    }
+
+    /// `saveState` into a file (`rd_session_state_save_file`).
+    public func saveState(toFile path: String) throws {
+        try onQueue { rd_session_state_save_file($0, path) }
+    }
+
+    /// `loadState` from a file written by `saveState(toFile:)`
+    /// (`rd_session_state_load_file`).
+    public func loadState(fromFile path: String) throws {
+        try onQueue { rd_session_state_load_file($0, path) }
     }
 
     /// Sizes and fill level (`rd_session_get_info`), after the generations
@@ -275,7 +338,8 @@ private final class GenerationContext: @unchecked Sendable {
             iterations: Int(ev.pointee.iterations),
             index: ev.pointee.index,
             exitValue: value.isNaN ? nil : value,
-            text: text
+            text: text,
+            logprob: ev.pointee.logprob
         )
         if case .terminated = continuation.yield(event) {
             return false

@@ -137,6 +137,10 @@ public struct TokenEvent: Equatable, Sendable {
     /// to `Model.detokenize` of its tokens. nil when the model has no usable
     /// tokenizer.
     public let text: String?
+    /// Natural log of the probability the model gave this token: the log
+    /// softmax of the raw logits it was sampled from (before temperature,
+    /// penalties and filters).
+    public let logprob: Float
 }
 
 /// Why a generation ended (`rd_stop_reason`).

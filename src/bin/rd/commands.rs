@@ -254,10 +254,11 @@ fn run(a: RunArgs) -> Result<()> {
             );
             writeln!(
                 out,
-                "{{\"id\":{},\"text\":{text},\"iterations\":{},\"exit_value\":{}}}",
+                "{{\"id\":{},\"text\":{text},\"iterations\":{},\"exit_value\":{},\"logprob\":{}}}",
                 ev.token,
                 ev.iterations,
-                json_f64(ev.exit_value)
+                json_f64(ev.exit_value),
+                json_f64(ev.logprob as f64)
             )
         } else {
             let bar = iteration_bar(ev.iterations, max_iterations);

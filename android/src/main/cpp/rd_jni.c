@@ -16,6 +16,7 @@
  * "modified UTF-8" and aborts (CheckJNI) on 4-byte sequences.
  */
 #include <jni.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ static jmethodID g_exception_ctor;  /* RdException(int, byte[]) */
 static jclass g_string_class;       /* java/lang/String */
 static jmethodID g_string_ctor;     /* String(byte[], String) */
 static jstring g_utf8_name;         /* "UTF-8" */
-static jmethodID g_on_token;        /* TokenListener.onToken(IIJD[B)Z */
+static jmethodID g_on_token;        /* TokenListener.onToken(IIJD[BF)Z */
 
 /* Handles: C pointers carried as jlong (also on 32-bit ABIs). */
 static inline jlong to_handle(const void *p) { return (jlong)(intptr_t)p; }
@@ -103,6 +104,32 @@ static jdouble jni_exit_default_threshold(JNIEnv *env, jclass cls, jint criterio
 
 /* ---- model ---------------------------------------------------------------- */
 
+static rd_model_params model_params(jint backend, jint n_threads, jboolean use_mmap,
+                                    jboolean use_mlock) {
+    rd_model_params mp = rd_model_default_params();
+    mp.backend = (rd_backend)backend;
+    mp.n_threads = (uint32_t)n_threads;
+    mp.use_mmap = use_mmap == JNI_TRUE;
+    mp.use_mlock = use_mlock == JNI_TRUE;
+    return mp;
+}
+
+/* rd_model_load_fd: an APK asset's (fd, offset, length); the fd stays the caller's. */
+static jlong jni_model_load_fd(JNIEnv *env, jclass cls, jint fd, jlong offset, jlong length,
+                               jint backend, jint n_threads, jboolean use_mmap,
+                               jboolean use_mlock) {
+    (void)cls;
+    if (offset < 0 || length < 0) {
+        throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: offset and length must be >= 0");
+        return 0;
+    }
+    if (!non_negative(env, n_threads, "nThreads")) return 0;
+    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock);
+    rd_model *model = NULL;
+    rd_status st = rd_model_load_fd(fd, (uint64_t)offset, (uint64_t)length, &mp, &model);
+    return check(env, st) ? to_handle(model) : 0;
+}
+
 static jlong jni_model_load(JNIEnv *env, jclass cls, jbyteArray path_utf8, jint backend,
                             jint n_threads, jboolean use_mmap, jboolean use_mlock) {
     (void)cls;
@@ -124,11 +151,7 @@ static jlong jni_model_load(JNIEnv *env, jclass cls, jbyteArray path_utf8, jint 
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: path contains a NUL character");
         return 0;
     }
-    rd_model_params mp = rd_model_default_params();
-    mp.backend = (rd_backend)backend;
-    mp.n_threads = (uint32_t)n_threads;
-    mp.use_mmap = use_mmap == JNI_TRUE;
-    mp.use_mlock = use_mlock == JNI_TRUE;
+    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock);
     rd_model *model = NULL;
     rd_status st = rd_model_load(path, &mp, &model);
     free(path);
@@ -396,6 +419,49 @@ static void jni_cancel(JNIEnv *env, jclass cls, jlong session) {
     check(env, rd_cancel(SESSION(session)));
 }
 
+static void jni_session_truncate(JNIEnv *env, jclass cls, jlong session, jint n_keep) {
+    (void)cls;
+    if (!non_negative(env, n_keep, "nKeep")) return;
+    check(env, rd_session_truncate(SESSION(session), (uint32_t)n_keep));
+}
+
+static void jni_session_set_threads(JNIEnv *env, jclass cls, jlong session, jint n_threads) {
+    (void)cls;
+    if (!non_negative(env, n_threads, "nThreads")) return;
+    check(env, rd_session_set_threads(SESSION(session), (uint32_t)n_threads));
+}
+
+/* rd_session_state_save into a new byte[] of the state's size. */
+static jbyteArray jni_state_save(JNIEnv *env, jclass cls, jlong session) {
+    (void)cls;
+    size_t size = 0;
+    if (!check(env, rd_session_state_size(SESSION(session), &size))) return NULL;
+    if (size > INT32_MAX) {
+        throw_rd(env, RD_ERR_OUT_OF_MEMORY, "rd_jni: the state is larger than a Java array");
+        return NULL;
+    }
+    unsigned char *buf = malloc(size);
+    if (buf == NULL) {
+        throw_rd(env, RD_ERR_OUT_OF_MEMORY, "rd_jni: out of memory");
+        return NULL;
+    }
+    size_t len = 0;
+    jbyteArray out = NULL;
+    if (check(env, rd_session_state_save(SESSION(session), buf, size, &len)))
+        out = new_bytes(env, (const char *)buf, len);
+    free(buf);
+    return out;
+}
+
+static void jni_state_load(JNIEnv *env, jclass cls, jlong session, jbyteArray state) {
+    (void)cls;
+    size_t len = 0;
+    char *buf = copy_bytes(env, state, &len, "state");
+    if (buf == NULL) return;
+    check(env, rd_session_state_load(SESSION(session), (const uint8_t *)buf, len));
+    free(buf);
+}
+
 static bool fill_limits(JNIEnv *env, rd_compute_limits *l, jint min_it, jint max_it,
                         jint check_every, jint criterion, jdouble threshold, jboolean warm_start,
                         jboolean exit_in_prefill) {
@@ -446,9 +512,11 @@ static bool on_token(const rd_token_event *ev, void *user_data) {
         text = new_bytes(env, ev->text, ev->text_len);
         if (text == NULL) return false; /* OutOfMemoryError pending */
     }
+    /* A library older than the field sends no logprob: NaN. */
+    jfloat logprob = EVENT_HAS(ev, logprob) ? ev->logprob : (jfloat)NAN;
     jboolean keep = (*env)->CallBooleanMethod(env, c->listener, g_on_token, (jint)ev->token,
                                               (jint)ev->iterations, (jlong)ev->index,
-                                              (jdouble)ev->exit_value, text);
+                                              (jdouble)ev->exit_value, text, logprob);
     if (text != NULL) (*env)->DeleteLocalRef(env, text); /* one per token: do not pile up */
     if ((*env)->ExceptionCheck(env)) return false;     /* rethrown after rd_generate */
     return keep == JNI_TRUE;
@@ -568,6 +636,7 @@ static const JNINativeMethod k_methods[] = {
     {"statusString", "(I)Ljava/lang/String;", FN(jni_status_string)},
     {"exitDefaultThreshold", "(I)D", FN(jni_exit_default_threshold)},
     {"modelLoadUtf8", "([BIIZZ)J", FN(jni_model_load)},
+    {"modelLoadFd", "(IJJIIZZ)J", FN(jni_model_load_fd)},
     {"modelFree", "(J)V", FN(jni_model_free)},
     {"modelInfo", "(J)[I", FN(jni_model_info)},
     {"modelArchitecture", "(J)Ljava/lang/String;", FN(jni_model_architecture)},
@@ -580,6 +649,10 @@ static const JNINativeMethod k_methods[] = {
     {"sessionReset", "(J)V", FN(jni_session_reset)},
     {"sessionInfo", "(J)[J", FN(jni_session_info)},
     {"cancel", "(J)V", FN(jni_cancel)},
+    {"sessionTruncate", "(JI)V", FN(jni_session_truncate)},
+    {"sessionSetThreads", "(JI)V", FN(jni_session_set_threads)},
+    {"stateSave", "(J)[B", FN(jni_state_save)},
+    {"stateLoad", "(J[B)V", FN(jni_state_load)},
     {"setComputeLimits", "(JIIIIDZZ)V", FN(jni_set_compute_limits)},
     {"generate",
      "(J[I[BII" /* session, prompt, promptUtf8, maxTokens, prefillIterations */
@@ -619,7 +692,7 @@ RD_JNI_EXPORT jint JNI_OnLoad(JavaVM *vm, void *reserved) {
 
     jclass listener = (*env)->FindClass(env, "dev/recurrentdepth/TokenListener");
     if (listener == NULL) return JNI_ERR;
-    g_on_token = (*env)->GetMethodID(env, listener, "onToken", "(IIJD[B)Z");
+    g_on_token = (*env)->GetMethodID(env, listener, "onToken", "(IIJD[BF)Z");
     (*env)->DeleteLocalRef(env, listener);
     if (g_on_token == NULL) return JNI_ERR;
 

@@ -142,6 +142,16 @@ final class RdNative {
         return modelLoadUtf8(utf8(path), backend, nThreads, useMmap, useMlock);
     }
 
+    /**
+     * rd_model_load_fd: the model stored as {@code length} bytes of the open
+     * file {@code fd} from {@code offset} ({@code length} 0: to the end), e.g.
+     * an uncompressed APK asset ({@code AssetFileDescriptor}); the fd is
+     * borrowed (the library keeps its own duplicate). Returns the rd_model handle.
+     */
+    static native long modelLoadFd(
+            int fd, long offset, long length, int backend, int nThreads, boolean useMmap,
+            boolean useMlock);
+
     /** rd_model_free (0 is ignored). */
     static native void modelFree(long model);
 
@@ -212,6 +222,18 @@ final class RdNative {
 
     /** rd_cancel: callable from any thread while the session exists. */
     static native void cancel(long session);
+
+    /** rd_session_truncate: keeps the first {@code nKeep} cached positions. */
+    static native void sessionTruncate(long session, int nKeep);
+
+    /** rd_session_set_threads (0 = the physical cores). */
+    static native void sessionSetThreads(long session, int nThreads);
+
+    /** rd_session_state_save: the session's state as a new byte array. */
+    static native byte[] stateSave(long session);
+
+    /** rd_session_state_load of a state from {@link #stateSave}. */
+    static native void stateLoad(long session, byte[] state);
 
     /** rd_set_compute_limits: from the listener or another thread during generate. */
     static native void setComputeLimits(

@@ -14,7 +14,10 @@ interface TokenListener {
      * @param exitValue the exit criterion's value at the last check, NaN if none
      * @param text the token's text as UTF-8 bytes (a piece of a character is
      *     possible), or null when the library gives no text
+     * @param logprob natural log of the probability the model gave the token
+     *     (log softmax of the raw logits it was sampled from)
      * @return true to continue, false to stop (stop reason STOP_CALLBACK)
      */
-    boolean onToken(int token, int iterations, long index, double exitValue, byte[] text);
+    boolean onToken(
+            int token, int iterations, long index, double exitValue, byte[] text, float logprob);
 }

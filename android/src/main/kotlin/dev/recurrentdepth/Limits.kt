@@ -87,6 +87,12 @@ data class TokenEvent(
      * tokenizer.
      */
     val text: String?,
+    /**
+     * Natural log of the probability the model gave this token: the log
+     * softmax of the raw logits it was sampled from (before temperature,
+     * penalties and filters).
+     */
+    val logprob: Float,
 )
 
 /** Why a generation ended (rd_stop_reason). */

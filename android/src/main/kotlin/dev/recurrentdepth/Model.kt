@@ -41,6 +41,29 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
             useMmap: Boolean = true,
             useMlock: Boolean = false,
         ): Model = Model(RdNative.modelLoad(path, backend.code, threads, useMmap, useMlock))
+
+        /**
+         * Loads a model stored as [length] bytes of the open file [fd] from
+         * [offset] ([length] 0: to the end of the file), as an uncompressed
+         * APK asset is: `assets.openFd(name).use { Model.loadFd(it.parcelFileDescriptor.fd,
+         * it.startOffset, it.length) }` (rd_model_load_fd). The descriptor is
+         * borrowed: the library keeps its own duplicate, so the caller may close
+         * it afterwards. Weights are used in place when [offset] is a multiple
+         * of 32 (`zipalign -p` assets), otherwise copied once.
+         *
+         * @throws RdException IO (not a regular file, range outside the file),
+         *     INVALID_MODEL (the range is not one GGUF file), as [load] otherwise
+         */
+        @JvmStatic
+        @JvmOverloads
+        fun loadFd(
+            fd: Int,
+            offset: Long,
+            length: Long,
+            backend: Backend = Backend.AUTO,
+            threads: Int = 0,
+            useMmap: Boolean = true,
+        ): Model = Model(RdNative.modelLoadFd(fd, offset, length, backend.code, threads, useMmap, false))
     }
 
     private val lock = Any()

@@ -126,7 +126,7 @@ class Session internal constructor(
                         s.repeatPenalty, s.repeatLastN, s.seed, s.greedy,
                         stopTokens, defaultStopTokens, tokenizeFlags,
                         if (skipSpecialText) RdNative.DETOKENIZE_SKIP_SPECIAL else 0,
-                        TokenListener { token, iterations, index, exitValue, bytes ->
+                        TokenListener { token, iterations, index, exitValue, bytes, logprob ->
                             val event = TokenEvent(
                                 token = token,
                                 iterations = iterations,
@@ -134,6 +134,7 @@ class Session internal constructor(
                                 exitValue = if (exitValue.isNaN()) null else exitValue,
                                 // The library sends whole characters only.
                                 text = bytes?.let { String(it, Charsets.UTF_8) },
+                                logprob = logprob,
                             )
                             // Blocks while the buffer is full; fails once the
                             // collector is gone, which stops generation.
@@ -198,6 +199,45 @@ class Session internal constructor(
             native.release()
         }
     }
+
+    /** Runs [block] on the session's handle between acquire and release. */
+    private inline fun <T> withHandle(block: (Long) -> T): T {
+        val h = native.acquire()
+        try {
+            return block(h)
+        } finally {
+            native.release()
+        }
+    }
+
+    /**
+     * Drops the cached positions from [keep] on (rd_session_truncate): to
+     * regenerate from an edited message, truncate to where it starts and
+     * generate from its new tokens. Not during a generation (BUSY).
+     */
+    fun truncate(keep: Int) = withHandle { RdNative.sessionTruncate(it, keep) }
+
+    /**
+     * Computes with [threads] CPU threads from the next call on (0 = one per
+     * physical core), e.g. 1 while the app is in the background
+     * (rd_session_set_threads). Not during a generation (BUSY).
+     */
+    fun setThreads(threads: Int) = withHandle { RdNative.sessionSetThreads(it, threads) }
+
+    /**
+     * The session's state (cached positions, last logits; rd_session_state_save)
+     * to keep a conversation across the app's process being killed: write it
+     * to a file in onStop, and [loadState] it into a new session over the same
+     * model file. Not during a generation (BUSY).
+     */
+    fun saveState(): ByteArray = withHandle { RdNative.stateSave(it) }
+
+    /**
+     * Restores a state from [saveState] (rd_session_state_load). A state of
+     * another model file, KV budget or KV type, or a corrupt one, throws
+     * INVALID_ARGUMENT and leaves the session unchanged.
+     */
+    fun loadState(state: ByteArray) = withHandle { RdNative.stateLoad(it, state) }
 
     /** Sizes and fill level (rd_session_get_info). Not during a generation (BUSY). */
     val info: SessionInfo

@@ -16,6 +16,8 @@ use crate::rng::SplitMix64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod state;
+
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum KvType {
@@ -116,9 +118,9 @@ pub(crate) struct Segment {
 pub(crate) struct ExitStats {
     /// `sum p ln p` of this check's next-token distribution (= -entropy).
     pub neg_entropy: f64,
-    /// `sum p ln p_prev` against the previous check of the batch (`None` at
-    /// the first check).
-    pub cross: Option<f64>,
+    /// `sum ln p` at the first check of the batch, `sum p_prev ln p` against
+    /// the previous check after it (see [`crate::exit::ExitState::observe_stats`]).
+    pub kl_term: f64,
     /// Index of the largest logit.
     pub argmax: usize,
 }
@@ -151,7 +153,7 @@ pub struct Session {
     /// Log-probabilities of the last two exit-stat checks (`[n_vocab, 2]`,
     /// used alternately so a graph never overwrites what it reads).
     logp_store: Tensor,
-    /// `[neg_entropy, cross]` of the last exit-stat check.
+    /// `[neg_entropy, kl_term]` of the last exit-stat check.
     stats_store: Tensor,
     /// Whether generation computes exit statistics on the device.
     exit_on_device: bool,
@@ -169,6 +171,8 @@ pub struct Session {
     max_splits: usize,
     /// Iterations the last committed batch ran (0 before any).
     last_iterations: usize,
+    /// Whether `logits` belong to the last cached position.
+    logits_valid: bool,
 }
 
 impl Session {
@@ -281,7 +285,7 @@ impl Session {
             device_checks: 0,
             last_stats: ExitStats {
                 neg_entropy: f64::NAN,
-                cross: None,
+                kl_term: f64::NAN,
                 argmax: 0,
             },
             host: HostInputs {
@@ -297,6 +301,7 @@ impl Session {
             cancel: Arc::new(AtomicBool::new(false)),
             max_splits: 0,
             last_iterations: 0,
+            logits_valid: false,
             params: params.clone(),
             model,
         };
@@ -378,8 +383,7 @@ impl Session {
     /// Replaces the device backend and scheduler with new ones (after a GPU
     /// failure) and reserves compute memory again.
     fn rebuild_backend(&mut self) -> Result<()> {
-        let lp = self.model.load_params();
-        let backend = Backend::new(self.backend.kind(), lp.n_threads)?;
+        let backend = Backend::new(self.backend.kind(), self.backend.n_threads())?;
         // The old plans and buffers go before the backend they belong to.
         self.compute = Compute::new(&backend);
         self.backend = backend;
@@ -445,12 +449,43 @@ impl Session {
         self.n_cur = 0;
         self.rng = SplitMix64::new(self.params.seed);
         self.last_iterations = 0;
+        self.logits_valid = false;
         self.cancel.store(false, Ordering::Relaxed);
     }
 
-    /// Drops cached positions from `n` on (keeps the first `n`).
+    /// Drops cached positions from `n` on (keeps the first `n`; an `n` at or
+    /// past [`Session::n_past`] changes nothing). The next evaluation
+    /// continues from position `n`, as if the dropped tokens had never been
+    /// seen. When positions are dropped, [`Session::logits`] no longer belong
+    /// to the last cached position (and [`Session::last_iterations`] reads 0)
+    /// until the next evaluation.
     pub fn truncate(&mut self, n: usize) {
-        self.n_past = self.n_past.min(n);
+        if n < self.n_past {
+            self.n_past = n;
+            self.last_iterations = 0;
+            self.logits_valid = false;
+        }
+    }
+
+    /// Whether [`Session::logits`] are those of the last cached position:
+    /// false on a new, reset or truncated session, and after an evaluation
+    /// that failed or was cancelled (its logits may belong to a position that
+    /// was never committed).
+    pub fn has_logits(&self) -> bool {
+        self.logits_valid
+    }
+
+    /// CPU threads this session computes with.
+    pub fn n_threads(&self) -> usize {
+        self.backend.n_threads()
+    }
+
+    /// Computes with `n_threads` CPU threads from the next call on (0 = the
+    /// physical cores, at most 512), e.g. fewer while an app is in the
+    /// background. Results do not depend on the thread count. Graphs that
+    /// need a larger CPU work buffer with more threads grow it once.
+    pub fn set_threads(&mut self, n_threads: usize) -> Result<()> {
+        self.backend.set_threads(n_threads)
     }
 
     /// Logits of the last evaluated position.
@@ -549,6 +584,8 @@ impl Session {
         }
         self.n_cur = n;
         self.device_checks = 0;
+        // The batch's graphs overwrite the logits before it is committed.
+        self.logits_valid = false;
         let h = &mut self.host;
         for (i, &t) in tokens.iter().enumerate() {
             h.ids[i] = t as i32;
@@ -671,6 +708,7 @@ impl Session {
     pub(crate) fn end_batch(&mut self) {
         self.n_past += self.n_cur;
         self.n_cur = 0;
+        self.logits_valid = true;
     }
 
     /// Builds, allocates and runs one segment on the current batch. Logits go to
@@ -739,7 +777,7 @@ impl Session {
             }
             self.last_stats = ExitStats {
                 neg_entropy: st[0] as f64,
-                cross: (self.device_checks > 0).then_some(st[1] as f64),
+                kl_term: st[1] as f64,
                 argmax: am[0].max(0) as usize,
             };
             self.device_checks += 1;
@@ -876,10 +914,10 @@ struct ExitStores {
 
 impl ExitStores {
     /// Adds the exit statistics of the last position's logits `l` (`[V, n]`)
-    /// to the graph: the logits go to `logits_store`, `sum p ln p` and (after
-    /// the batch's first check) `sum p ln p_prev` to `stats_store`, this
-    /// check's log-probabilities to a `logp_store` slot; returns the argmax
-    /// node (I32, one element).
+    /// to the graph: the logits go to `logits_store`, `sum p ln p` and the
+    /// KL term (`sum ln p` at the batch's first check, `sum p_prev ln p`
+    /// after it) to `stats_store`, this check's log-probabilities to a
+    /// `logp_store` slot; returns the argmax node (I32, one element).
     fn add_nodes(self, gb: &mut GraphBuilder, l: Tensor, n: usize) -> Result<Tensor> {
         let v = self.n_vocab as i64;
         let f = 4usize;
@@ -912,14 +950,17 @@ impl ExitStores {
         gb.graph.expand(w)?;
         let slot_bytes = v as usize * f;
         let cur = self.checks % 2;
-        if self.checks > 0 {
+        let kl_term = if self.checks > 0 {
             let prev = ctx.view_1d(self.logp, v, (1 - cur) * slot_bytes);
-            let pq = ctx.mul(p, prev);
-            let cross = ctx.sum(pq);
-            let st1 = ctx.view_1d(self.stats, 1, f);
-            let w = ctx.cpy(cross, st1);
-            gb.graph.expand(w)?;
-        }
+            let p_prev = ctx.exp(prev);
+            let terms = ctx.mul(p_prev, logp);
+            ctx.sum(terms)
+        } else {
+            ctx.sum(logp)
+        };
+        let st1 = ctx.view_1d(self.stats, 1, f);
+        let w = ctx.cpy(kl_term, st1);
+        gb.graph.expand(w)?;
         let dst = ctx.view_1d(self.logp, v, cur * slot_bytes);
         let w = ctx.cpy(logp, dst);
         gb.graph.expand(w)?;
