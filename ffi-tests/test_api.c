@@ -871,6 +871,11 @@ static void test_model_load_options(void) {
     printf("     use_mlock: %s\n", rd_status_string(s));
     CHECK(s == RD_OK || s == RD_ERR_IO);
     rd_model_free(m);
+    /* Only a mapped file can be locked. */
+    mp.use_mmap = false;
+    m = NULL;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_ERR_UNSUPPORTED);
+    CHECK(m == NULL);
     /* No GPU in this build or machine: a clear backend error, not a crash. */
     mp = rd_model_default_params();
     mp.backend = RD_BACKEND_GPU;

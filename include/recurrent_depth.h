@@ -219,8 +219,9 @@ typedef struct rd_model_params {
     /**
      * Lock the model's file bytes in RAM with mlock() so they cannot be paged
      * out (default false). Fails the load with `RD_ERR_IO` when the system
-     * refuses (e.g. RLIMIT_MEMLOCK), and with `RD_ERR_UNSUPPORTED` on
-     * platforms without mlock(). The lock ends when the memory is released.
+     * refuses (e.g. RLIMIT_MEMLOCK), and with `RD_ERR_UNSUPPORTED` without
+     * `use_mmap` (only a mapped file is locked) or on platforms without
+     * mlock(). The lock ends when the memory is released.
      */
     bool use_mlock;
     /**

@@ -17,6 +17,10 @@ pub enum Error {
     /// A caller-supplied argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The call is not valid in the session's current state (e.g. continuing
+    /// from logits an evaluation that failed left behind).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
     /// The session's context is full.
     #[error("context full: {needed} positions needed, context length is {n_ctx}")]
     ContextFull {

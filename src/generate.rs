@@ -169,7 +169,8 @@ pub struct GenerateParams {
     pub prefill_iterations: Option<usize>,
     /// Sampling.
     pub sampling: SamplingParams,
-    /// Generation stops after producing one of these (it is reported, then stop).
+    /// Generation stops after producing one of these (it is reported, then
+    /// stop). Ids must be in the vocabulary.
     pub stop_tokens: Vec<u32>,
 }
 
@@ -200,6 +201,10 @@ pub struct TokenEvent {
     /// softmax of the raw logits it was sampled from (before temperature,
     /// penalties and filters).
     pub logprob: f32,
+    /// Generation ends after this token whatever the callback returns: it is
+    /// the last of `max_tokens`, a stop token, or the context has no room to
+    /// evaluate it. A streaming detokenizer flushes what it holds back here.
+    pub last: bool,
 }
 
 /// Why generation ended.
@@ -211,6 +216,9 @@ pub enum StopReason {
     StopToken,
     /// The callback asked to stop.
     Callback,
+    /// The context had no room to evaluate the last token reported (which
+    /// was sampled, and reported, but is not in the cache).
+    ContextFull,
 }
 
 /// Statistics of one generation call.
@@ -246,39 +254,23 @@ impl Session {
     /// Evaluates `prompt` (may be empty to continue from the cache), then
     /// generates up to `params.max_tokens` tokens. `on_token` sees every token and
     /// may change the limits of the next token; returning false stops.
+    ///
+    /// A prompt that does not fit in the context is [`Error::ContextFull`]
+    /// (nothing is evaluated); a generation that fills the context ends with
+    /// [`StopReason::ContextFull`]. An empty prompt continues from the logits
+    /// of the last cached position: [`Error::InvalidArgument`] on an empty
+    /// cache, [`Error::InvalidState`] when the last evaluation failed or was
+    /// cancelled.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
         mut on_token: impl FnMut(&TokenEvent, &mut ComputeLimits) -> bool,
     ) -> Result<GenerateStats> {
-        params.limits.validate()?;
-        params.sampling.validate()?;
-        let prefill_iters = params.prefill_iterations.unwrap_or_else(|| {
-            let l = &params.limits;
-            if l.exit.criterion == ExitCriterion::None {
-                // Every token runs the maximum; so does the prompt.
-                l.max_iterations
-            } else {
-                self.model()
-                    .config()
-                    .default_iterations
-                    .clamp(l.min_iterations, l.max_iterations)
-            }
-        });
-        if prefill_iters == 0 || prefill_iters > MAX_ITERATIONS {
-            return Err(Error::InvalidArgument(format!(
-                "prefill_iterations {prefill_iters} out of range"
-            )));
-        }
-        if prompt.is_empty() && self.n_past() == 0 {
-            return Err(Error::InvalidArgument(
-                "empty prompt and empty cache".into(),
-            ));
-        }
-        if !prompt.is_empty() {
-            self.check_tokens(prompt)?;
-        }
+        let prefill_iters = self.check_request(prompt, params)?;
+        // Every generated token but the last needs a free position.
+        let room = self.n_ctx() - (self.n_past() + prompt.len());
+        let max_tokens = params.max_tokens.min(room + 1);
         let cfg = self.model().config().clone();
         // Plan the memory of every graph a generated token can run, so that
         // decoding allocates nothing (limits changed by the callback to ones
@@ -289,7 +281,7 @@ impl Session {
             .token_segments(self.token_exit_on_device(&params.limits), &mut shapes)?;
         self.plan_token_graphs(&shapes)?;
         let mut sampler = Sampler::new(cfg.n_vocab, params.sampling)?;
-        let mut history: Vec<u32> = Vec::with_capacity(prompt.len() + params.max_tokens);
+        let mut history: Vec<u32> = Vec::with_capacity(prompt.len() + max_tokens);
         history.extend_from_slice(prompt);
         let mut w = Work {
             exit: ExitState::new(cfg.n_vocab, cfg.n_embd),
@@ -348,22 +340,25 @@ impl Session {
         // The first token's: the prompt's last check (NaN unless exits were
         // checked in the prompt).
         let mut exit_value = prefill_value;
-        for index in 0..params.max_tokens {
+        for index in 0..max_tokens {
             let recent_from = history.len().saturating_sub(params.sampling.repeat_last_n);
             let token = sampler.sample(self.logits(), &history[recent_from..]);
             history.push(token);
             stats.tokens += 1;
             total_iters += iterations;
+            let at_end = index + 1 == max_tokens;
+            let is_stop = params.stop_tokens.contains(&token);
             let ev = TokenEvent {
                 token,
                 iterations,
                 exit_value,
                 index,
                 logprob: crate::sampling::log_softmax_at(self.logits(), token),
+                last: at_end || is_stop,
             };
             let go_on = on_token(&ev, &mut limits);
             limits.validate()?;
-            if params.stop_tokens.contains(&token) {
+            if is_stop {
                 stats.stop = StopReason::StopToken;
                 break;
             }
@@ -371,15 +366,11 @@ impl Session {
                 stats.stop = StopReason::Callback;
                 break;
             }
-            if index + 1 == params.max_tokens {
+            if at_end {
+                if max_tokens < params.max_tokens {
+                    stats.stop = StopReason::ContextFull;
+                }
                 break;
-            }
-            let needed = self.n_past() + 1;
-            if needed > self.n_ctx() {
-                return Err(Error::ContextFull {
-                    needed,
-                    n_ctx: self.n_ctx(),
-                });
             }
             (iterations, exit_value) = self.run_token(&[token], &limits, &mut w)?;
         }
@@ -390,6 +381,50 @@ impl Session {
             0.0
         };
         Ok(stats)
+    }
+
+    /// Validates a generation request before anything runs; returns the
+    /// prompt's iteration count.
+    fn check_request(&self, prompt: &[u32], params: &GenerateParams) -> Result<usize> {
+        params.limits.validate()?;
+        params.sampling.validate()?;
+        let n_vocab = self.model().config().n_vocab;
+        if let Some(t) = params.stop_tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "stop token id {t} out of range (vocabulary {n_vocab})"
+            )));
+        }
+        let prefill_iters = params.prefill_iterations.unwrap_or_else(|| {
+            let l = &params.limits;
+            if l.exit.criterion == ExitCriterion::None {
+                // Every token runs the maximum; so does the prompt.
+                l.max_iterations
+            } else {
+                self.model()
+                    .config()
+                    .default_iterations
+                    .clamp(l.min_iterations, l.max_iterations)
+            }
+        });
+        if prefill_iters == 0 || prefill_iters > MAX_ITERATIONS {
+            return Err(Error::InvalidArgument(format!(
+                "prefill_iterations {prefill_iters} out of range 1..={MAX_ITERATIONS}"
+            )));
+        }
+        if !prompt.is_empty() {
+            self.check_tokens(prompt)?;
+        } else if self.n_past() == 0 {
+            return Err(Error::InvalidArgument(
+                "no tokens and an empty cache: nothing to generate from".into(),
+            ));
+        } else if !self.has_logits() {
+            return Err(Error::InvalidState(
+                "no tokens, and the last evaluation failed or was cancelled: \
+                 pass the tokens to continue from"
+                    .into(),
+            ));
+        }
+        Ok(prefill_iters)
     }
 
     /// Whether checks under `limits` compute their statistics in the graph:

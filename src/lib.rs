@@ -23,10 +23,17 @@ pub mod generate;
 mod ggml;
 pub mod gguf;
 pub mod model;
+// Support for `rd logits` and `rd make-test-model`, the tests and the
+// benchmarks: public so they can use it, hidden from the documentation and
+// not a stable API.
+#[doc(hidden)]
 pub mod npy;
+// The seeded generator is part of the file format (a seeded initial state must
+// be reproducible outside the runtime): public and documented.
 pub mod rng;
 pub mod sampling;
 pub mod session;
+#[doc(hidden)]
 pub mod testmodel;
 pub mod tokenizer;
 

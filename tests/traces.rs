@@ -510,6 +510,18 @@ fn invalid_limits_are_rejected() {
         run(&mut s, &[100_000], &params(ok, 3)),
         "token out of range",
     );
+    invalid(
+        run(
+            &mut s,
+            &PROMPT,
+            &GenerateParams {
+                stop_tokens: vec![100_000],
+                ..params(ok, 3)
+            },
+        ),
+        "stop token out of range",
+    );
+    assert_eq!(s.n_past(), 0, "nothing was evaluated");
     // A callback that makes the limits invalid stops the call with an error.
     let r = s.generate(&PROMPT, &params(ok, 4), |_, l| {
         l.check_every = 0;
@@ -612,7 +624,24 @@ fn context_full_then_reset() {
     let m = small_model("ctx");
     let mut s = session(&m, 2, 16);
     let gp = params(limits(2, 6, "kl:1e-2", 1), 12);
-    match run(&mut s, &PROMPT, &gp) {
+    // 9 prompt tokens leave room for 7 evaluated tokens, so 8 are sampled and
+    // the last one ends the generation (it is reported as the last).
+    let mut lasts = Vec::new();
+    let stats = s
+        .generate(&PROMPT, &gp, |ev, _| {
+            lasts.push(ev.last);
+            true
+        })
+        .unwrap();
+    assert_eq!(stats.stop, StopReason::ContextFull);
+    assert_eq!(stats.tokens, 8);
+    assert_eq!(s.n_past(), 16);
+    assert_eq!(lasts.iter().filter(|&&l| l).count(), 1);
+    assert_eq!(lasts.last(), Some(&true));
+    // Nothing more fits, but the last logits can still be sampled from once.
+    let (t, stats) = run(&mut s, &[], &gp).unwrap();
+    assert_eq!((t.len(), stats.stop), (1, StopReason::ContextFull));
+    match run(&mut s, &PROMPT[..1], &gp) {
         Err(Error::ContextFull { needed, n_ctx }) => {
             assert_eq!((needed, n_ctx), (17, 16));
         }

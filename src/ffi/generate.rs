@@ -12,7 +12,6 @@ use super::status::{Fail, rd_status};
 use super::text::arg_text;
 use crate::generate::{ComputeLimits, GenerateParams, StopReason};
 use crate::sampling::SamplingParams;
-use crate::session::MAX_ITERATIONS;
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::Ordering;
 
@@ -190,14 +189,10 @@ impl Request {
             // SAFETY: a non-NULL `sampling` points to a readable struct (contract).
             unsafe { read_struct(gp.sampling, "params->sampling")? }.to_sampling()?
         };
-        let prefill_iterations = match gp.prefill_iterations as usize {
+        // 0: the library's default (checked with the rest by the generation).
+        let prefill_iterations = match gp.prefill_iterations {
             0 => None,
-            n if n > MAX_ITERATIONS => {
-                return Err(Fail::invalid(format!(
-                    "prefill_iterations {n} out of range 0..={MAX_ITERATIONS}"
-                )));
-            }
-            n => Some(n),
+            n => Some(n as usize),
         };
         check_flags(
             gp.tokenize_flags,
@@ -233,13 +228,6 @@ fn generate(
 
     let mut guard = handle.lock()?;
     let inner = &mut *guard;
-    let s = &inner.session;
-    let n_vocab = s.model().config().n_vocab;
-    if let Some(t) = stop.iter().find(|&&t| t as usize >= n_vocab) {
-        return Err(Fail::invalid(format!(
-            "stop token id {t} out of range (vocabulary {n_vocab})"
-        )));
-    }
     let tokenizer = handle.text.ready_tokenizer();
     let encoded;
     let prompt: &[rd_token] = match prompt {
@@ -247,42 +235,32 @@ fn generate(
         Prompt::Text(text) => {
             let tok = handle.text.tokenizer()?;
             // A BOS starts a conversation, not each turn of it.
-            let add_bos = gp.tokenize_flags & RD_TOKENIZE_ADD_SPECIAL != 0 && s.n_past() == 0;
+            let add_bos =
+                gp.tokenize_flags & RD_TOKENIZE_ADD_SPECIAL != 0 && inner.session.n_past() == 0;
             let parse = gp.tokenize_flags & RD_TOKENIZE_PARSE_SPECIAL != 0;
             encoded = tok.encode(text, add_bos, parse)?;
             &encoded
         }
     };
-    if !prompt.is_empty() {
-        s.check_tokens(prompt)?;
-    } else if s.n_past() == 0 {
-        return Err(Fail::invalid(
-            "no tokens and an empty cache: nothing to generate from",
-        ));
-    } else if !s.has_logits() {
-        return Err(Fail::new(
-            rd_status::RD_ERR_INVALID_STATE,
-            "no tokens, and the last evaluation failed or was cancelled: \
-             pass the tokens to continue from",
-        ));
-    }
-    // Every generated token but the last needs a free position; a request
-    // for more ends at a full context instead of failing there.
-    let room = s.n_ctx() - (s.n_past() + prompt.len());
-    let max_tokens = (gp.max_tokens as usize).min(room + 1);
-    let capped = max_tokens < gp.max_tokens as usize;
+    // No stop tokens given: the tokenizer's, when asked for (ids the model's
+    // vocabulary cannot produce are left out). Given ones are checked by the
+    // generation.
+    let n_vocab = inner.session.model().config().n_vocab;
     let mut stop_tokens = Vec::new();
-    let defaults = match tokenizer {
-        Some(tok) if stop.is_empty() && gp.default_stop_tokens => tok.stop_tokens(),
-        _ => Vec::new(),
-    };
-    let stop = if stop.is_empty() { &defaults[..] } else { stop };
-    stop_tokens
-        .try_reserve_exact(stop.len())
-        .map_err(|_| Fail::new(rd_status::RD_ERR_OUT_OF_MEMORY, "stop tokens"))?;
-    stop_tokens.extend(stop.iter().filter(|&&t| (t as usize) < n_vocab));
+    match tokenizer {
+        Some(tok) if stop.is_empty() && gp.default_stop_tokens => {
+            stop_tokens = tok.stop_tokens();
+            stop_tokens.retain(|&t| (t as usize) < n_vocab);
+        }
+        _ => {
+            stop_tokens
+                .try_reserve_exact(stop.len())
+                .map_err(|_| Fail::new(rd_status::RD_ERR_OUT_OF_MEMORY, "stop tokens"))?;
+            stop_tokens.extend_from_slice(stop);
+        }
+    }
     let params = GenerateParams {
-        max_tokens,
+        max_tokens: gp.max_tokens as usize,
         limits: req.limits,
         prefill_iterations: req.prefill_iterations,
         sampling: req.sampling,
@@ -294,7 +272,6 @@ fn generate(
     let decoder = &mut inner.decoder;
     let piece = &mut inner.piece;
     decoder.reset(gp.detokenize_flags & RD_DETOKENIZE_SKIP_SPECIAL != 0);
-    let stop_tokens = &params.stop_tokens;
     let result = inner.session.generate(prompt, &params, |ev, limits| {
         let go_on = match callback {
             Some(cb) => {
@@ -303,8 +280,8 @@ fn generate(
                     Some(tok) => {
                         piece.clear();
                         decoder.push_into(tok, ev.token, piece);
-                        if ev.index + 1 == max_tokens || stop_tokens.contains(&ev.token) {
-                            // The last token: nothing will complete what is held back.
+                        if ev.last {
+                            // Nothing will complete what is held back.
                             decoder.finish_into(piece);
                         }
                         let len = piece.len();
@@ -340,7 +317,7 @@ fn generate(
     let stop_reason = match stats.stop {
         StopReason::StopToken => RD_STOP_STOP_TOKEN,
         StopReason::Callback => RD_STOP_CALLBACK,
-        StopReason::MaxTokens if capped && stats.tokens == max_tokens => RD_STOP_CONTEXT_FULL,
+        StopReason::ContextFull => RD_STOP_CONTEXT_FULL,
         StopReason::MaxTokens => RD_STOP_MAX_TOKENS,
     };
     if let Some(out) = req.stats_out {

@@ -7,7 +7,7 @@ use super::rd_token;
 use super::status::{Fail, rd_status};
 use super::text::ModelText;
 use crate::model::Model;
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_char};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -52,41 +52,20 @@ pub(crate) fn path_of(path: &CStr) -> Result<PathBuf, Fail> {
     }
 }
 
-/// Locks the pages of `range` in RAM.
-#[cfg(unix)]
-fn lock_memory(range: std::ops::Range<usize>) -> Result<(), Fail> {
-    unsafe extern "C" {
-        // POSIX, in the C library every Unix target links.
-        fn mlock(addr: *const c_void, len: usize) -> std::ffi::c_int;
-    }
-    const PAGE: usize = 4096;
-    let start = range.start & !(PAGE - 1);
-    let len = range.end.saturating_sub(start);
-    if len == 0 {
-        return Ok(());
-    }
-    // SAFETY: mlock only changes the residency of the pages of a range that is
-    // mapped in this process (the model's file bytes); it reads or writes no
-    // memory through the pointer.
-    let rc = unsafe { mlock(start as *const c_void, len) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Fail::new(
-            rd_status::RD_ERR_IO,
-            format!(
-                "mlock of {len} bytes failed: {e} (raise RLIMIT_MEMLOCK or load without use_mlock)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn lock_memory(_range: std::ops::Range<usize>) -> Result<(), Fail> {
-    Err(Fail::new(
-        rd_status::RD_ERR_UNSUPPORTED,
-        "use_mlock is not supported on this platform",
-    ))
+/// Locks the model's file bytes in RAM (`use_mlock`).
+fn lock_memory(model: &Model) -> Result<(), Fail> {
+    model.gguf().lock_in_ram().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Unsupported {
+            Fail::new(rd_status::RD_ERR_UNSUPPORTED, format!("use_mlock: {e}"))
+        } else {
+            Fail::new(
+                rd_status::RD_ERR_IO,
+                format!(
+                    "mlock of the model file failed: {e} (raise RLIMIT_MEMLOCK or load without use_mlock)"
+                ),
+            )
+        }
+    })
 }
 
 /// Loads a `huginn` GGUF model, with its tokenizer and chat template when the
@@ -265,7 +244,7 @@ fn load(
         }
     })?;
     if params.use_mlock {
-        lock_memory(model.file_range())?;
+        lock_memory(&model)?;
     }
     progress(1.0)?;
     let architecture = model

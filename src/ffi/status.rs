@@ -156,6 +156,7 @@ pub(crate) fn status_of(err: &Error) -> rd_status {
         Error::Gguf(_) | Error::InvalidModel(_) => rd_status::RD_ERR_INVALID_MODEL,
         Error::UnsupportedArchitecture(_) => rd_status::RD_ERR_UNSUPPORTED_ARCHITECTURE,
         Error::InvalidArgument(_) => rd_status::RD_ERR_INVALID_ARGUMENT,
+        Error::InvalidState(_) => rd_status::RD_ERR_INVALID_STATE,
         Error::ContextFull { .. } => rd_status::RD_ERR_CONTEXT_FULL,
         Error::Cancelled => rd_status::RD_ERR_CANCELLED,
         Error::OutOfMemory(_) => rd_status::RD_ERR_OUT_OF_MEMORY,

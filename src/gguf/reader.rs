@@ -645,6 +645,26 @@ impl GgufFile {
         self.storage.bytes()
     }
 
+    /// Locks the file's pages in RAM (`mlock`) so they are never paged out;
+    /// the lock ends when the file is dropped. Only a memory-mapped file can
+    /// be locked: a file read into memory gives `ErrorKind::Unsupported`, as
+    /// does a platform without `mlock`.
+    pub fn lock_in_ram(&self) -> std::io::Result<()> {
+        match &self.storage {
+            #[cfg(unix)]
+            Storage::Mapped(map) => map.lock(),
+            #[cfg(not(unix))]
+            Storage::Mapped(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "locking memory is not supported on this platform",
+            )),
+            Storage::Owned(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "only a memory-mapped file can be locked in RAM (load with use_mmap)",
+            )),
+        }
+    }
+
     /// Absolute offset of the data section (the padded end of the header; the
     /// unpadded end when the file has no tensors, as in ggml).
     pub fn data_offset(&self) -> usize {

@@ -1,7 +1,11 @@
 //! Command-line syntax.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use recurrent_depth::exit::ExitSpec;
+use recurrent_depth::gguf::GgmlType;
+use recurrent_depth::model::BackendKind;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// Run recurrent-depth (Huginn) language models from GGUF files.
 #[derive(Parser, Debug)]
@@ -11,8 +15,93 @@ pub struct Cli {
     pub command: Command,
     /// Messages of the compute library (ggml) shown on stderr: error, warn,
     /// info or debug.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log_level: String,
+    #[arg(long, global = true, value_enum, default_value_t = LogLevelArg::Warn)]
+    pub log_level: LogLevelArg,
+}
+
+/// `--log-level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevelArg {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl From<LogLevelArg> for recurrent_depth::LogLevel {
+    fn from(l: LogLevelArg) -> Self {
+        match l {
+            LogLevelArg::Error => Self::Error,
+            LogLevelArg::Warn => Self::Warn,
+            LogLevelArg::Info => Self::Info,
+            LogLevelArg::Debug => Self::Debug,
+        }
+    }
+}
+
+/// `--init`: the initial recurrent state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitArg {
+    /// All zeros.
+    Zeros,
+    /// A truncated normal from this seed.
+    Seed(u64),
+}
+
+impl FromStr for InitArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zeros" => Ok(InitArg::Zeros),
+            _ => s
+                .strip_prefix("seed:")
+                .and_then(|n| n.parse().ok())
+                .map(InitArg::Seed)
+                .ok_or_else(|| format!("{s:?} is neither zeros nor seed:N")),
+        }
+    }
+}
+
+/// `--blocks`: prelude, core and coda layer counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocks {
+    pub prelude: usize,
+    pub core: usize,
+    pub coda: usize,
+}
+
+impl FromStr for Blocks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n: Vec<usize> = s
+            .split(',')
+            .map(|t| t.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        match n[..] {
+            [prelude, core, coda] => Ok(Blocks {
+                prelude,
+                core,
+                coda,
+            }),
+            _ => Err(format!("{s:?}: three counts expected (prelude,core,coda)")),
+        }
+    }
+}
+
+/// A token id (surrounding spaces allowed, as in `--stop "1, 2"`).
+fn token_id(s: &str) -> Result<u32, String> {
+    s.trim().parse().map_err(|_| format!("bad token id {s:?}"))
+}
+
+/// A weight type name (f32, q8_0, ...), any case.
+fn weight_type(s: &str) -> Result<GgmlType, String> {
+    GgmlType::from_name(s).ok_or_else(|| format!("unknown weight type {s:?}"))
+}
+
+/// A weight type the converter and the quantizer can write.
+fn output_type(s: &str) -> Result<GgmlType, String> {
+    recurrent_depth::convert::parse_type(s).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -26,7 +115,7 @@ pub enum Command {
         /// vulkan:N, metal) and print the backend, weight placement, memory and
         /// the number of device splits of the largest graph.
         #[arg(long)]
-        device: Option<String>,
+        device: Option<BackendKind>,
     },
     /// List the devices this build can run on, with their memory.
     Devices,
@@ -58,13 +147,13 @@ pub struct ModelArgs {
     /// Device: auto (first GPU, else CPU), cpu, gpu, vulkan, vulkan:N or
     /// metal (`rd devices` lists them).
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: BackendKind,
     /// Context length (0 = the model's).
     #[arg(long, default_value_t = 0)]
     pub ctx: usize,
     /// Initial state: zeros, or seed:N for a seeded truncated normal.
     #[arg(long, default_value = "zeros")]
-    pub init: String,
+    pub init: InitArg,
     /// KV recurrence budget B (slots per core block; default: the iteration count, i.e. the full cache).
     #[arg(long)]
     pub kv_budget: Option<usize>,
@@ -75,8 +164,8 @@ pub struct LogitsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Comma-separated token ids.
-    #[arg(long)]
-    pub tokens: String,
+    #[arg(long, required = true, value_delimiter = ',', value_parser = token_id)]
+    pub tokens: Vec<u32>,
     /// Recurrence iterations per token (default: the model's).
     #[arg(long)]
     pub iterations: Option<usize>,
@@ -90,8 +179,14 @@ pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Comma-separated prompt token ids.
-    #[arg(long, required_unless_present = "prompt", conflicts_with = "prompt")]
-    pub prompt_tokens: Option<String>,
+    #[arg(
+        long,
+        required_unless_present = "prompt",
+        conflicts_with = "prompt",
+        value_delimiter = ',',
+        value_parser = token_id
+    )]
+    pub prompt_tokens: Vec<u32>,
     /// Prompt text, tokenized with the model's tokenizer (a BOS is added when
     /// the tokenizer asks for one; special tokens such as <|end_turn|> are parsed).
     #[arg(long)]
@@ -107,7 +202,7 @@ pub struct RunArgs {
     pub max_iterations: Option<usize>,
     /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability.
     #[arg(long, default_value = "none")]
-    pub exit: String,
+    pub exit: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached.
     #[arg(long, default_value_t = 1)]
     pub check_every: usize,
@@ -141,9 +236,10 @@ pub struct RunArgs {
     /// Greedy decoding (the default unless a sampling option is given).
     #[arg(long)]
     pub greedy: bool,
-    /// Comma-separated stop token ids.
-    #[arg(long, default_value = "")]
-    pub stop: String,
+    /// Comma-separated stop token ids (default: the tokenizer's end-of-text
+    /// and end-of-turn tokens, when the model has a tokenizer).
+    #[arg(long, value_delimiter = ',', value_parser = token_id)]
+    pub stop: Vec<u32>,
     /// One JSON object per token, then a stats object.
     #[arg(long)]
     pub json: bool,
@@ -158,8 +254,8 @@ pub struct MakeArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Weight type (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, ...).
-    #[arg(long = "type", default_value = "f32")]
-    pub weight_type: String,
+    #[arg(long = "type", default_value = "f32", value_parser = weight_type)]
+    pub weight_type: GgmlType,
     /// Residual width.
     #[arg(long, default_value_t = 96)]
     pub n_embd: usize,
@@ -180,7 +276,7 @@ pub struct MakeArgs {
     pub n_ctx: usize,
     /// Blocks as prelude,core,coda.
     #[arg(long, default_value = "1,2,1")]
-    pub blocks: String,
+    pub blocks: Blocks,
     /// Write a separate output head.
     #[arg(long)]
     pub untied: bool,
@@ -208,8 +304,8 @@ pub struct ConvertArgs {
     /// Output GGUF path.
     pub out: PathBuf,
     /// Weight matrix type: f32, f16, bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1, q4_0.
-    #[arg(long = "type", default_value = "f16")]
-    pub weight_type: String,
+    #[arg(long = "type", default_value = "f16", value_parser = output_type)]
+    pub weight_type: GgmlType,
     /// general.name (default: from config.json or the directory name).
     #[arg(long)]
     pub name: Option<String>,
@@ -228,8 +324,8 @@ pub struct QuantizeArgs {
     /// Output GGUF path.
     pub out: PathBuf,
     /// Weight matrix type (as for convert).
-    #[arg(long = "type")]
-    pub weight_type: String,
+    #[arg(long = "type", value_parser = output_type)]
+    pub weight_type: GgmlType,
     /// Quantization threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -253,7 +349,7 @@ pub struct ChatArgs {
     pub min_iterations: usize,
     /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability).
     #[arg(long, default_value = "kl:5e-4")]
-    pub exit: String,
+    pub exit: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached.
     #[arg(long, default_value_t = 1)]
     pub check_every: usize,

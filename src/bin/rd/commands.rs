@@ -1,13 +1,12 @@
 //! Implementations of the `rd` subcommands.
 
 use crate::args::{
-    ChatArgs, Cli, Command, ConvertArgs, LogitsArgs, MakeArgs, ModelArgs, QuantizeArgs, RunArgs,
-    TokenizeArgs,
+    ChatArgs, Cli, Command, ConvertArgs, InitArg, LogitsArgs, MakeArgs, ModelArgs, QuantizeArgs,
+    RunArgs, TokenizeArgs,
 };
 use recurrent_depth::chat::{ChatMessage, ChatTemplate, TemplateTokens};
 use recurrent_depth::convert::{ConvertOptions, ConvertReport, Progress};
-use recurrent_depth::exit::ExitSpec;
-use recurrent_depth::generate::{ComputeLimits, GenerateParams};
+use recurrent_depth::generate::{ComputeLimits, GenerateParams, StopReason};
 use recurrent_depth::gguf::{GgmlType, GgufFile};
 use recurrent_depth::model::{BackendKind, LoadParams, Model};
 use recurrent_depth::sampling::SamplingParams;
@@ -24,7 +23,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             let f = GgufFile::open(&file)?;
             print!("{}", recurrent_depth::gguf::describe(&f));
             match device {
-                Some(d) => placement(&file, d.parse()?),
+                Some(d) => placement(&file, d),
                 None => Ok(()),
             }
         }
@@ -39,20 +38,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            t.parse::<u32>()
-                .map_err(|_| Error::InvalidArgument(format!("bad token id {t:?}")))
-        })
-        .collect()
-}
-
 /// Loads the model and opens a session for `iterations`.
 fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
-    let backend: BackendKind = a.device.parse()?;
+    let backend = a.device;
     let model = Model::load(
         &a.model,
         &LoadParams {
@@ -62,16 +50,9 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
         },
     )?;
     let iterations = iterations.unwrap_or(model.config().default_iterations);
-    let (state_init, seed) = match a.init.as_str() {
-        "zeros" => (StateInit::Zeros, 0),
-        s => match s.strip_prefix("seed:").and_then(|n| n.parse::<u64>().ok()) {
-            Some(seed) => (StateInit::Random, seed),
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                    "bad --init {s:?} (zeros or seed:N)"
-                )));
-            }
-        },
+    let (state_init, seed) = match a.init {
+        InitArg::Zeros => (StateInit::Zeros, 0),
+        InitArg::Seed(seed) => (StateInit::Random, seed),
     };
     let params = SessionParams {
         n_ctx: a.ctx,
@@ -172,7 +153,7 @@ fn placement(file: &std::path::Path, backend: BackendKind) -> Result<()> {
 }
 
 fn logits(a: LogitsArgs) -> Result<()> {
-    let tokens = parse_ids(&a.tokens)?;
+    let tokens = a.tokens;
     let (mut s, iters) = open(&a.model, a.iterations)?;
     let out = s.eval_all_logits(&tokens, iters)?;
     let n_vocab = s.model().config().n_vocab;
@@ -198,11 +179,11 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let prompt = match (&a.prompt, &tokenizer) {
         (Some(text), Some(tok)) => tok.encode(text, true, true)?,
-        _ => parse_ids(a.prompt_tokens.as_deref().unwrap_or(""))?,
+        _ => a.prompt_tokens.clone(),
     };
     let stop_tokens = match &tokenizer {
-        Some(tok) if a.stop.trim().is_empty() => tok.stop_tokens(),
-        _ => parse_ids(&a.stop)?,
+        Some(tok) if a.stop.is_empty() => tok.stop_tokens(),
+        _ => a.stop.clone(),
     };
     let mut decoder = StreamDecoder::new(false);
     let mut generated_text = String::new();
@@ -215,7 +196,7 @@ fn run(a: RunArgs) -> Result<()> {
     let limits = ComputeLimits {
         min_iterations,
         max_iterations,
-        exit: a.exit.parse::<ExitSpec>()?,
+        exit: a.exit,
         check_every: a.check_every,
         exit_in_prefill: a.exit_in_prefill,
         warm_start: a.warm_start,
@@ -248,18 +229,14 @@ fn run(a: RunArgs) -> Result<()> {
             generated_text.push_str(p);
         }
         let _ = if json {
-            let text = piece.as_ref().map_or_else(
-                || "null".to_string(),
-                |p| serde_json::Value::from(p.as_str()).to_string(),
-            );
-            writeln!(
-                out,
-                "{{\"id\":{},\"text\":{text},\"iterations\":{},\"exit_value\":{},\"logprob\":{}}}",
-                ev.token,
-                ev.iterations,
-                json_f64(ev.exit_value),
-                json_f64(ev.logprob as f64)
-            )
+            let line = serde_json::json!({
+                "id": ev.token,
+                "text": piece,
+                "iterations": ev.iterations,
+                "exit_value": ev.exit_value,
+                "logprob": ev.logprob,
+            });
+            writeln!(out, "{line}")
         } else {
             let bar = iteration_bar(ev.iterations, max_iterations);
             match &piece {
@@ -281,16 +258,21 @@ fn run(a: RunArgs) -> Result<()> {
     }
     let tps = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     if json {
-        writeln!(
-            out,
-            "{{\"stats\":{{\"tokens\":{},\"prompt_tokens\":{},\"prefill_tokens_per_s\":{:.3},\"decode_tokens_per_s\":{:.3},\"mean_iterations\":{:.3},\"kv_bytes\":{}}}}}",
-            stats.tokens,
-            stats.prompt_tokens,
-            tps(stats.prompt_tokens, stats.prefill_seconds),
-            tps(stats.tokens.saturating_sub(1), stats.decode_seconds),
-            stats.mean_iterations,
-            stats.kv_bytes
-        )?;
+        let line = serde_json::json!({
+            "stats": {
+                "tokens": stats.tokens,
+                "prompt_tokens": stats.prompt_tokens,
+                "prefill_tokens_per_s": tps(stats.prompt_tokens, stats.prefill_seconds),
+                "decode_tokens_per_s": tps(stats.tokens.saturating_sub(1), stats.decode_seconds),
+                "prefill_seconds": stats.prefill_seconds,
+                "decode_seconds": stats.decode_seconds,
+                "mean_iterations": stats.mean_iterations,
+                "prefill_iterations": stats.prefill_iterations,
+                "kv_bytes": stats.kv_bytes,
+                "stop": stop_name(stats.stop),
+            }
+        });
+        writeln!(out, "{line}")?;
     } else {
         eprintln!(
             "{} tokens, mean {:.2} iterations (max {}), prefill {:.1} tok/s, decode {:.1} tok/s, KV cache {:.1} KiB",
@@ -305,11 +287,13 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn json_f64(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:e}")
-    } else {
-        "null".into()
+/// The `stop` field of `rd run --json`'s stats.
+fn stop_name(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopToken => "stop_token",
+        StopReason::Callback => "callback",
+        StopReason::ContextFull => "context_full",
     }
 }
 
@@ -320,14 +304,6 @@ fn iteration_bar(iterations: usize, max: usize) -> String {
 }
 
 fn make(a: MakeArgs) -> Result<()> {
-    let ty = GgmlType::from_name(&a.weight_type)
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown type {:?}", a.weight_type)))?;
-    let blocks = parse_ids(&a.blocks)?;
-    let [p, c, k] = blocks[..] else {
-        return Err(Error::InvalidArgument(
-            "--blocks takes prelude,core,coda".into(),
-        ));
-    };
     let spec = TestModelSpec {
         seed: a.seed,
         n_embd: a.n_embd,
@@ -336,12 +312,12 @@ fn make(a: MakeArgs) -> Result<()> {
         n_head_kv: a.n_head_kv.unwrap_or(a.n_head),
         n_vocab: a.n_vocab,
         n_ctx: a.n_ctx,
-        n_prelude: p as usize,
-        n_core: c as usize,
-        n_coda: k as usize,
+        n_prelude: a.blocks.prelude,
+        n_core: a.blocks.core,
+        n_coda: a.blocks.coda,
         tied: !a.untied,
         qk_bias: !a.no_qk_bias,
-        weight_type: ty,
+        weight_type: a.weight_type,
         default_iterations: a.default_iterations,
         ..TestModelSpec::default()
     };
@@ -455,9 +431,8 @@ fn print_report(r: &ConvertReport, out: &std::path::Path) {
 }
 
 fn convert(a: ConvertArgs) -> Result<()> {
-    let out_type = recurrent_depth::convert::parse_type(&a.weight_type)?;
     let opts = ConvertOptions {
-        out_type,
+        out_type: a.weight_type,
         name: a.name.clone(),
         threads: a.threads,
     };
@@ -469,9 +444,14 @@ fn convert(a: ConvertArgs) -> Result<()> {
 }
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
-    let ty = recurrent_depth::convert::parse_type(&a.weight_type)?;
     let (bar, mut update) = byte_progress(a.quiet);
-    let report = recurrent_depth::convert::requantize(&a.input, &a.out, ty, a.threads, &mut update);
+    let report = recurrent_depth::convert::requantize(
+        &a.input,
+        &a.out,
+        a.weight_type,
+        a.threads,
+        &mut update,
+    );
     bar.finish_and_clear();
     print_report(&report?, &a.out);
     Ok(())
@@ -500,6 +480,19 @@ fn sparkline(iterations: &[usize], max: usize) -> String {
         .collect()
 }
 
+/// Forgets the conversation but its system message, and the session's cache.
+fn reset_chat(
+    messages: &mut Vec<ChatMessage>,
+    cached: &mut Vec<u32>,
+    transcript: &mut Option<(String, u32)>,
+    s: &mut Session,
+) {
+    messages.retain(|m| m.role == "system");
+    cached.clear();
+    *transcript = None;
+    s.reset();
+}
+
 fn chat(a: ChatArgs) -> Result<()> {
     let (mut s, default_iters) = open(&a.model, a.max_iterations)?;
     let max_iterations = a.max_iterations.unwrap_or(default_iters);
@@ -520,7 +513,7 @@ fn chat(a: ChatArgs) -> Result<()> {
     let limits = ComputeLimits {
         min_iterations: a.min_iterations.clamp(1, max_iterations),
         max_iterations,
-        exit: a.exit.parse::<ExitSpec>()?,
+        exit: a.exit,
         check_every: a.check_every,
         exit_in_prefill: false,
         warm_start: a.warm_start,
@@ -565,10 +558,7 @@ fn chat(a: ChatArgs) -> Result<()> {
             continue;
         }
         if line.trim() == "/reset" {
-            messages.retain(|m| m.role == "system");
-            cached.clear();
-            transcript = None;
-            s.reset();
+            reset_chat(&mut messages, &mut cached, &mut transcript, &mut s);
             continue;
         }
         messages.push(ChatMessage::new("user", line));
@@ -637,6 +627,11 @@ fn chat(a: ChatArgs) -> Result<()> {
                     },
                     sparkline(&iterations, max_iterations)
                 );
+                if stats.stop == StopReason::ContextFull {
+                    eprintln!("context full ({} positions): conversation reset", s.n_ctx());
+                    reset_chat(&mut messages, &mut cached, &mut transcript, &mut s);
+                    continue;
+                }
                 messages.push(ChatMessage::new("assistant", reply.trim()));
                 // Valid if the next rendering starts with it (checked then).
                 if let Some(&last) = generated.last() {
@@ -646,10 +641,7 @@ fn chat(a: ChatArgs) -> Result<()> {
             }
             Err(Error::ContextFull { needed, n_ctx }) => {
                 eprintln!("context full ({needed} > {n_ctx} positions): conversation reset");
-                messages.retain(|m| m.role == "system");
-                cached.clear();
-                transcript = None;
-                s.reset();
+                reset_chat(&mut messages, &mut cached, &mut transcript, &mut s);
             }
             Err(e) => return Err(e),
         }
