@@ -82,6 +82,7 @@ fn main() {
         backend: BackendKind::Cpu,
         n_threads: threads,
         use_mmap: true,
+        ..LoadParams::default()
     };
     let model = Arc::new(Model::load(&path, &params).expect("demo model"));
     let tok = Tokenizer::from_gguf(model.gguf()).expect("tokenizer");

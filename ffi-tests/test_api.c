@@ -908,6 +908,28 @@ static void test_model_load_options(void) {
     mp.backend = 99;
     CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_ERR_INVALID_ARGUMENT);
     CHECK(m == NULL);
+    /* Repacking: off, an unknown value, and a 0.2 caller (no repack field). */
+    mp = rd_model_default_params();
+    CHECK(mp.repack == RD_REPACK_AUTO);
+    mp.backend = RD_BACKEND_CPU;
+    mp.repack = 7;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_ERR_INVALID_ARGUMENT);
+    CHECK(m == NULL);
+    mp.repack = RD_REPACK_OFF;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_OK);
+    if (m) {
+        rd_model_info ri = {.struct_size = sizeof ri};
+        CHECK_STATUS(rd_model_get_info(m, &ri), RD_OK);
+        CHECK(ri.repacked_bytes == 0);
+        CHECK(ri.weights_mapped);
+    }
+    rd_model_free(m);
+    m = NULL;
+    mp.repack = 7; /* beyond the declared size: must be ignored */
+    mp.struct_size = offsetof(rd_model_params, repack);
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_OK);
+    rd_model_free(m);
+    m = NULL;
     /* A caller built against the 0.1 header (no device_index) still loads. */
     mp = rd_model_default_params();
     mp.backend = RD_BACKEND_CPU;

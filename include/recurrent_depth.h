@@ -192,6 +192,18 @@ typedef uint32_t rd_backend;
 typedef bool (*rd_progress_callback)(float progress, void *user_data);
 
 /**
+ * Weight repacking for the CPU (`rd_model_params.repack`).
+ *
+ * ggml has faster matrix kernels for some quantized types when the blocks of
+ * several rows are interleaved (x86-64 with AVX2: Q4_0 and Q4_K; ARM with
+ * dot product: also Q5_K, Q6_K and Q8_0). Repacking converts those matrices
+ * once at load into memory the library owns: they are then no longer used
+ * in place from the memory-mapped file, so they count as the app's own
+ * memory instead of shared, reclaimable file cache (`rd_model_info.repacked_bytes`).
+ */
+typedef uint32_t rd_repack;
+
+/**
  * How to load a model: get defaults from `rd_model_default_params()`, then
  * change fields. The caller owns the struct; the library reads it only during
  * `rd_model_load` and keeps no pointer to it.
@@ -238,6 +250,12 @@ typedef struct rd_model_params {
      * callers built against an older header get 0.
      */
     uint32_t device_index;
+    /**
+     * Whether weight matrices are repacked for the CPU's interleaved
+     * kernels, an `rd_repack` (default `RD_REPACK_AUTO`). Added in 0.3;
+     * callers built against an older header get the default.
+     */
+    rd_repack repack;
 } rd_model_params;
 
 /**
@@ -657,6 +675,12 @@ typedef struct rd_model_info {
      * model, valid until `rd_model_free()`. Added in 0.2.
      */
     const char *device_description;
+    /**
+     * Bytes of weight matrices repacked for the CPU at load (memory the
+     * library owns, in addition to the mapped file; 0 when none were: see
+     * `rd_model_params.repack`). Added in 0.3.
+     */
+    uint64_t repacked_bytes;
 } rd_model_info;
 
 /**
@@ -964,6 +988,17 @@ typedef struct rd_generate_stats {
  * Control tokens (BOS, EOS, end of turn, ...) produce no text.
  */
 #define RD_DETOKENIZE_SKIP_SPECIAL 1
+
+/**
+ * Repack every matrix that has an interleaved kernel on this CPU (the
+ * embedding never is); only with the CPU backend.
+ */
+#define RD_REPACK_AUTO 0
+
+/**
+ * Use every weight as stored in the file.
+ */
+#define RD_REPACK_OFF 1
 
 /**
  * Detail for debugging (device enumeration, buffer sizes).

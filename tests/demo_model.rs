@@ -55,6 +55,7 @@ fn demo_model_adds_and_needs_its_iterations() {
             backend: BackendKind::Cpu,
             n_threads: 1,
             use_mmap: true,
+            ..LoadParams::default()
         },
     )
     .unwrap();

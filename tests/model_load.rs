@@ -6,7 +6,7 @@ mod common;
 
 use recurrent_depth::Error;
 use recurrent_depth::gguf::{GgmlType, GgufFile, GgufWriter};
-use recurrent_depth::model::{BackendKind, LoadParams, Model};
+use recurrent_depth::model::{BackendKind, LoadParams, Model, Repack};
 use recurrent_depth::session::{Session, SessionParams};
 use recurrent_depth::testmodel::{self, TestModelSpec};
 use std::path::PathBuf;
@@ -17,6 +17,7 @@ fn cpu() -> LoadParams {
         backend: BackendKind::Cpu,
         n_threads: 2,
         use_mmap: true,
+        ..LoadParams::default()
     }
 }
 
@@ -57,6 +58,83 @@ fn cpu_weights_are_used_where_they_are_mapped() {
     )
     .unwrap();
     assert_eq!(m2.config(), m.config());
+}
+
+/// Whether ggml has interleaved Q4_0 kernels on this CPU.
+fn cpu_repacks_q4_0() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("dotprod");
+    #[allow(unreachable_code)]
+    false
+}
+
+#[test]
+fn repacked_weights_give_the_same_logits() {
+    // Shapes whose matrices all have a multiple of 8 rows (Q4_0 qualifies on
+    // AVX2 and on ARM with dot product); the embedding is never repacked.
+    let p = tmp("repack.gguf");
+    let spec = TestModelSpec {
+        weight_type: GgmlType::Q4_0,
+        n_embd: 128,
+        n_ff: 256,
+        n_head: 4,
+        n_head_kv: 2,
+        seed: 5,
+        tied: false,
+        ..TestModelSpec::default()
+    };
+    testmodel::write(&spec, &p).unwrap();
+    let logits = |repack: Repack| {
+        let m = Arc::new(Model::load(&p, &LoadParams { repack, ..cpu() }).unwrap());
+        let bytes = m.repacked_bytes();
+        let mut s = Session::new(m, &SessionParams::default()).unwrap();
+        let l = s
+            .eval_all_logits(&[1, 7, 42, 99, 3, 250, 17, 64], 4)
+            .unwrap();
+        (l, bytes)
+    };
+    let (off, off_bytes) = logits(Repack::Off);
+    let (auto, auto_bytes) = logits(Repack::Auto);
+    assert_eq!(off_bytes, 0);
+    if cpu_repacks_q4_0() {
+        assert!(auto_bytes > 0, "nothing was repacked");
+        eprintln!("repacked {auto_bytes} bytes");
+    }
+    let range =
+        off.iter().fold(f32::MIN, |a, &b| a.max(b)) - off.iter().fold(f32::MAX, |a, &b| a.min(b));
+    let worst = off
+        .iter()
+        .zip(&auto)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    // Same quantized products, another summation order.
+    assert!(
+        worst <= 1e-4 * range,
+        "repacked logits differ by {worst} (range {range})"
+    );
+    // Another thread count changes nothing either.
+    let m = Arc::new(
+        Model::load(
+            &p,
+            &LoadParams {
+                n_threads: 1,
+                ..cpu()
+            },
+        )
+        .unwrap(),
+    );
+    let mut s = Session::new(m, &SessionParams::default()).unwrap();
+    let one = s
+        .eval_all_logits(&[1, 7, 42, 99, 3, 250, 17, 64], 4)
+        .unwrap();
+    let worst1 = one
+        .iter()
+        .zip(&auto)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst1 <= 1e-4 * range, "1 thread: {worst1}");
 }
 
 #[test]
@@ -241,6 +319,7 @@ fn devices_and_pipes_are_refused() {
             backend: BackendKind::Cpu,
             n_threads: 1,
             use_mmap,
+            ..LoadParams::default()
         };
         for path in [
             std::path::Path::new("/dev/zero"),

@@ -350,6 +350,10 @@ pub struct rd_model_info {
     /// Description of the device (e.g. the GPU's name, or "CPU"); owned by the
     /// model, valid until `rd_model_free()`. Added in 0.2.
     pub device_description: *const c_char,
+    /// Bytes of weight matrices repacked for the CPU at load (memory the
+    /// library owns, in addition to the mapped file; 0 when none were: see
+    /// `rd_model_params.repack`). Added in 0.3.
+    pub repacked_bytes: u64,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; only written by the
@@ -384,6 +388,7 @@ unsafe impl Versioned for rd_model_info {
             backend: 0,
             device_index: 0,
             device_description: std::ptr::null(),
+            repacked_bytes: 0,
         }
     }
 }
@@ -441,6 +446,7 @@ pub unsafe extern "C" fn rd_model_get_info(
             backend: super::device::backend_code(m.load_params().backend),
             device_index: super::device::device_index(m.load_params().backend),
             device_description: handle.device_description.as_ptr(),
+            repacked_bytes: m.repacked_bytes() as u64,
         });
         Ok(())
     })

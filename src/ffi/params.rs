@@ -10,7 +10,7 @@ use super::rd_token;
 use super::status::Fail;
 use crate::exit::{ExitCriterion, ExitSpec};
 use crate::generate::ComputeLimits;
-use crate::model::{BackendKind, LoadParams};
+use crate::model::{BackendKind, LoadParams, Repack};
 use crate::sampling::SamplingParams;
 use crate::session::{KvType, SessionParams, StateInit};
 use std::ffi::c_void;
@@ -158,7 +158,26 @@ pub struct rd_model_params {
     /// `RD_BACKEND_VULKAN`; must be 0 otherwise (default 0). Added in 0.2;
     /// callers built against an older header get 0.
     pub device_index: u32,
+    /// Whether weight matrices are repacked for the CPU's interleaved
+    /// kernels, an `rd_repack` (default `RD_REPACK_AUTO`). Added in 0.3;
+    /// callers built against an older header get the default.
+    pub repack: rd_repack,
 }
+
+/// Weight repacking for the CPU (`rd_model_params.repack`).
+///
+/// ggml has faster matrix kernels for some quantized types when the blocks of
+/// several rows are interleaved (x86-64 with AVX2: Q4_0 and Q4_K; ARM with
+/// dot product: also Q5_K, Q6_K and Q8_0). Repacking converts those matrices
+/// once at load into memory the library owns: they are then no longer used
+/// in place from the memory-mapped file, so they count as the app's own
+/// memory instead of shared, reclaimable file cache (`rd_model_info.repacked_bytes`).
+pub type rd_repack = u32;
+/// Repack every matrix that has an interleaved kernel on this CPU (the
+/// embedding never is); only with the CPU backend.
+pub const RD_REPACK_AUTO: rd_repack = 0;
+/// Use every weight as stored in the file.
+pub const RD_REPACK_OFF: rd_repack = 1;
 
 // SAFETY: repr(C), starts with `struct_size: usize`; bools come from C bools,
 // the callback from a C function pointer or NULL.
@@ -177,6 +196,7 @@ unsafe impl Versioned for rd_model_params {
             progress_callback: None,
             progress_user_data: std::ptr::null_mut(),
             device_index: 0,
+            repack: RD_REPACK_AUTO,
         }
     }
 }
@@ -198,10 +218,16 @@ impl rd_model_params {
                 self.device_index
             )));
         }
+        let repack = match self.repack {
+            RD_REPACK_AUTO => Repack::Auto,
+            RD_REPACK_OFF => Repack::Off,
+            r => return Err(Fail::invalid(format!("unknown repack {r}"))),
+        };
         Ok(LoadParams {
             backend,
             n_threads: self.n_threads as usize,
             use_mmap: self.use_mmap,
+            repack,
         })
     }
 }

@@ -717,6 +717,11 @@ unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
+    /// Takes ownership of a buffer ggml allocated.
+    pub(super) fn from_raw(buf: NonNull<sys::ggml_backend_buffer>) -> Buffer {
+        Buffer { buf }
+    }
+
     /// Size in bytes.
     pub(crate) fn size(&self) -> usize {
         // SAFETY: valid buffer.

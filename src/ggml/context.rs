@@ -189,6 +189,17 @@ impl Context {
         self.ctx.as_ptr()
     }
 
+    /// Every tensor of this context, in creation order.
+    pub(crate) fn tensors(&self) -> impl Iterator<Item = Tensor> + '_ {
+        // SAFETY: valid context; NULL ends the list.
+        let first = unsafe { sys::ggml_get_first_tensor(self.ptr()) };
+        std::iter::successors(NonNull::new(first), move |t| {
+            // SAFETY: `t` is a tensor of this context.
+            NonNull::new(unsafe { sys::ggml_get_next_tensor(self.ptr(), t.as_ptr()) })
+        })
+        .map(Tensor)
+    }
+
     /// Forgets every tensor and graph of this context (handles become invalid).
     pub(crate) fn reset(&mut self) {
         // SAFETY: valid context; callers drop their handles (module invariant).

@@ -18,6 +18,7 @@ mod context;
 mod log;
 mod ops;
 mod quantize;
+mod repack;
 
 pub use backend::list_devices;
 pub(crate) use backend::{Backend, Buffer};
@@ -27,6 +28,7 @@ pub(crate) use context::{Context, Graph, Tensor};
 pub use log::{LogHandler, LogLevel, set_log_handler};
 pub(crate) use ops::RopeMode;
 pub use quantize::{dequantize, quantize};
+pub(crate) use repack::RepackBuffers;
 
 use crate::gguf::GgmlType;
 use ggml_sys as sys;

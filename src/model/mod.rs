@@ -25,6 +25,41 @@ pub struct LoadParams {
     /// devices that can wrap host memory, such as Metal; Vulkan copies them to
     /// the device once). When false the file is read into memory.
     pub use_mmap: bool,
+    /// Repack weight matrices for the CPU's interleaved kernels (default
+    /// [`Repack::Auto`]).
+    pub repack: Repack,
+}
+
+/// Whether weight matrices are repacked for the CPU (see [`LoadParams::repack`]).
+///
+/// ggml has matrix kernels for some quantized types that read the blocks of
+/// several rows interleaved (x86-64 with AVX2: Q4_0, Q4_K; ARM with dot
+/// product: also Q5_K, Q6_K, Q8_0). Repacking converts those matrices once at
+/// load, into anonymous memory: faster products, but those weights are no
+/// longer used in place from the mapped file (their bytes count as the
+/// process's own memory, not as shared, reclaimable file cache; on a phone
+/// that is memory the system cannot take back under pressure).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Repack {
+    /// Repack every matrix ggml has an interleaved kernel for on this CPU
+    /// (the embedding, read by rows, never is). CPU backend only.
+    #[default]
+    Auto,
+    /// Use every weight as stored.
+    Off,
+}
+
+impl std::str::FromStr for Repack {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Repack::Auto),
+            "off" => Ok(Repack::Off),
+            _ => Err(Error::InvalidArgument(format!(
+                "repack {s:?}: expected auto or off"
+            ))),
+        }
+    }
 }
 
 impl Default for LoadParams {
@@ -33,6 +68,7 @@ impl Default for LoadParams {
             backend: BackendKind::Auto,
             n_threads: 0,
             use_mmap: true,
+            repack: Repack::Auto,
         }
     }
 }
@@ -130,7 +166,8 @@ impl Model {
         // The backend is only needed to place the weights; sessions make their own
         // on the same device (ggml buffers outlive the backend that allocated them).
         let backend = Backend::new(params.backend, params.n_threads)?;
-        let weights = Weights::load(&file, &config, &backend, progress)?;
+        let repack = params.repack == Repack::Auto;
+        let weights = Weights::load(&file, &config, &backend, repack, progress)?;
         let mut params = params.clone();
         params.n_threads = backend.n_threads();
         params.backend = backend.kind();
@@ -173,6 +210,12 @@ impl Model {
     /// Whether weight data is used in place from the memory-mapped file.
     pub fn weights_are_mapped(&self) -> bool {
         self.weights.mapped
+    }
+
+    /// Bytes of weight matrices repacked for the CPU at load (anonymous
+    /// memory; 0 when none were, see [`Repack`]).
+    pub fn repacked_bytes(&self) -> usize {
+        self.weights.repacked.as_ref().map_or(0, |b| b.size())
     }
 
     /// Address range of the weight buffer (for diagnostics and tests).

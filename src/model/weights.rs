@@ -4,7 +4,7 @@
 
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Buffer, Context, Tensor};
+use crate::ggml::{Backend, Buffer, Context, RepackBuffers, Tensor};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use std::collections::HashSet;
 
@@ -33,11 +33,18 @@ pub(crate) struct Weights {
     pub output: Option<Tensor>,
     /// Keeps the ggml tensor metadata alive.
     _ctx: Context,
+    /// Metadata of the repacked matrices.
+    _repack_ctx: Context,
     /// The buffer holding (or wrapping) the data.
     pub buffer: Buffer,
+    /// The repacked matrices' data (anonymous memory), if any.
+    pub repacked: Option<Buffer>,
     /// Whether the data is used in place from the memory map.
     pub mapped: bool,
 }
+
+/// The token embedding (read by rows, and the head when tied).
+const EMBEDDING: &str = "token_embd.weight";
 
 /// Alignment ggml requires of host memory wrapped as a buffer.
 const HOST_PTR_ALIGNMENT: usize = 32;
@@ -71,6 +78,10 @@ struct Binder<'a> {
     ctx: Context,
     bound: Vec<(Tensor, &'a TensorInfo)>,
     seen: HashSet<&'a str>,
+    /// Where matrices go that ggml can repack for this CPU (when repacking).
+    repack: Option<RepackBuffers>,
+    repack_ctx: Context,
+    repack_bound: Vec<(Tensor, &'a TensorInfo)>,
 }
 
 impl<'a> Binder<'a> {
@@ -109,25 +120,44 @@ impl<'a> Binder<'a> {
             )));
         }
         let ne: Vec<i64> = shape.iter().map(|&n| n as i64).collect();
-        let t = self.ctx.new_tensor(info.ty, &ne)?;
+        // Matrices of products only: the embedding is also read by rows.
+        let repack = match (&self.repack, kind) {
+            (Some(r), Kind::Matrix) if name != EMBEDDING && shape.len() == 2 => {
+                r.supports(info.ty, shape[0], shape[1])?
+            }
+            _ => false,
+        };
+        let ctx = if repack {
+            &mut self.repack_ctx
+        } else {
+            &mut self.ctx
+        };
+        let t = ctx.new_tensor(info.ty, &ne)?;
         t.set_name(name);
         if t.nbytes() as u64 != info.size {
             return Err(Error::InvalidModel(format!("tensor {name}: size mismatch")));
         }
         self.seen.insert(info.name.as_str());
-        self.bound.push((t, info));
+        if repack {
+            self.repack_bound.push((t, info));
+        } else {
+            self.bound.push((t, info));
+        }
         Ok(Some(t))
     }
 }
 
 impl Weights {
     /// Binds every tensor of `file` according to `cfg` and makes the data
-    /// available to `backend`. `progress` receives the fraction placed (0..=1)
+    /// available to `backend`; with `repack` on the CPU, the matrices ggml
+    /// can repack for this CPU are repacked (copied into anonymous memory in
+    /// an interleaved layout). `progress` receives the fraction placed (0..=1)
     /// and stops the load with [`Error::Cancelled`] by returning false.
     pub(crate) fn load(
         file: &GgufFile,
         cfg: &ModelConfig,
         backend: &Backend,
+        repack: bool,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Weights> {
         let n_tensors = file.tensors().len();
@@ -136,9 +166,16 @@ impl Weights {
             ctx: Context::new(n_tensors + 8, 0)?,
             bound: Vec::new(),
             seen: HashSet::new(),
+            repack: if repack && backend.is_cpu() {
+                RepackBuffers::find()
+            } else {
+                None
+            },
+            repack_ctx: Context::new(n_tensors + 8, 0)?,
+            repack_bound: Vec::new(),
         };
         let d = cfg.n_embd;
-        let token_embd = b.get("token_embd.weight", &[d, cfg.n_vocab], Kind::Matrix)?;
+        let token_embd = b.get(EMBEDDING, &[d, cfg.n_vocab], Kind::Matrix)?;
         let mut blocks = Vec::with_capacity(cfg.n_blocks());
         for i in 0..cfg.n_blocks() {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -179,11 +216,20 @@ impl Weights {
                 extra.name
             )));
         }
-        let Binder { ctx, bound, .. } = b;
-        let total: usize = bound.iter().map(|(t, _)| t.nbytes()).sum();
+        let Binder {
+            ctx,
+            bound,
+            repack,
+            repack_ctx,
+            repack_bound,
+            ..
+        } = b;
+        let repack_total: usize = repack_bound.iter().map(|(t, _)| t.nbytes()).sum();
+        let total: usize = bound.iter().map(|(t, _)| t.nbytes()).sum::<usize>() + repack_total;
         // ggml wraps host memory only at 32-byte alignment; a page-aligned mapping
         // always qualifies, an in-memory copy may not (then the data is copied).
         let aligned = (file.bytes().as_ptr() as usize).is_multiple_of(HOST_PTR_ALIGNMENT);
+        let mut done = 0usize;
         let (buffer, mapped) = if backend.maps_host_memory() && aligned {
             // Use the weights where they are mapped: wrap the whole file.
             let bytes = file.bytes();
@@ -192,16 +238,13 @@ impl Weights {
             let buffer = backend.host_buffer_from_ptr(bytes.as_ptr(), bytes.len(), max_tensor)?;
             for (t, info) in &bound {
                 buffer.place(*t, file.tensor_data(info).as_ptr())?;
-            }
-            if !progress(1.0) {
-                return Err(Error::Cancelled);
+                done += t.nbytes();
             }
             (buffer, true)
         } else {
             // Upload once: device memory (or a host copy), filled tensor by tensor.
             backend.check_fits(total, "the weights")?;
             let buffer = backend.alloc_ctx_tensors(&ctx)?;
-            let mut done = 0usize;
             for (t, info) in &bound {
                 t.write_bytes(0, file.tensor_data(info))?;
                 done += t.nbytes();
@@ -211,6 +254,25 @@ impl Weights {
             }
             (buffer, false)
         };
+        // Repacked matrices: written whole, which converts their layout.
+        let repacked = match repack {
+            Some(r) if !repack_bound.is_empty() => {
+                backend.check_fits(repack_total, "the repacked weights")?;
+                let buf = r.alloc_rest(&repack_ctx)?;
+                for (t, info) in &repack_bound {
+                    t.write_bytes(0, file.tensor_data(info))?;
+                    done += t.nbytes();
+                    if !progress(done as f32 / total.max(1) as f32) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+                buf
+            }
+            _ => None,
+        };
+        if !progress(1.0) {
+            return Err(Error::Cancelled);
+        }
         Ok(Weights {
             token_embd,
             blocks,
@@ -218,7 +280,9 @@ impl Weights {
             output_norm,
             output,
             _ctx: ctx,
+            _repack_ctx: repack_ctx,
             buffer,
+            repacked,
             mapped,
         })
     }

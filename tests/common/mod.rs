@@ -37,6 +37,7 @@ pub fn load_params(n_threads: usize) -> LoadParams {
         backend: test_backend(),
         n_threads,
         use_mmap: true,
+        ..LoadParams::default()
     }
 }
 
@@ -46,6 +47,7 @@ pub fn cpu_params(n_threads: usize) -> LoadParams {
         backend: BackendKind::Cpu,
         n_threads,
         use_mmap: true,
+        ..LoadParams::default()
     }
 }
 

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use recurrent_depth::exit::ExitSpec;
 use recurrent_depth::gguf::GgmlType;
-use recurrent_depth::model::BackendKind;
+use recurrent_depth::model::{BackendKind, Repack};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -154,6 +154,10 @@ pub struct ModelArgs {
     /// Initial state: zeros, or seed:N for a seeded truncated normal.
     #[arg(long, default_value = "zeros")]
     pub init: InitArg,
+    /// Repack weight matrices for the CPU's interleaved kernels: auto (where
+    /// this CPU has them) or off (every weight used in place from the file).
+    #[arg(long, default_value = "auto")]
+    pub repack: Repack,
     /// KV recurrence budget B (slots per core block; default: the iteration count, i.e. the full cache).
     #[arg(long)]
     pub kv_budget: Option<usize>,

@@ -47,6 +47,7 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
             backend,
             n_threads: a.threads,
             use_mmap: true,
+            repack: a.repack,
         },
     )?;
     let iterations = iterations.unwrap_or(model.config().default_iterations);
@@ -134,6 +135,12 @@ fn placement(file: &std::path::Path, backend: BackendKind) -> Result<()> {
             "copied to the device once at load"
         }
     );
+    if model.repacked_bytes() > 0 {
+        println!(
+            "repacked for the CPU's interleaved kernels: {:.1} MiB (anonymous memory)",
+            model.repacked_bytes() as f64 / 1048576.0
+        );
+    }
     println!(
         "session (n_ctx {}, B 1): KV {:.1} MiB, compute buffers {:.1} MiB",
         s.n_ctx(),

