@@ -1024,6 +1024,17 @@ static void test_exit_place(void) {
     bad.n_ctx = 64;
     CHECK_STATUS(rd_session_new(m, &bad, &s), RD_OK);
     rd_session_free(s);
+    s = NULL;
+    /* Thread polling: out of range is refused; 0.2 callers get the default. */
+    bad = rd_session_default_params();
+    CHECK(bad.thread_poll == 50);
+    bad.n_ctx = 64;
+    bad.thread_poll = 101;
+    CHECK_STATUS(rd_session_new(m, &bad, &s), RD_ERR_INVALID_ARGUMENT);
+    CHECK(s == NULL);
+    bad.struct_size = offsetof(rd_session_params, thread_poll);
+    CHECK_STATUS(rd_session_new(m, &bad, &s), RD_OK);
+    rd_session_free(s);
     rd_model_free(m);
 }
 

@@ -320,6 +320,13 @@ typedef struct rd_session_params {
      * 0.2.
      */
     rd_exit_place exit_place;
+    /**
+     * How hard idle CPU threads poll for work between graph nodes before
+     * they sleep, 0..=100 (default 50): higher can shorten each token, lower
+     * saves power (spinning threads cost a phone's battery). Added in 0.3;
+     * callers built against an older header get the default.
+     */
+    uint32_t thread_poll;
 } rd_session_params;
 
 /**

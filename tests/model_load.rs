@@ -138,6 +138,31 @@ fn repacked_weights_give_the_same_logits() {
 }
 
 #[test]
+fn thread_polling_changes_no_result() {
+    let p = small_model("poll.gguf", GgmlType::Q8_0);
+    let m = Arc::new(Model::load(&p, &cpu()).unwrap());
+    let logits = |thread_poll: u32| {
+        let sp = SessionParams {
+            thread_poll,
+            ..SessionParams::default()
+        };
+        let mut s = Session::new(Arc::clone(&m), &sp).unwrap();
+        s.eval_all_logits(&[3, 1, 4, 1, 5, 9, 2, 6], 3).unwrap()
+    };
+    let spin = logits(100);
+    assert_eq!(logits(0), spin);
+    assert_eq!(logits(50), spin);
+    let sp = SessionParams {
+        thread_poll: 101,
+        ..SessionParams::default()
+    };
+    assert!(matches!(
+        Session::new(Arc::clone(&m), &sp),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn smollm2_is_rejected_as_unsupported_architecture() {
     let Some(p) = common::smollm2_or_skip() else {
         return;

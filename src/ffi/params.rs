@@ -268,6 +268,11 @@ pub struct rd_session_params {
     /// computed, an `rd_exit_place` (default `RD_EXIT_PLACE_AUTO`). Added in
     /// 0.2.
     pub exit_place: rd_exit_place,
+    /// How hard idle CPU threads poll for work between graph nodes before
+    /// they sleep, 0..=100 (default 50): higher can shorten each token, lower
+    /// saves power (spinning threads cost a phone's battery). Added in 0.3;
+    /// callers built against an older header get the default.
+    pub thread_poll: u32,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; integer fields only.
@@ -286,6 +291,7 @@ unsafe impl Versioned for rd_session_params {
             state_init: RD_STATE_INIT_ZEROS,
             seed: d.seed,
             exit_place: RD_EXIT_PLACE_AUTO,
+            thread_poll: d.thread_poll as u32,
         }
     }
 }
@@ -325,6 +331,7 @@ impl rd_session_params {
                 RD_EXIT_PLACE_DEVICE => Some(true),
                 p => return Err(Fail::invalid(format!("unknown exit_place {p}"))),
             },
+            thread_poll: self.thread_poll,
         })
     }
 }

@@ -373,11 +373,16 @@ fn resolve_threads(n: usize) -> Result<usize> {
     }
 }
 
-/// A new CPU threadpool of `n_threads` threads, freed by the caller.
-fn new_threadpool(n_threads: usize) -> Result<NonNull<sys::ggml_threadpool>> {
+/// ggml's default polling level of idle CPU threads.
+pub(crate) const DEFAULT_POLL: u32 = 50;
+
+/// A new CPU threadpool of `n_threads` threads whose idle threads poll for
+/// work at level `poll` (0..=100), freed by the caller.
+fn new_threadpool(n_threads: usize, poll: u32) -> Result<NonNull<sys::ggml_threadpool>> {
     // SAFETY: default params for n_threads; NULL on failure.
     let tp = unsafe {
         let mut p = sys::ggml_threadpool_params_default(n_threads as i32);
+        p.poll = poll.min(100);
         sys::ggml_threadpool_new(&mut p)
     };
     NonNull::new(tp).ok_or_else(|| Error::Backend("cannot create the CPU threadpool".into()))
@@ -390,6 +395,8 @@ pub(crate) struct Backend {
     cpu: Option<NonNull<sys::ggml_backend>>,
     threadpool: NonNull<sys::ggml_threadpool>,
     n_threads: usize,
+    /// Polling level of the threadpool's idle threads (0..=100).
+    poll: u32,
     /// The non-CPU device, if any.
     device: Option<(NonNull<sys::ggml_backend_device>, DeviceInfo)>,
     /// The flag polled between graph nodes (see [`Backend::set_abort_flag`]).
@@ -409,7 +416,7 @@ impl Backend {
         // SAFETY: creates the CPU backend; NULL on failure.
         let cpu = NonNull::new(unsafe { sys::ggml_backend_cpu_init() })
             .ok_or_else(|| Error::Backend("cannot initialise the CPU backend".into()))?;
-        let threadpool = match new_threadpool(n_threads) {
+        let threadpool = match new_threadpool(n_threads, DEFAULT_POLL) {
             Ok(tp) => tp,
             Err(e) => {
                 // SAFETY: freeing what we created.
@@ -427,6 +434,7 @@ impl Backend {
             cpu: None,
             threadpool,
             n_threads,
+            poll: DEFAULT_POLL,
             device: None,
             abort: None,
         };
@@ -461,7 +469,32 @@ impl Backend {
         if n_threads == self.n_threads {
             return Ok(());
         }
-        let tp = new_threadpool(n_threads)?;
+        self.replace_threadpool(n_threads, self.poll)
+    }
+
+    /// Polling level of idle CPU threads (0..=100).
+    pub(crate) fn poll(&self) -> u32 {
+        self.poll
+    }
+
+    /// Sets how hard idle CPU threads poll for the next piece of work before
+    /// they sleep: 0 sleeps at once (least power, more latency per graph
+    /// node), 100 spins longest (ggml's default is 50). A new threadpool
+    /// replaces the old one.
+    pub(crate) fn set_poll(&mut self, poll: u32) -> Result<()> {
+        if poll > 100 {
+            return Err(Error::InvalidArgument(format!(
+                "thread_poll {poll} out of range 0..=100"
+            )));
+        }
+        if poll == self.poll {
+            return Ok(());
+        }
+        self.replace_threadpool(self.n_threads, poll)
+    }
+
+    fn replace_threadpool(&mut self, n_threads: usize, poll: u32) -> Result<()> {
+        let tp = new_threadpool(n_threads, poll)?;
         let cpu = self.cpu.unwrap_or(self.main);
         // SAFETY: valid CPU backend and pools; no graph runs (we hold &mut
         // self), so the old pool is idle and freed after the backend stops
@@ -473,6 +506,7 @@ impl Backend {
         }
         self.threadpool = tp;
         self.n_threads = n_threads;
+        self.poll = poll;
         Ok(())
     }
 

@@ -61,6 +61,11 @@ pub struct SessionParams {
     /// `Some(false)` on the host in f64 from the logits; `None` (default):
     /// on the device for GPU backends, on the host for the CPU.
     pub exit_on_device: Option<bool>,
+    /// How hard idle CPU threads poll for work between graph nodes before
+    /// sleeping, 0..=100 (default 50, ggml's): higher can shorten each token
+    /// on a busy core, lower saves power (on a phone, spinning threads cost
+    /// battery). Only the CPU backend's threads.
+    pub thread_poll: u32,
 }
 
 impl Default for SessionParams {
@@ -73,6 +78,7 @@ impl Default for SessionParams {
             seed: 0,
             state_init: StateInit::Zeros,
             exit_on_device: None,
+            thread_poll: 50,
         }
     }
 }
@@ -214,7 +220,8 @@ impl Session {
         mask.resize(mask_len, 0.0);
 
         let lp = model.load_params();
-        let backend = Backend::new(lp.backend, lp.n_threads)?;
+        let mut backend = Backend::new(lp.backend, lp.n_threads)?;
+        backend.set_poll(params.thread_poll)?;
         let kv_ty = match params.kv_type {
             KvType::F32 => GgmlType::F32,
             KvType::F16 => GgmlType::F16,
@@ -383,7 +390,8 @@ impl Session {
     /// Replaces the device backend and scheduler with new ones (after a GPU
     /// failure) and reserves compute memory again.
     fn rebuild_backend(&mut self) -> Result<()> {
-        let backend = Backend::new(self.backend.kind(), self.backend.n_threads())?;
+        let mut backend = Backend::new(self.backend.kind(), self.backend.n_threads())?;
+        backend.set_poll(self.backend.poll())?;
         // The old plans and buffers go before the backend they belong to.
         self.compute = Compute::new(&backend);
         self.backend = backend;

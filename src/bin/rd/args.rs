@@ -154,6 +154,10 @@ pub struct ModelArgs {
     /// Initial state: zeros, or seed:N for a seeded truncated normal.
     #[arg(long, default_value = "zeros")]
     pub init: InitArg,
+    /// How hard idle CPU threads poll for work before sleeping, 0..=100
+    /// (ggml's default 50; 0 saves power, 100 spins longest).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub poll: u32,
     /// Repack weight matrices for the CPU's interleaved kernels: auto (where
     /// this CPU has them) or off (every weight used in place from the file).
     #[arg(long, default_value = "auto")]

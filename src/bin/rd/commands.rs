@@ -60,6 +60,7 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
         kv_budget: a.kv_budget.unwrap_or(iterations),
         seed,
         state_init,
+        thread_poll: a.poll,
         ..SessionParams::default()
     };
     Ok((Session::new(Arc::new(model), &params)?, iterations))
