@@ -291,7 +291,7 @@ unsafe impl Versioned for rd_session_params {
             state_init: RD_STATE_INIT_ZEROS,
             seed: d.seed,
             exit_place: RD_EXIT_PLACE_AUTO,
-            thread_poll: d.thread_poll as u32,
+            thread_poll: d.thread_poll,
         }
     }
 }
