@@ -1035,6 +1035,29 @@ static void test_exit_place(void) {
     bad.struct_size = offsetof(rd_session_params, thread_poll);
     CHECK_STATUS(rd_session_new(m, &bad, &s), RD_OK);
     rd_session_free(s);
+    s = NULL;
+    /* Attention: an unknown value is refused; fused and separate generate the
+     * same tokens (F32 cache: they differ in rounding only). */
+    bad = rd_session_default_params();
+    CHECK(bad.attention == RD_ATTENTION_AUTO);
+    bad.n_ctx = 64;
+    bad.attention = 9;
+    CHECK_STATUS(rd_session_new(m, &bad, &s), RD_ERR_INVALID_ARGUMENT);
+    CHECK(s == NULL);
+    static collect_t att[2];
+    const rd_attention kinds[2] = {RD_ATTENTION_FUSED, RD_ATTENTION_SEPARATE};
+    for (int k = 0; k < 2; k++) {
+        bad.attention = kinds[k];
+        s = NULL;
+        CHECK_STATUS(rd_session_new(m, &bad, &s), RD_OK);
+        if (!s) continue;
+        rd_compute_limits fixed = fixed_limits(6);
+        collect_init(&att[k], s);
+        CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &fixed, 10, &att[k], NULL), RD_OK);
+        rd_session_free(s);
+    }
+    CHECK(att[0].n == 10 && att[1].n == 10);
+    for (size_t i = 0; i < att[0].n && i < att[1].n; i++) CHECK(att[0].tokens[i] == att[1].tokens[i]);
     rd_model_free(m);
 }
 

@@ -251,6 +251,10 @@ typedef struct rd_model_params {
      */
     uint32_t device_index;
     /**
+     * Reserved (the tail padding of the 0.2 layout); ignored.
+     */
+    uint32_t _reserved;
+    /**
      * Whether weight matrices are repacked for the CPU's interleaved
      * kernels, an `rd_repack` (default `RD_REPACK_AUTO`). Added in 0.3;
      * callers built against an older header get the default.
@@ -273,6 +277,11 @@ typedef uint32_t rd_state_init;
  * Where exit values are computed (`rd_session_params.exit_place`).
  */
 typedef uint32_t rd_exit_place;
+
+/**
+ * How attention is computed (`rd_session_params.attention`).
+ */
+typedef uint32_t rd_attention;
 
 /**
  * How to create a session: get defaults from `rd_session_default_params()`,
@@ -321,12 +330,22 @@ typedef struct rd_session_params {
      */
     rd_exit_place exit_place;
     /**
+     * Reserved (the tail padding of the 0.2 layout); ignored.
+     */
+    uint32_t _reserved;
+    /**
      * How hard idle CPU threads poll for work between graph nodes before
      * they sleep, 0..=100 (default 50): higher can shorten each token, lower
      * saves power (spinning threads cost a phone's battery). Added in 0.3;
      * callers built against an older header get the default.
      */
     uint32_t thread_poll;
+    /**
+     * How attention is computed, an `rd_attention` (default
+     * `RD_ATTENTION_AUTO`). Added in 0.3; callers built against an older
+     * header get the default.
+     */
+    rd_attention attention;
 } rd_session_params;
 
 /**
@@ -1006,6 +1025,23 @@ typedef struct rd_generate_stats {
  * Use every weight as stored in the file.
  */
 #define RD_REPACK_OFF 1
+
+/**
+ * Fused on the CPU, separate products on GPUs.
+ */
+#define RD_ATTENTION_AUTO 0
+
+/**
+ * One fused op (`ggml_flash_attn_ext`): no score matrix in memory; V is
+ * stored like K. Session states record the layout: a state saved with one
+ * layout loads only into a session with the same.
+ */
+#define RD_ATTENTION_FUSED 1
+
+/**
+ * Two matrix products around a softmax (V stored transposed).
+ */
+#define RD_ATTENTION_SEPARATE 2
 
 /**
  * Detail for debugging (device enumeration, buffer sizes).

@@ -361,3 +361,48 @@ fn devices_and_pipes_are_refused() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fused_and_separate_attention_agree() {
+    use recurrent_depth::session::KvType;
+    let p = small_model("fa.gguf", GgmlType::Q8_0);
+    let m = Arc::new(Model::load(&p, &cpu()).unwrap());
+    let logits = |flash: bool, kv_type: KvType| {
+        let sp = SessionParams {
+            flash_attention: Some(flash),
+            kv_type,
+            kv_budget: 2,
+            n_batch: 5,
+            ..SessionParams::default()
+        };
+        let mut s = Session::new(Arc::clone(&m), &sp).unwrap();
+        assert_eq!(s.flash_attention(), flash);
+        // 13 positions in batches of 5: attention over cached rows too.
+        s.eval_all_logits(&[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9], 3)
+            .unwrap()
+    };
+    let exact = logits(false, KvType::F32);
+    let range = exact.iter().fold(f32::MIN, |a, &b| a.max(b))
+        - exact.iter().fold(f32::MAX, |a, &b| a.min(b));
+    let err = |other: &[f32]| {
+        other
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+            / range
+    };
+    let fused_f32 = err(&logits(true, KvType::F32));
+    let separate_f16 = err(&logits(false, KvType::F16));
+    let fused_f16 = err(&logits(true, KvType::F16));
+    eprintln!(
+        "max error / logit range against separate F32: fused F32 {fused_f32:.2e}, \
+         separate F16 {separate_f16:.2e}, fused F16 {fused_f16:.2e}"
+    );
+    // F32: only the summation order differs.
+    assert!(fused_f32 <= 1e-5, "fused F32 {fused_f32}");
+    // F16: values rounded to half precision either way; the fused kernel
+    // also rounds the queries and accumulates the values in half precision.
+    assert!(separate_f16 <= 5e-2, "separate F16 {separate_f16}");
+    assert!(fused_f16 <= 5e-2, "fused F16 {fused_f16}");
+}

@@ -51,7 +51,13 @@ fn tokens(s: &mut Session, prompt: &[u32], n: usize) -> Vec<(u32, usize)> {
 }
 
 fn session(m: &Arc<Model>, n_ctx: usize) -> Session {
+    session_with(m, n_ctx, true)
+}
+
+/// A session with fused attention (V stored by position) or without.
+fn session_with(m: &Arc<Model>, n_ctx: usize, flash: bool) -> Session {
     let sp = SessionParams {
+        flash_attention: Some(flash),
         n_ctx,
         kv_budget: 3,
         kv_type: KvType::F16,
@@ -64,8 +70,14 @@ fn session(m: &Arc<Model>, n_ctx: usize) -> Session {
 
 #[test]
 fn restored_session_continues_exactly() {
+    for flash in [true, false] {
+        restore_and_continue(flash);
+    }
+}
+
+fn restore_and_continue(flash: bool) {
     let m = model(21);
-    let mut a = session(&m, 128);
+    let mut a = session_with(&m, 128, flash);
     let first = tokens(&mut a, &[7, 3, 9, 1, 4], 9);
     assert!(a.has_logits());
     let mut state = vec![0u8; a.state_size()];
@@ -74,7 +86,7 @@ fn restored_session_continues_exactly() {
     let last = first.last().unwrap().0;
     let want = tokens(&mut a, &[last], 10);
 
-    let mut b = session(&m, 64);
+    let mut b = session_with(&m, 64, flash);
     b.load_state(&state).unwrap();
     assert_eq!(b.n_past(), 5 + 8);
     assert!(b.has_logits());
@@ -137,6 +149,9 @@ fn every_corrupted_byte_is_refused_and_changes_nothing() {
             .is_err()
     );
     assert!(session(&m, 4).load_state(&state).is_err());
+    // The other attention layout.
+    let e = session_with(&m, 32, false).load_state(&state).unwrap_err();
+    assert!(e.to_string().contains("layout"), "{e}");
     b.load_state(&state).unwrap();
     assert_eq!(b.n_past(), a.n_past());
 }

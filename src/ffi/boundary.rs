@@ -93,9 +93,12 @@ pub(crate) unsafe fn arg_slice<'a, T>(p: *const T, n: usize, what: &str) -> Resu
 pub(crate) unsafe trait Versioned: Copy {
     /// The C type's name, for messages.
     const NAME: &'static str;
-    /// The smallest `struct_size` accepted: the size of the first published
-    /// version of the struct.
-    const MIN_SIZE: usize;
+    /// The sizes of the struct in earlier releases, oldest first (empty for
+    /// a struct unchanged since it appeared); `size_of::<Self>()` is always
+    /// accepted too. A field added in a release must start at or after the
+    /// previous release's size (never in its tail padding, which a caller's
+    /// struct holds as garbage).
+    const RELEASED_SIZES: &'static [usize];
     /// Whether the library writes the struct (an output the caller only sizes)
     /// rather than reads it: only the error message differs.
     const OUTPUT: bool = false;
@@ -116,12 +119,16 @@ unsafe fn checked_size<T: Versioned>(p: *const T, what: &str) -> Result<usize, F
     let size = unsafe { p.cast::<usize>().read() };
     // Only the sizes of released versions: a size in between would make the
     // library read a field the caller's struct only partly holds.
-    if size != T::MIN_SIZE && size != size_of::<T>() {
-        let accepted = if T::MIN_SIZE == size_of::<T>() {
-            format!("{}", T::MIN_SIZE)
-        } else {
-            format!("{} (first release) or {}", T::MIN_SIZE, size_of::<T>())
-        };
+    if size != size_of::<T>() && !T::RELEASED_SIZES.contains(&size) {
+        let mut accepted = String::new();
+        for (i, n) in T::RELEASED_SIZES.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            accepted.push_str(&format!("{sep}{n}"));
+        }
+        if !accepted.is_empty() {
+            accepted.push_str(" (earlier releases) or ");
+        }
+        accepted.push_str(&size_of::<T>().to_string());
         let how = if T::OUTPUT {
             format!("set struct_size = sizeof({}) before the call", T::NAME)
         } else {

@@ -93,7 +93,7 @@ pub struct rd_device_info {
 unsafe impl Versioned for rd_device_info {
     const NAME: &'static str = "rd_device_info";
     const OUTPUT: bool = true;
-    const MIN_SIZE: usize = size_of::<Self>();
+    const RELEASED_SIZES: &'static [usize] = &[];
     fn defaults() -> Self {
         rd_device_info {
             struct_size: size_of::<Self>(),

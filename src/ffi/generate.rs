@@ -106,7 +106,7 @@ pub struct rd_generate_stats {
 unsafe impl Versioned for rd_generate_stats {
     const NAME: &'static str = "rd_generate_stats";
     const OUTPUT: bool = true;
-    const MIN_SIZE: usize = size_of::<Self>();
+    const RELEASED_SIZES: &'static [usize] = &[];
     fn defaults() -> Self {
         rd_generate_stats {
             struct_size: size_of::<Self>(),

@@ -361,8 +361,11 @@ pub struct rd_model_info {
 unsafe impl Versioned for rd_model_info {
     const NAME: &'static str = "rd_model_info";
     const OUTPUT: bool = true;
-    // The first published layout ended before `backend`.
-    const MIN_SIZE: usize = std::mem::offset_of!(rd_model_info, backend);
+    // 0.1 ended before `backend`, 0.2 before `repacked_bytes`.
+    const RELEASED_SIZES: &'static [usize] = &[
+        std::mem::offset_of!(rd_model_info, backend),
+        std::mem::offset_of!(rd_model_info, repacked_bytes),
+    ];
     fn defaults() -> Self {
         rd_model_info {
             struct_size: size_of::<Self>(),

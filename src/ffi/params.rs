@@ -158,6 +158,8 @@ pub struct rd_model_params {
     /// `RD_BACKEND_VULKAN`; must be 0 otherwise (default 0). Added in 0.2;
     /// callers built against an older header get 0.
     pub device_index: u32,
+    /// Reserved (the tail padding of the 0.2 layout); ignored.
+    pub _reserved: u32,
     /// Whether weight matrices are repacked for the CPU's interleaved
     /// kernels, an `rd_repack` (default `RD_REPACK_AUTO`). Added in 0.3;
     /// callers built against an older header get the default.
@@ -183,8 +185,12 @@ pub const RD_REPACK_OFF: rd_repack = 1;
 // the callback from a C function pointer or NULL.
 unsafe impl Versioned for rd_model_params {
     const NAME: &'static str = "rd_model_params";
-    // The first published layout ended before `device_index`.
-    const MIN_SIZE: usize = std::mem::offset_of!(rd_model_params, device_index);
+    // 0.1 ended before `device_index`; 0.2 after it (48 bytes with its tail
+    // padding, which `_reserved` now names).
+    const RELEASED_SIZES: &'static [usize] = &[
+        std::mem::offset_of!(rd_model_params, device_index),
+        std::mem::offset_of!(rd_model_params, repack),
+    ];
     fn defaults() -> Self {
         let d = LoadParams::default();
         rd_model_params {
@@ -196,6 +202,7 @@ unsafe impl Versioned for rd_model_params {
             progress_callback: None,
             progress_user_data: std::ptr::null_mut(),
             device_index: 0,
+            _reserved: 0,
             repack: RD_REPACK_AUTO,
         }
     }
@@ -268,18 +275,39 @@ pub struct rd_session_params {
     /// computed, an `rd_exit_place` (default `RD_EXIT_PLACE_AUTO`). Added in
     /// 0.2.
     pub exit_place: rd_exit_place,
+    /// Reserved (the tail padding of the 0.2 layout); ignored.
+    pub _reserved: u32,
     /// How hard idle CPU threads poll for work between graph nodes before
     /// they sleep, 0..=100 (default 50): higher can shorten each token, lower
     /// saves power (spinning threads cost a phone's battery). Added in 0.3;
     /// callers built against an older header get the default.
     pub thread_poll: u32,
+    /// How attention is computed, an `rd_attention` (default
+    /// `RD_ATTENTION_AUTO`). Added in 0.3; callers built against an older
+    /// header get the default.
+    pub attention: rd_attention,
 }
+
+/// How attention is computed (`rd_session_params.attention`).
+pub type rd_attention = u32;
+/// Fused on the CPU, separate products on GPUs.
+pub const RD_ATTENTION_AUTO: rd_attention = 0;
+/// One fused op (`ggml_flash_attn_ext`): no score matrix in memory; V is
+/// stored like K. Session states record the layout: a state saved with one
+/// layout loads only into a session with the same.
+pub const RD_ATTENTION_FUSED: rd_attention = 1;
+/// Two matrix products around a softmax (V stored transposed).
+pub const RD_ATTENTION_SEPARATE: rd_attention = 2;
 
 // SAFETY: repr(C), starts with `struct_size: usize`; integer fields only.
 unsafe impl Versioned for rd_session_params {
     const NAME: &'static str = "rd_session_params";
-    // The first published layout ended before `exit_place`.
-    const MIN_SIZE: usize = std::mem::offset_of!(rd_session_params, exit_place);
+    // 0.1 ended before `exit_place`; 0.2 after it (48 bytes with its tail
+    // padding, which `_reserved` now names).
+    const RELEASED_SIZES: &'static [usize] = &[
+        std::mem::offset_of!(rd_session_params, exit_place),
+        std::mem::offset_of!(rd_session_params, thread_poll),
+    ];
     fn defaults() -> Self {
         let d = SessionParams::default();
         rd_session_params {
@@ -291,7 +319,9 @@ unsafe impl Versioned for rd_session_params {
             state_init: RD_STATE_INIT_ZEROS,
             seed: d.seed,
             exit_place: RD_EXIT_PLACE_AUTO,
+            _reserved: 0,
             thread_poll: d.thread_poll,
+            attention: RD_ATTENTION_AUTO,
         }
     }
 }
@@ -332,6 +362,12 @@ impl rd_session_params {
                 p => return Err(Fail::invalid(format!("unknown exit_place {p}"))),
             },
             thread_poll: self.thread_poll,
+            flash_attention: match self.attention {
+                RD_ATTENTION_AUTO => None,
+                RD_ATTENTION_FUSED => Some(true),
+                RD_ATTENTION_SEPARATE => Some(false),
+                a => return Err(Fail::invalid(format!("unknown attention {a}"))),
+            },
         })
     }
 }
@@ -377,7 +413,7 @@ pub struct rd_compute_limits {
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers and C bools.
 unsafe impl Versioned for rd_compute_limits {
     const NAME: &'static str = "rd_compute_limits";
-    const MIN_SIZE: usize = size_of::<Self>();
+    const RELEASED_SIZES: &'static [usize] = &[];
     fn defaults() -> Self {
         let d = ComputeLimits::default();
         rd_compute_limits {
@@ -479,7 +515,7 @@ pub struct rd_sampling_params {
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers and a C bool.
 unsafe impl Versioned for rd_sampling_params {
     const NAME: &'static str = "rd_sampling_params";
-    const MIN_SIZE: usize = size_of::<Self>();
+    const RELEASED_SIZES: &'static [usize] = &[];
     fn defaults() -> Self {
         let d = SamplingParams::default();
         rd_sampling_params {
@@ -571,7 +607,7 @@ pub struct rd_generate_params {
 // C bool.
 unsafe impl Versioned for rd_generate_params {
     const NAME: &'static str = "rd_generate_params";
-    const MIN_SIZE: usize = size_of::<Self>();
+    const RELEASED_SIZES: &'static [usize] = &[];
     fn defaults() -> Self {
         rd_generate_params {
             struct_size: size_of::<Self>(),

@@ -508,7 +508,7 @@ unsafe impl Versioned for rd_session_info {
     const NAME: &'static str = "rd_session_info";
     const OUTPUT: bool = true;
     // The first published layout ended before `graph_splits`.
-    const MIN_SIZE: usize = std::mem::offset_of!(rd_session_info, graph_splits);
+    const RELEASED_SIZES: &'static [usize] = &[std::mem::offset_of!(rd_session_info, graph_splits)];
     fn defaults() -> Self {
         rd_session_info {
             struct_size: size_of::<Self>(),

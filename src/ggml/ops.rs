@@ -183,6 +183,45 @@ impl Context {
         wrap(unsafe { sys::ggml_cpy(self.ptr(), src.ptr(), dst.ptr()) })
     }
 
+    /// `a` converted to type `ty` (a new tensor).
+    pub(crate) fn cast(&mut self, a: Tensor, ty: crate::gguf::GgmlType) -> Tensor {
+        // SAFETY: valid tensor; ggml converts between float types.
+        wrap(unsafe { sys::ggml_cast(self.ptr(), a.ptr(), super::ggml_type(ty)) })
+    }
+
+    /// Fused attention: `softmax(k^T q * scale + mask) v` per head, never
+    /// materialising the scores. `q` is `[head_dim, n, n_head]`, `k` and `v`
+    /// `[head_dim, n_kv, n_head_kv]` (`n_head` a multiple of `n_head_kv`),
+    /// `mask` F16 `[n_kv, n]`; the result is `[head_dim, n_head, n]`.
+    /// Accumulates in f32.
+    pub(crate) fn flash_attn(
+        &mut self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor,
+        scale: f32,
+    ) -> Tensor {
+        debug_assert_eq!(q.ne()[0], k.ne()[0]);
+        debug_assert_eq!(q.ne()[2] % k.ne()[2], 0);
+        // SAFETY: shapes as documented (caller); mask is F16 and contiguous.
+        let t = wrap(unsafe {
+            sys::ggml_flash_attn_ext(
+                self.ptr(),
+                q.ptr(),
+                k.ptr(),
+                v.ptr(),
+                mask.ptr(),
+                scale,
+                0.0,
+                0.0,
+            )
+        });
+        // SAFETY: `t` is a flash-attention node.
+        unsafe { sys::ggml_flash_attn_ext_set_prec(t.ptr(), sys::GGML_PREC_F32) };
+        t
+    }
+
     /// Softmax over rows of `a * scale + mask` (mask `[ne0, >= ne1]`).
     pub(crate) fn soft_max_masked(&mut self, a: Tensor, mask: Tensor, scale: f32) -> Tensor {
         // SAFETY: mask shape matches (caller).

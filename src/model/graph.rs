@@ -8,8 +8,10 @@ use super::weights::{BlockWeights, Weights};
 use crate::error::Result;
 use crate::ggml::{Context, Graph, RopeMode, Tensor};
 
-/// K/V storage of one attention layer instance: `k` is `[kv_dim, n_ctx]`, `v` is
-/// stored transposed, `[n_ctx, kv_dim]`, so attention reads it without a copy.
+/// K/V storage of one attention layer instance: `k` is `[kv_dim, n_ctx]` (a
+/// row per position); `v` is stored transposed, `[n_ctx, kv_dim]`, for the
+/// separate attention products (which then read it without a copy), and like
+/// `k` for fused attention.
 #[derive(Clone, Copy)]
 pub(crate) struct KvLayer {
     pub k: Tensor,
@@ -23,6 +25,8 @@ pub(crate) struct BatchInputs {
     pub pos: Tensor,
     /// Causal mask (F32 `[n_kv, n]`): 0 where attention is allowed, -inf elsewhere.
     pub mask: Tensor,
+    /// The mask in F16, for fused attention (`None` without it).
+    pub mask_f16: Option<Tensor>,
     /// Tokens in the batch.
     pub n: usize,
     /// Cached positions before the batch.
@@ -47,6 +51,9 @@ pub(crate) struct GraphBuilder<'a> {
     /// copies keep the arithmetic in f32. The CPU handles strided f32 operands
     /// exactly and skips them.
     pub contiguous_attention: bool,
+    /// Fused attention (`ggml_flash_attn_ext`) over V stored like K; needs
+    /// `BatchInputs::mask_f16`.
+    pub flash_attention: bool,
 }
 
 impl GraphBuilder<'_> {
@@ -182,6 +189,9 @@ impl GraphBuilder<'_> {
         let k_dst = self.ctx.view_2d(kv.k, kv_dim, n, k_row, inp.n_past * k_row);
         let k_store = self.ctx.cpy(k, k_dst);
         self.graph.expand(k_store)?;
+        if self.flash_attention {
+            return self.fused_attention(bw, q, v, inp, kv);
+        }
         let v_elem = kv.v.nb()[0];
         let v_row = kv.v.nb()[1];
         let v_dst = self
@@ -214,6 +224,46 @@ impl GraphBuilder<'_> {
         let out = self.ctx.mul_mat(vals, kq);
         let out = self.ctx.permute(out, [0, 2, 1, 3]);
         let out = self.ctx.cont_2d(out, cfg.q_dim() as i64, n);
+        Ok(self.ctx.mul_mat(bw.attn_output, out))
+    }
+
+    /// Attention in one fused op over a cache whose V rows are stored like
+    /// K's (`q` roped `[hd, n_head, n]`, `v` this batch's values
+    /// `[kv_dim, n]`); K is already stored.
+    fn fused_attention(
+        &mut self,
+        bw: &BlockWeights,
+        q: Tensor,
+        v: Tensor,
+        inp: &BatchInputs,
+        kv: KvLayer,
+    ) -> Result<Tensor> {
+        let cfg = self.cfg;
+        let (hd, nkv) = (cfg.head_dim as i64, cfg.n_head_kv as i64);
+        let n = inp.n as i64;
+        let n_kv = inp.n_kv() as i64;
+        let kv_dim = cfg.kv_dim() as i64;
+        let mask = inp
+            .mask_f16
+            .ok_or_else(|| crate::Error::Backend("fused attention without an F16 mask".into()))?;
+        let v_row = kv.v.nb()[1];
+        let v_dst = self.ctx.view_2d(kv.v, kv_dim, n, v_row, inp.n_past * v_row);
+        let v_store = self.ctx.cpy(v, v_dst);
+        self.graph.expand(v_store)?;
+        // [hd, n_head_kv, n_kv] rows of the cache, viewed as [hd, n_kv, n_head_kv].
+        let el = kv.k.nb()[0];
+        let keys = self
+            .ctx
+            .view_3d(kv.k, hd, nkv, n_kv, hd as usize * el, kv.k.nb()[1], 0);
+        let keys = self.ctx.permute(keys, [0, 2, 1, 3]);
+        let vals = self
+            .ctx
+            .view_3d(kv.v, hd, nkv, n_kv, hd as usize * el, v_row, 0);
+        let vals = self.ctx.permute(vals, [0, 2, 1, 3]);
+        let q = self.ctx.permute(q, [0, 2, 1, 3]);
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let out = self.ctx.flash_attn(q, keys, vals, mask, scale);
+        let out = self.ctx.reshape_2d(out, cfg.q_dim() as i64, n);
         Ok(self.ctx.mul_mat(bw.attn_output, out))
     }
 }

@@ -66,6 +66,12 @@ pub struct SessionParams {
     /// on a busy core, lower saves power (on a phone, spinning threads cost
     /// battery). Only the CPU backend's threads.
     pub thread_poll: u32,
+    /// Attention as one fused op (`ggml_flash_attn_ext`, with V stored like
+    /// K) instead of two products around a softmax: `Some(true)` fused,
+    /// `Some(false)` separate, `None` (default): fused on the CPU, separate
+    /// on GPUs. Results differ in rounding only (docs/performance.md); the
+    /// saved session state records the layout.
+    pub flash_attention: Option<bool>,
 }
 
 impl Default for SessionParams {
@@ -79,6 +85,7 @@ impl Default for SessionParams {
             state_init: StateInit::Zeros,
             exit_on_device: None,
             thread_poll: 50,
+            flash_attention: None,
         }
     }
 }
@@ -163,6 +170,8 @@ pub struct Session {
     stats_store: Tensor,
     /// Whether generation computes exit statistics on the device.
     exit_on_device: bool,
+    /// Fused attention, with V stored like K (see [`SessionParams::flash_attention`]).
+    flash: bool,
     /// Exit-stat checks run on the current batch.
     device_checks: usize,
     last_stats: ExitStats,
@@ -222,6 +231,7 @@ impl Session {
         let lp = model.load_params();
         let mut backend = Backend::new(lp.backend, lp.n_threads)?;
         backend.set_poll(params.thread_poll)?;
+        let flash = params.flash_attention.unwrap_or(backend.is_cpu());
         let kv_ty = match params.kv_type {
             KvType::F32 => GgmlType::F32,
             KvType::F16 => GgmlType::F16,
@@ -232,7 +242,11 @@ impl Session {
         let layer = |ctx: &mut Context| -> Result<KvLayer> {
             Ok(KvLayer {
                 k: ctx.new_tensor(kv_ty, &[kv_dim, n_ctx as i64])?,
-                v: ctx.new_tensor(kv_ty, &[n_ctx as i64, kv_dim])?,
+                v: if flash {
+                    ctx.new_tensor(kv_ty, &[kv_dim, n_ctx as i64])?
+                } else {
+                    ctx.new_tensor(kv_ty, &[n_ctx as i64, kv_dim])?
+                },
             })
         };
         let prelude_kv = (0..cfg.n_prelude)
@@ -289,6 +303,7 @@ impl Session {
             logp_store,
             stats_store,
             exit_on_device: params.exit_on_device.unwrap_or(!backend_is_cpu),
+            flash,
             device_checks: 0,
             last_stats: ExitStats {
                 neg_entropy: f64::NAN,
@@ -665,14 +680,29 @@ impl Session {
                 let kc = ctx.cpy(ks, kd);
                 graph.expand(kc)?;
                 let (v_el, v_row) = (src.v.nb()[0], src.v.nb()[1]);
-                let vs = ctx.view_2d(src.v, n, kv_dim, v_row, self.n_past * v_el);
-                let vd = ctx.view_2d(dst.v, n, kv_dim, v_row, self.n_past * v_el);
+                let (vs, vd) = if self.flash {
+                    // V rows per position, like K.
+                    (
+                        ctx.view_2d(src.v, kv_dim, n, v_row, self.n_past * v_row),
+                        ctx.view_2d(dst.v, kv_dim, n, v_row, self.n_past * v_row),
+                    )
+                } else {
+                    (
+                        ctx.view_2d(src.v, n, kv_dim, v_row, self.n_past * v_el),
+                        ctx.view_2d(dst.v, n, kv_dim, v_row, self.n_past * v_el),
+                    )
+                };
                 let vc = ctx.cpy(vs, vd);
                 graph.expand(vc)?;
             }
             self.compute.run_in_place(&mut self.backend, &mut graph)?;
         }
         Ok(())
+    }
+
+    /// Whether attention runs fused (V stored like K).
+    pub fn flash_attention(&self) -> bool {
+        self.flash
     }
 
     /// Whether generation computes exit statistics on the device.
@@ -825,9 +855,15 @@ impl Session {
         pos.set_input();
         let mask = ctx.new_tensor(GgmlType::F32, &[n_kv as i64, n as i64])?;
         mask.set_input();
+        let mask_f16 = if self.flash {
+            Some(ctx.cast(mask, GgmlType::F16))
+        } else {
+            None
+        };
         let inp = BatchInputs {
             pos,
             mask,
+            mask_f16,
             n,
             n_past,
         };
@@ -850,6 +886,7 @@ impl Session {
                 ctx,
                 graph: &mut graph,
                 contiguous_attention: !self.backend.is_cpu(),
+                flash_attention: self.flash,
             };
             let (mut x, e) = if seg.prelude {
                 let ids = gb.ctx.new_tensor(GgmlType::I32, &[n as i64])?;

@@ -143,19 +143,39 @@ impl Writer<'_> {
 
 /// The byte ranges of a layer's K and V holding positions `0..n_past`:
 /// K is `[kv_dim, n_ctx]` (one row per position, the first rows are one
-/// range), V is `[n_ctx, kv_dim]` (positions contiguous within each of the
-/// `kv_dim` rows).
+/// range); V is the same with fused attention (`v_by_position`), else
+/// `[n_ctx, kv_dim]` (positions contiguous within each of the `kv_dim` rows).
 fn kv_ranges(
     k: Tensor,
     v: Tensor,
     kv_dim: usize,
     n_past: usize,
+    v_by_position: bool,
 ) -> impl Iterator<Item = (Tensor, usize, usize)> {
     let k_len = n_past * k.nb()[1];
     let (v_el, v_row) = (v.nb()[0], v.nb()[1]);
+    let v_ranges = if v_by_position { 1 } else { kv_dim };
+    let v_len = if v_by_position {
+        n_past * v_row
+    } else {
+        n_past * v_el
+    };
     std::iter::once((k, 0, k_len))
-        .chain((0..kv_dim).map(move |j| (v, j * v_row, n_past * v_el)))
+        .chain((0..v_ranges).map(move |j| (v, j * v_row, v_len)))
         .filter(|&(_, _, len)| len > 0)
+}
+
+/// `kv_type` of the header: the element type (0 F32, 1 F16), plus this bit
+/// when V is stored by position (fused attention).
+const KV_V_BY_POSITION: u32 = 0x100;
+
+fn kv_type_name(t: u32) -> String {
+    let el = if t & 0xff == 0 { "F32" } else { "F16" };
+    if t & KV_V_BY_POSITION != 0 {
+        format!("{el} (fused-attention layout)")
+    } else {
+        format!("{el} (separate-attention layout)")
+    }
 }
 
 impl Session {
@@ -190,7 +210,7 @@ impl Session {
             kv_type: match self.params.kv_type {
                 KvType::F32 => 0,
                 KvType::F16 => 1,
-            },
+            } | if self.flash { KV_V_BY_POSITION } else { 0 },
             n_past: u(self.n_past),
             last_iterations: u(self.last_iterations),
             logits_valid: self.logits_valid as u32,
@@ -242,7 +262,7 @@ impl Session {
         self.state_header().write(&mut w);
         let kv_dim = self.model.config().kv_dim();
         for layer in self.kv_layers() {
-            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, self.n_past) {
+            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, self.n_past, self.flash) {
                 t.read_bytes(offset, w.take(n))?;
             }
         }
@@ -284,11 +304,10 @@ impl Session {
             )));
         }
         if h.kv_type != want.kv_type {
-            let name = |t: u32| if t == 0 { "F32" } else { "F16" };
             return Err(bad(format!(
                 "made with a {} KV cache, this session's is {}",
-                name(h.kv_type),
-                name(want.kv_type)
+                kv_type_name(h.kv_type),
+                kv_type_name(want.kv_type)
             )));
         }
         let len = self.state_len(n_past);
@@ -313,7 +332,7 @@ impl Session {
         let kv_dim = self.model.config().kv_dim();
         let mut pos = HEADER_LEN;
         for layer in self.kv_layers() {
-            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, n_past) {
+            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, n_past, self.flash) {
                 t.write_bytes(offset, &body[pos..pos + n])?;
                 pos += n;
             }

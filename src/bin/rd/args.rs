@@ -39,6 +39,21 @@ impl From<LogLevelArg> for recurrent_depth::LogLevel {
     }
 }
 
+/// `--kv-type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvTypeArg {
+    F32,
+    F16,
+}
+
+/// `--attention`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AttentionArg {
+    Auto,
+    Fused,
+    Separate,
+}
+
 /// `--init`: the initial recurrent state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitArg {
@@ -158,6 +173,13 @@ pub struct ModelArgs {
     /// (ggml's default 50; 0 saves power, 100 spins longest).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub poll: u32,
+    /// KV cache element type: f32 (exact) or f16 (half the memory).
+    #[arg(long, value_enum, default_value_t = KvTypeArg::F32)]
+    pub kv_type: KvTypeArg,
+    /// Attention: auto (fused on the CPU, separate on GPUs), fused
+    /// (ggml_flash_attn_ext) or separate (two products around a softmax).
+    #[arg(long, value_enum, default_value_t = AttentionArg::Auto)]
+    pub attention: AttentionArg,
     /// Repack weight matrices for the CPU's interleaved kernels: auto (where
     /// this CPU has them) or off (every weight used in place from the file).
     #[arg(long, default_value = "auto")]

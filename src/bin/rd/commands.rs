@@ -1,8 +1,8 @@
 //! Implementations of the `rd` subcommands.
 
 use crate::args::{
-    ChatArgs, Cli, Command, ConvertArgs, InitArg, LogitsArgs, MakeArgs, ModelArgs, QuantizeArgs,
-    RunArgs, TokenizeArgs,
+    AttentionArg, ChatArgs, Cli, Command, ConvertArgs, InitArg, KvTypeArg, LogitsArgs, MakeArgs,
+    ModelArgs, QuantizeArgs, RunArgs, TokenizeArgs,
 };
 use recurrent_depth::chat::{ChatMessage, ChatTemplate, TemplateTokens};
 use recurrent_depth::convert::{ConvertOptions, ConvertReport, Progress};
@@ -10,7 +10,7 @@ use recurrent_depth::generate::{ComputeLimits, GenerateParams, StopReason};
 use recurrent_depth::gguf::{GgmlType, GgufFile};
 use recurrent_depth::model::{BackendKind, LoadParams, Model};
 use recurrent_depth::sampling::SamplingParams;
-use recurrent_depth::session::{Session, SessionParams, StateInit};
+use recurrent_depth::session::{KvType, Session, SessionParams, StateInit};
 use recurrent_depth::testmodel::TestModelSpec;
 use recurrent_depth::tokenizer::{StreamDecoder, Tokenizer};
 use recurrent_depth::{Error, Result};
@@ -61,6 +61,15 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
         seed,
         state_init,
         thread_poll: a.poll,
+        kv_type: match a.kv_type {
+            KvTypeArg::F32 => KvType::F32,
+            KvTypeArg::F16 => KvType::F16,
+        },
+        flash_attention: match a.attention {
+            AttentionArg::Auto => None,
+            AttentionArg::Fused => Some(true),
+            AttentionArg::Separate => Some(false),
+        },
         ..SessionParams::default()
     };
     Ok((Session::new(Arc::new(model), &params)?, iterations))
