@@ -170,11 +170,11 @@ public final class HostTest {
     }
 
     static long load() {
-        return RdNative.modelLoad(modelPath, RdNative.BACKEND_CPU, 2, true, false);
+        return RdNative.modelLoad(modelPath, RdNative.BACKEND_CPU, 2, true, false, true);
     }
 
     static long newSession(long model, int nCtx) {
-        return RdNative.sessionNew(model, nCtx, 0, 1, RdNative.KV_F32, RdNative.STATE_INIT_ZEROS, 0);
+        return RdNative.sessionNew(model, nCtx, 0, 1, RdNative.KV_F32, RdNative.STATE_INIT_ZEROS, 0, 50, RdNative.ATTENTION_AUTO);
     }
 
     /** A model and a session (context 128 = the test model's, B = 1), freed by close. */
@@ -286,7 +286,7 @@ public final class HostTest {
                 want = greedyReference(f.session, 8);
             }
             for (boolean mmap : new boolean[] {true, false}) {
-                long m = RdNative.modelLoadFd(fd, off, len, RdNative.BACKEND_CPU, 2, mmap, false);
+                long m = RdNative.modelLoadFd(fd, off, len, RdNative.BACKEND_CPU, 2, mmap, false, true);
                 try {
                     long s = newSession(m, RdNative.N_CTX_FROM_MODEL);
                     try {
@@ -299,11 +299,11 @@ public final class HostTest {
                 }
             }
             expectRd(RdException.Status.IO,
-                    () -> RdNative.modelLoadFd(fd, off, len + (1 << 20), RdNative.BACKEND_CPU, 1, true, false));
+                    () -> RdNative.modelLoadFd(fd, off, len + (1 << 20), RdNative.BACKEND_CPU, 1, true, false, true));
             expectRd(RdException.Status.INVALID_MODEL,
-                    () -> RdNative.modelLoadFd(fd, off + 1, len - 1, RdNative.BACKEND_CPU, 1, true, false));
+                    () -> RdNative.modelLoadFd(fd, off + 1, len - 1, RdNative.BACKEND_CPU, 1, true, false, true));
             expectRd(RdException.Status.INVALID_ARGUMENT,
-                    () -> RdNative.modelLoadFd(-1, 0, 0, RdNative.BACKEND_CPU, 1, true, false));
+                    () -> RdNative.modelLoadFd(-1, 0, 0, RdNative.BACKEND_CPU, 1, true, false, true));
         });
 
         test("state save and restore, truncate, threads, logprobs", () -> {
@@ -349,7 +349,7 @@ public final class HostTest {
                 for (int kvType : new int[] {RdNative.KV_F32, RdNative.KV_F16}) {
                     for (int b : new int[] {1, 3}) {
                         for (int nCtx : new int[] {32, contextLength}) {
-                            long s = RdNative.sessionNew(m, nCtx, 0, b, kvType, 0, 0);
+                            long s = RdNative.sessionNew(m, nCtx, 0, b, kvType, 0, 0, 50, RdNative.ATTENTION_AUTO);
                             try {
                                 long[] si = RdNative.sessionInfo(s);
                                 long elt = kvType == RdNative.KV_F32 ? 4 : 2;
@@ -622,24 +622,24 @@ public final class HostTest {
 
         test("errors become exceptions", () -> {
             expectRd(RdException.Status.IO, () -> RdNative.modelLoad(
-                    "/nonexistent/model.gguf", RdNative.BACKEND_CPU, 0, true, false));
+                    "/nonexistent/model.gguf", RdNative.BACKEND_CPU, 0, true, false, true));
             File junk = File.createTempFile("rd-hosttest", ".gguf");
             junk.deleteOnExit();
             try (FileOutputStream out = new FileOutputStream(junk)) {
                 out.write("GGUF but not really".getBytes(StandardCharsets.US_ASCII));
             }
             expectRd(RdException.Status.INVALID_MODEL, () -> RdNative.modelLoad(
-                    junk.getPath(), RdNative.BACKEND_CPU, 0, true, false));
+                    junk.getPath(), RdNative.BACKEND_CPU, 0, true, false, true));
             // A path with non-ASCII characters reaches the library intact.
             RdException e = expectRd(RdException.Status.IO, () -> RdNative.modelLoad(
-                    "/nonexistent/mod\u00e8le-\ud83d\ude00.gguf", RdNative.BACKEND_CPU, 0, true, false));
+                    "/nonexistent/mod\u00e8le-\ud83d\ude00.gguf", RdNative.BACKEND_CPU, 0, true, false, true));
             check(e.getMessage().contains("mod\u00e8le-\ud83d\ude00"), "UTF-8 message: " + e.getMessage());
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelLoad(
-                    "a\u0000b", RdNative.BACKEND_CPU, 0, true, false));
+                    "a\u0000b", RdNative.BACKEND_CPU, 0, true, false, true));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelLoad(
-                    null, RdNative.BACKEND_CPU, 0, true, false));
+                    null, RdNative.BACKEND_CPU, 0, true, false, true));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelLoad(
-                    modelPath, 77, 0, true, false));
+                    modelPath, 77, 0, true, false, true));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelInfo(0));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.sessionReset(0));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.cancel(0));
@@ -718,7 +718,7 @@ public final class HostTest {
             System.out.println("(no -Drd.tokmodel: the tokenizer tests are left out)");
         } else {
             test("tokenize and detokenize", () -> {
-                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false);
+                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true);
                 try {
                     int[] mi = RdNative.modelInfo(m);
                     checkEq(1, mi[RdNative.MI_HAS_TOKENIZER], "has_tokenizer");
@@ -760,7 +760,7 @@ public final class HostTest {
             });
 
             test("chat template", () -> {
-                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false);
+                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true);
                 try {
                     String[] roles = {"system", "user"};
                     String[] contents = {"Be brief.", "Gr\u00fc\u00dfe \ud83d\ude00"};
@@ -785,7 +785,7 @@ public final class HostTest {
             });
 
             test("generate from text: events carry text", () -> {
-                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false);
+                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true);
                 long s = newSession(m, RdNative.N_CTX_FROM_MODEL);
                 try {
                     String prompt = RdNative.chatApplyTemplate(

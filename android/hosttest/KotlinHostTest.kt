@@ -103,6 +103,26 @@ fun main() {
         }
     }
 
+    test("repack off, thread polling, attention: same tokens") {
+        val want = load().use { m ->
+            m.newSession().use { it.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 8).toList() }
+        }
+        Model.load(modelPath, Backend.CPU, threads = 2, repack = false).use { m ->
+            for (attention in Attention.values()) {
+                m.newSession(threadPoll = 0, attention = attention).use { s ->
+                    val got = s.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 8).toList()
+                    checkEq(want.map { it.token }, got.map { it.token }, "tokens with $attention")
+                }
+            }
+            try {
+                m.newSession(threadPoll = 101)
+                throw Failure("threadPoll 101 was accepted")
+            } catch (e: RdException) {
+                checkEq(RdException.Status.INVALID_ARGUMENT, e.status, "threadPoll 101")
+            }
+        }
+    }
+
     test("loadFd, saveState/loadState, truncate, setThreads, logprob") {
         val fd = System.getProperty("rd.fd")?.toInt() ?: throw Failure("run.sh passes -Drd.fd")
         val offset = System.getProperty("rd.fdoffset").toLong()

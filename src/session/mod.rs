@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod state;
+mod stores;
+
+use stores::Stores;
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -232,50 +235,7 @@ impl Session {
         let mut backend = Backend::new(lp.backend, lp.n_threads)?;
         backend.set_poll(params.thread_poll)?;
         let flash = params.flash_attention.unwrap_or(backend.is_cpu());
-        let kv_ty = match params.kv_type {
-            KvType::F32 => GgmlType::F32,
-            KvType::F16 => GgmlType::F16,
-        };
-        let n_layers = cfg.n_prelude + cfg.n_core * b + cfg.n_coda;
-        let mut kv_ctx = Context::new(2 * n_layers + 8, 0)?;
-        let kv_dim = cfg.kv_dim() as i64;
-        let layer = |ctx: &mut Context| -> Result<KvLayer> {
-            Ok(KvLayer {
-                k: ctx.new_tensor(kv_ty, &[kv_dim, n_ctx as i64])?,
-                v: if flash {
-                    ctx.new_tensor(kv_ty, &[kv_dim, n_ctx as i64])?
-                } else {
-                    ctx.new_tensor(kv_ty, &[n_ctx as i64, kv_dim])?
-                },
-            })
-        };
-        let prelude_kv = (0..cfg.n_prelude)
-            .map(|_| layer(&mut kv_ctx))
-            .collect::<Result<Vec<_>>>()?;
-        let core_kv = (0..cfg.n_core * b)
-            .map(|_| layer(&mut kv_ctx))
-            .collect::<Result<Vec<_>>>()?;
-        let coda_kv = (0..cfg.n_coda)
-            .map(|_| layer(&mut kv_ctx))
-            .collect::<Result<Vec<_>>>()?;
-        let d = cfg.n_embd as i64;
-        let state_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
-        let embed_store = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
-        // Exit-statistics stores: their own small buffer, so that kv_bytes
-        // stays the cache and state stores (counted with the compute buffers).
-        let mut exit_ctx = Context::new(4, 0)?;
-        let v = cfg.n_vocab as i64;
-        let logits_store = exit_ctx.new_tensor(GgmlType::F32, &[v])?;
-        let logp_store = exit_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
-        let stats_store = exit_ctx.new_tensor(GgmlType::F32, &[2])?;
-        let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
-        let kv_need = 2 * n_layers * cfg.kv_dim() * n_ctx * el
-            + 2 * cfg.n_embd * n_batch * 4
-            + (3 * cfg.n_vocab + 2) * 4;
-        backend.check_fits(kv_need, "the KV cache")?;
-        let kv_buf = backend.alloc_ctx_tensors(&kv_ctx)?;
-        kv_buf.clear();
-        let exit_buf = backend.alloc_ctx_tensors(&exit_ctx)?;
+        let st = Stores::alloc(&backend, &cfg, b, params.kv_type, n_ctx, n_batch, flash)?;
 
         let graph_size = NODES_PER_BLOCK * (cfg.n_prelude + cfg.n_coda)
             + 512
@@ -290,18 +250,18 @@ impl Session {
             compute,
             backend,
             graph_ctx,
-            _kv_ctx: kv_ctx,
-            kv_buf,
-            _exit_ctx: exit_ctx,
-            exit_buf,
-            prelude_kv,
-            core_kv,
-            coda_kv,
-            state_store,
-            embed_store,
-            logits_store,
-            logp_store,
-            stats_store,
+            _kv_ctx: st.kv_ctx,
+            kv_buf: st.kv_buf,
+            _exit_ctx: st.exit_ctx,
+            exit_buf: st.exit_buf,
+            prelude_kv: st.prelude,
+            core_kv: st.core,
+            coda_kv: st.coda,
+            state_store: st.state,
+            embed_store: st.embed,
+            logits_store: st.logits,
+            logp_store: st.logp,
+            stats_store: st.stats,
             exit_on_device: params.exit_on_device.unwrap_or(!backend_is_cpu),
             flash,
             device_checks: 0,

@@ -21,13 +21,17 @@ public final class Model: @unchecked Sendable {
     /// Loads a huginn GGUF file (`rd_model_load`). Blocks while the file is
     /// parsed and validated (the weights are mapped, not read): call it off
     /// the main actor. `threads` 0 uses one thread per physical core.
+    /// `repack` converts the matrices the CPU has interleaved kernels for into
+    /// memory the app owns (faster products); false keeps every weight in the
+    /// shared, reclaimable page cache (docs/performance.md).
     public init(path: String, backend: Backend = .auto, threads: Int = 0,
-                useMmap: Bool = true, useMlock: Bool = false) throws {
+                useMmap: Bool = true, useMlock: Bool = false, repack: Bool = true) throws {
         var params = rd_model_default_params()
         params.backend = backend.code
         params.n_threads = UInt32(clamping: threads)
         params.use_mmap = useMmap
         params.use_mlock = useMlock
+        params.repack = rd_repack(repack ? RD_REPACK_AUTO : RD_REPACK_OFF)
         var model: OpaquePointer?
         try check(rd_model_load(path, &params, &model))
         guard let model else { throw RecurrentDepthError(RD_ERR_PANIC) }
@@ -40,11 +44,13 @@ public final class Model: @unchecked Sendable {
     /// the library keeps its own duplicate. Weights are used in place when
     /// `offset` is a multiple of 32, otherwise copied once.
     public init(fileDescriptor: Int32, offset: UInt64, length: UInt64 = 0,
-                backend: Backend = .auto, threads: Int = 0, useMmap: Bool = true) throws {
+                backend: Backend = .auto, threads: Int = 0, useMmap: Bool = true,
+                repack: Bool = true) throws {
         var params = rd_model_default_params()
         params.backend = backend.code
         params.n_threads = UInt32(clamping: threads)
         params.use_mmap = useMmap
+        params.repack = rd_repack(repack ? RD_REPACK_AUTO : RD_REPACK_OFF)
         var model: OpaquePointer?
         try check(rd_model_load_fd(fileDescriptor, offset, length, &params, &model))
         guard let model else { throw RecurrentDepthError(RD_ERR_PANIC) }
@@ -166,9 +172,13 @@ public final class Model: @unchecked Sendable {
     /// Creates a session (`rd_session_new`), allocating its whole KV cache
     /// now: `contextLength` positions (nil = the model's training context)
     /// and `kvBudget` slots per core block (B). See docs/ios.md for memory.
+    /// `threadPoll` (0...100): how hard idle CPU threads spin for work before
+    /// sleeping (0 saves battery at some speed); `attention`: fused or
+    /// separate (docs/performance.md).
     public func makeSession(contextLength: Int? = nil, kvBudget: Int = 1, kvType: KVType = .f32,
                             batchSize: Int = 0, randomInitialState: Bool = false,
-                            seed: UInt64 = 0) throws -> Session {
+                            seed: UInt64 = 0, threadPoll: Int = 50,
+                            attention: Attention = .auto) throws -> Session {
         var p = rd_session_default_params()
         if let contextLength {
             p.n_ctx = UInt32(clamping: contextLength)
@@ -178,6 +188,8 @@ public final class Model: @unchecked Sendable {
         p.kv_type = kvType.code
         p.state_init = rd_state_init(randomInitialState ? RD_STATE_INIT_RANDOM : RD_STATE_INIT_ZEROS)
         p.seed = seed
+        p.thread_poll = UInt32(clamping: threadPoll)
+        p.attention = attention.code
         var session: OpaquePointer?
         try check(rd_session_new(handle, &p, &session))
         guard let session else { throw RecurrentDepthError(RD_ERR_PANIC) }

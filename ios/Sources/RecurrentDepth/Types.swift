@@ -190,6 +190,19 @@ public enum KVType: Sendable {
     }
 }
 
+/// How attention is computed (`rd_attention`): fused on the CPU by default.
+public enum Attention: Sendable {
+    case auto, fused, separate
+
+    var code: rd_attention {
+        switch self {
+        case .auto: return rd_attention(RD_ATTENTION_AUTO)
+        case .fused: return rd_attention(RD_ATTENTION_FUSED)
+        case .separate: return rd_attention(RD_ATTENTION_SEPARATE)
+        }
+    }
+}
+
 /// Hyper-parameters and placement of a model (`rd_model_info`).
 public struct ModelInfo: Equatable, Sendable {
     public let architecture: String

@@ -105,33 +105,35 @@ static jdouble jni_exit_default_threshold(JNIEnv *env, jclass cls, jint criterio
 /* ---- model ---------------------------------------------------------------- */
 
 static rd_model_params model_params(jint backend, jint n_threads, jboolean use_mmap,
-                                    jboolean use_mlock) {
+                                    jboolean use_mlock, jboolean repack) {
     rd_model_params mp = rd_model_default_params();
     mp.backend = (rd_backend)backend;
     mp.n_threads = (uint32_t)n_threads;
     mp.use_mmap = use_mmap == JNI_TRUE;
     mp.use_mlock = use_mlock == JNI_TRUE;
+    mp.repack = repack == JNI_TRUE ? RD_REPACK_AUTO : RD_REPACK_OFF;
     return mp;
 }
 
 /* rd_model_load_fd: an APK asset's (fd, offset, length); the fd stays the caller's. */
 static jlong jni_model_load_fd(JNIEnv *env, jclass cls, jint fd, jlong offset, jlong length,
                                jint backend, jint n_threads, jboolean use_mmap,
-                               jboolean use_mlock) {
+                               jboolean use_mlock, jboolean repack) {
     (void)cls;
     if (offset < 0 || length < 0) {
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: offset and length must be >= 0");
         return 0;
     }
     if (!non_negative(env, n_threads, "nThreads")) return 0;
-    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock);
+    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock, repack);
     rd_model *model = NULL;
     rd_status st = rd_model_load_fd(fd, (uint64_t)offset, (uint64_t)length, &mp, &model);
     return check(env, st) ? to_handle(model) : 0;
 }
 
 static jlong jni_model_load(JNIEnv *env, jclass cls, jbyteArray path_utf8, jint backend,
-                            jint n_threads, jboolean use_mmap, jboolean use_mlock) {
+                            jint n_threads, jboolean use_mmap, jboolean use_mlock,
+                            jboolean repack) {
     (void)cls;
     if (path_utf8 == NULL) {
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: path is null");
@@ -151,7 +153,7 @@ static jlong jni_model_load(JNIEnv *env, jclass cls, jbyteArray path_utf8, jint 
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: path contains a NUL character");
         return 0;
     }
-    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock);
+    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock, repack);
     rd_model *model = NULL;
     rd_status st = rd_model_load(path, &mp, &model);
     free(path);
@@ -367,13 +369,16 @@ static jbyteArray jni_chat_apply_template(JNIEnv *env, jclass cls, jlong model,
 /* ---- session -------------------------------------------------------------- */
 
 static jlong jni_session_new(JNIEnv *env, jclass cls, jlong model, jint n_ctx, jint n_batch,
-                             jint kv_budget, jint kv_type, jint state_init, jlong seed) {
+                             jint kv_budget, jint kv_type, jint state_init, jlong seed,
+                             jint thread_poll, jint attention) {
     (void)cls;
     if (n_ctx < -1) {
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: nCtx must be >= 0, or -1 for the model's");
         return 0;
     }
-    if (!non_negative(env, n_batch, "nBatch") || !non_negative(env, kv_budget, "kvBudget")) return 0;
+    if (!non_negative(env, n_batch, "nBatch") || !non_negative(env, kv_budget, "kvBudget") ||
+        !non_negative(env, thread_poll, "threadPoll"))
+        return 0;
     rd_session_params sp = rd_session_default_params();
     sp.n_ctx = n_ctx == -1 ? (uint32_t)RD_N_CTX_FROM_MODEL : (uint32_t)n_ctx;
     sp.n_batch = (uint32_t)n_batch;
@@ -381,6 +386,8 @@ static jlong jni_session_new(JNIEnv *env, jclass cls, jlong model, jint n_ctx, j
     sp.kv_type = (rd_kv_type)kv_type;
     sp.state_init = (rd_state_init)state_init;
     sp.seed = (uint64_t)seed;
+    sp.thread_poll = (uint32_t)thread_poll;
+    sp.attention = (rd_attention)attention;
     rd_session *session = NULL;
     rd_status st = rd_session_new(MODEL(model), &sp, &session);
     return check(env, st) ? to_handle(session) : 0;
@@ -635,8 +642,8 @@ static const JNINativeMethod k_methods[] = {
     {"version", "()Ljava/lang/String;", FN(jni_version)},
     {"statusString", "(I)Ljava/lang/String;", FN(jni_status_string)},
     {"exitDefaultThreshold", "(I)D", FN(jni_exit_default_threshold)},
-    {"modelLoadUtf8", "([BIIZZ)J", FN(jni_model_load)},
-    {"modelLoadFd", "(IJJIIZZ)J", FN(jni_model_load_fd)},
+    {"modelLoadUtf8", "([BIIZZZ)J", FN(jni_model_load)},
+    {"modelLoadFd", "(IJJIIZZZ)J", FN(jni_model_load_fd)},
     {"modelFree", "(J)V", FN(jni_model_free)},
     {"modelInfo", "(J)[I", FN(jni_model_info)},
     {"modelArchitecture", "(J)Ljava/lang/String;", FN(jni_model_architecture)},
@@ -644,7 +651,7 @@ static const JNINativeMethod k_methods[] = {
     {"tokenizeUtf8", "(J[BI)[I", FN(jni_tokenize)},
     {"detokenizeUtf8", "(J[II)[B", FN(jni_detokenize)},
     {"chatApplyTemplateUtf8", "(J[[B[[BZ)[B", FN(jni_chat_apply_template)},
-    {"sessionNew", "(JIIIIIJ)J", FN(jni_session_new)},
+    {"sessionNew", "(JIIIIIJII)J", FN(jni_session_new)},
     {"sessionFree", "(J)V", FN(jni_session_free)},
     {"sessionReset", "(J)V", FN(jni_session_reset)},
     {"sessionInfo", "(J)[J", FN(jni_session_info)},

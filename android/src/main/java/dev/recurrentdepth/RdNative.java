@@ -48,6 +48,9 @@ final class RdNative {
     // rd_kv_type
     static final int KV_F32 = 0;
     static final int KV_F16 = 1;
+    static final int ATTENTION_AUTO = 0;
+    static final int ATTENTION_FUSED = 1;
+    static final int ATTENTION_SEPARATE = 2;
 
     // rd_state_init
     static final int STATE_INIT_ZEROS = 0;
@@ -130,16 +133,19 @@ final class RdNative {
 
     /**
      * rd_model_load. {@code pathUtf8} is the file name's bytes (no NUL);
-     * see {@link #modelLoad(String, int, int, boolean, boolean)}.
+     * see {@link #modelLoad(String, int, int, boolean, boolean, boolean)}.
+     * {@code repack}: RD_REPACK_AUTO when true, RD_REPACK_OFF when false.
      * Returns the rd_model handle.
      */
     static native long modelLoadUtf8(
-            byte[] pathUtf8, int backend, int nThreads, boolean useMmap, boolean useMlock);
+            byte[] pathUtf8, int backend, int nThreads, boolean useMmap, boolean useMlock,
+            boolean repack);
 
     /** rd_model_load with the path encoded as UTF-8. */
     static long modelLoad(
-            String path, int backend, int nThreads, boolean useMmap, boolean useMlock) {
-        return modelLoadUtf8(utf8(path), backend, nThreads, useMmap, useMlock);
+            String path, int backend, int nThreads, boolean useMmap, boolean useMlock,
+            boolean repack) {
+        return modelLoadUtf8(utf8(path), backend, nThreads, useMmap, useMlock, repack);
     }
 
     /**
@@ -150,7 +156,7 @@ final class RdNative {
      */
     static native long modelLoadFd(
             int fd, long offset, long length, int backend, int nThreads, boolean useMmap,
-            boolean useMlock);
+            boolean useMlock, boolean repack);
 
     /** rd_model_free (0 is ignored). */
     static native void modelFree(long model);
@@ -207,9 +213,14 @@ final class RdNative {
         return s == null ? null : s.getBytes(StandardCharsets.UTF_8);
     }
 
-    /** rd_session_new. Returns the rd_session handle. */
+    /**
+     * rd_session_new. {@code threadPoll}: rd_session_params.thread_poll
+     * (0..100); {@code attention}: an ATTENTION_* value. Returns the
+     * rd_session handle.
+     */
     static native long sessionNew(
-            long model, int nCtx, int nBatch, int kvBudget, int kvType, int stateInit, long seed);
+            long model, int nCtx, int nBatch, int kvBudget, int kvType, int stateInit, long seed,
+            int threadPoll, int attention);
 
     /** rd_session_free (0 is ignored). Not while another call uses the session. */
     static native void sessionFree(long session);

@@ -28,6 +28,9 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
          * parsed and validated (the weights are mapped, not read): call it off
          * the main thread. [threads] = 0 uses one thread per physical core;
          * on phones the big cores alone are usually faster (docs/android.md).
+         * [repack] converts the matrices the CPU has interleaved kernels for
+         * into memory the app owns (faster products; false keeps every weight
+         * in the shared, reclaimable page cache: docs/performance.md).
          *
          * @throws RdException IO (missing or unreadable file), INVALID_MODEL,
          *     UNSUPPORTED_ARCHITECTURE, BACKEND, OUT_OF_MEMORY, INVALID_ARGUMENT
@@ -40,7 +43,8 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
             threads: Int = 0,
             useMmap: Boolean = true,
             useMlock: Boolean = false,
-        ): Model = Model(RdNative.modelLoad(path, backend.code, threads, useMmap, useMlock))
+            repack: Boolean = true,
+        ): Model = Model(RdNative.modelLoad(path, backend.code, threads, useMmap, useMlock, repack))
 
         /**
          * Loads a model stored as [length] bytes of the open file [fd] from
@@ -63,7 +67,8 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
             backend: Backend = Backend.AUTO,
             threads: Int = 0,
             useMmap: Boolean = true,
-        ): Model = Model(RdNative.modelLoadFd(fd, offset, length, backend.code, threads, useMmap, false))
+            repack: Boolean = true,
+        ): Model = Model(RdNative.modelLoadFd(fd, offset, length, backend.code, threads, useMmap, false, repack))
     }
 
     private val lock = Any()
@@ -145,7 +150,10 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
      * [contextLength] positions (null = the model's training context) and
      * [kvBudget] slots per core block (B). Memory grows with both; see
      * [SessionInfo.kvBytes] and docs/android.md. Generation runs on
-     * [dispatcher] (a blocking native call per generation).
+     * [dispatcher] (a blocking native call per generation). [threadPoll]
+     * (0..100) is how hard idle CPU threads spin for work before sleeping:
+     * 0 saves battery at some speed. [attention] picks fused or separate
+     * attention (docs/performance.md).
      */
     @JvmOverloads
     fun newSession(
@@ -156,6 +164,8 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
         randomInitialState: Boolean = false,
         seed: Long = 0,
         dispatcher: CoroutineDispatcher = Dispatchers.IO,
+        threadPoll: Int = 50,
+        attention: Attention = Attention.AUTO,
     ): Session = synchronized(lock) {
         val h = RdNative.sessionNew(
             live(),
@@ -165,6 +175,8 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
             kvType.code,
             if (randomInitialState) RdNative.STATE_INIT_RANDOM else RdNative.STATE_INIT_ZEROS,
             seed,
+            threadPoll,
+            attention.code,
         )
         Session(h, dispatcher)
     }
