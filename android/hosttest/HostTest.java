@@ -649,7 +649,7 @@ public final class HostTest {
                         () -> newSession(f.model, contextLength + 1));
                 expectRd(RdException.Status.INVALID_ARGUMENT, () -> newSession(f.model, 0));
                 expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.sessionNew(
-                        f.model, -1, 0, 0, 0, 0, 0));
+                        f.model, -1, 0, 0, 0, 0, 0, 50, RdNative.ATTENTION_AUTO));
                 Limits bad = Limits.fixed(4);
                 bad.min = 8;
                 expectRd(RdException.Status.INVALID_ARGUMENT, () -> generate(s, PROMPT, 4, bad, null));
