@@ -147,6 +147,25 @@ impl<'a> Binder<'a> {
     }
 }
 
+/// Writes each tensor's bytes from the file into its allocated buffer,
+/// reporting the fraction of `total` bytes done after each.
+fn write_all(
+    file: &GgufFile,
+    tensors: &[(Tensor, &TensorInfo)],
+    done: &mut usize,
+    total: usize,
+    progress: &mut dyn FnMut(f32) -> bool,
+) -> Result<()> {
+    for (t, info) in tensors {
+        t.write_bytes(0, file.tensor_data(info))?;
+        *done += t.nbytes();
+        if !progress(*done as f32 / total.max(1) as f32) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(())
+}
+
 impl Weights {
     /// Binds every tensor of `file` according to `cfg` and makes the data
     /// available to `backend`; with `repack` on the CPU, the matrices ggml
@@ -245,13 +264,7 @@ impl Weights {
             // Upload once: device memory (or a host copy), filled tensor by tensor.
             backend.check_fits(total, "the weights")?;
             let buffer = backend.alloc_ctx_tensors(&ctx)?;
-            for (t, info) in &bound {
-                t.write_bytes(0, file.tensor_data(info))?;
-                done += t.nbytes();
-                if !progress(done as f32 / total.max(1) as f32) {
-                    return Err(Error::Cancelled);
-                }
-            }
+            write_all(file, &bound, &mut done, total, progress)?;
             (buffer, false)
         };
         // Repacked matrices: written whole, which converts their layout.
@@ -259,13 +272,7 @@ impl Weights {
             Some(r) if !repack_bound.is_empty() => {
                 backend.check_fits(repack_total, "the repacked weights")?;
                 let buf = r.alloc_rest(&repack_ctx)?;
-                for (t, info) in &repack_bound {
-                    t.write_bytes(0, file.tensor_data(info))?;
-                    done += t.nbytes();
-                    if !progress(done as f32 / total.max(1) as f32) {
-                        return Err(Error::Cancelled);
-                    }
-                }
+                write_all(file, &repack_bound, &mut done, total, progress)?;
                 buf
             }
             _ => None,
