@@ -737,7 +737,6 @@ static void test_bad_arguments(void) {
         {"min 0", 0, 4, 1, RD_EXIT_NONE, 0},
         {"min > max", 5, 4, 1, RD_EXIT_NONE, 0},
         {"max > 4096", 1, 5000, 1, RD_EXIT_NONE, 0},
-        {"check_every 0", 1, 4, 0, RD_EXIT_KL, 1e-3},
         {"NaN threshold", 1, 4, 1, RD_EXIT_KL, NAN},
         {"negative threshold", 1, 4, 1, RD_EXIT_KL, -1e-3},
         {"negative latent threshold", 1, 4, 1, RD_EXIT_LATENT_DIFF, -0.5},
@@ -758,6 +757,20 @@ static void test_bad_arguments(void) {
             fprintf(stderr, "    limits '%s': %s\n", lim[i].name, rd_status_string(r));
         CHECK(r == RD_ERR_INVALID_ARGUMENT);
     }
+    /* check_every 0: chosen by the library (from 0.3). */
+    rd_compute_limits autol = rd_compute_limits_default();
+    autol.min_iterations = 2;
+    autol.max_iterations = 12;
+    autol.check_every = 0;
+    autol.exit_criterion = RD_EXIT_KL;
+    autol.exit_threshold = rd_exit_default_threshold(RD_EXIT_KL);
+    gp = rd_generate_default_params();
+    gp.limits = &autol;
+    gp.max_tokens = 4;
+    collect_init(&c, s);
+    CHECK_STATUS(rd_generate(s, PROMPT, N_PROMPT, &gp, collect_cb, &c, &st), RD_OK);
+    for (size_t i = 0; i < c.n; i++) CHECK(c.iterations[i] >= 2 && c.iterations[i] <= 12);
+    rd_session_reset(s);
     rd_compute_limits l = rd_compute_limits_default();
     l.struct_size = sizeof l - 1;
     gp = rd_generate_default_params();

@@ -378,7 +378,11 @@ typedef struct rd_compute_limits {
      */
     uint32_t max_iterations;
     /**
-     * Evaluate the criterion every this many steps, >= 1 (default 1).
+     * Evaluate the criterion every this many steps (default 1); 0 =
+     * automatic: from the model's cost of a check relative to a step
+     * (about `sqrt(2 * cost * default iterations)`, at most 8, 1 for the
+     * latent criteria; docs/semantics.md). Added in 0.3 (0 was an error
+     * before).
      */
     uint32_t check_every;
     /**

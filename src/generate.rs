@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::exit::{ExitCriterion, ExitSpec, ExitState};
+use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::session::{CodaMode, MAX_ITERATIONS, STEPS_PER_GRAPH, Segment, Session};
 use std::time::Instant;
@@ -25,7 +26,8 @@ pub struct ComputeLimits {
     pub max_iterations: usize,
     /// Early-exit criterion and threshold.
     pub exit: ExitSpec,
-    /// Evaluate the criterion every this many steps once `min_iterations` is reached.
+    /// Evaluate the criterion every this many steps once `min_iterations` is
+    /// reached; 0 = automatic (see [`ComputeLimits::resolve_check_every`]).
     pub check_every: usize,
     /// Allow early exit while prefilling the prompt (decided on the last position).
     pub exit_in_prefill: bool,
@@ -56,7 +58,7 @@ impl ComputeLimits {
         }
     }
 
-    /// Checks ranges: 1 <= min <= max <= MAX_ITERATIONS, check_every >= 1, a valid threshold.
+    /// Checks ranges: 1 <= min <= max <= MAX_ITERATIONS, a valid threshold.
     pub fn validate(&self) -> Result<()> {
         if self.max_iterations == 0 || self.max_iterations > MAX_ITERATIONS {
             return Err(Error::InvalidArgument(format!(
@@ -70,12 +72,37 @@ impl ComputeLimits {
                 self.min_iterations, self.max_iterations
             )));
         }
-        if self.check_every == 0 {
-            return Err(Error::InvalidArgument(
-                "check_every must be at least 1".into(),
-            ));
-        }
         self.exit.validate()
+    }
+
+    /// These limits with an automatic `check_every` (0) made concrete for
+    /// `model`; other values are kept.
+    ///
+    /// A token that could stop after `T` steps, checked every `k` steps,
+    /// runs on average `(k - 1) / 2` steps past `T` and pays about `T / k`
+    /// checks of `c` steps each (`c`: [`Model::check_cost_in_steps`]); the
+    /// sum is least at `k = sqrt(2 c T)`. `T` is the model's default
+    /// iteration count within `[min_iterations, max_iterations]`, a stand-in
+    /// for where tokens stop. Latent criteria read the state, not the head:
+    /// their checks are nearly free and `k` is 1. The choice depends only on
+    /// the model file, so generations stay reproducible.
+    pub fn resolve_check_every(mut self, model: &Model) -> ComputeLimits {
+        if self.check_every != 0 {
+            return self;
+        }
+        self.check_every = if self.exit.criterion.needs_logits() {
+            let t = model
+                .config()
+                .default_iterations
+                .clamp(self.min_iterations, self.max_iterations.max(1));
+            let k = (2.0 * model.check_cost_in_steps() * t as f64)
+                .sqrt()
+                .round();
+            (k as usize).clamp(1, 8)
+        } else {
+            1
+        };
+        self
     }
 
     /// Whether the criterion is evaluated after step `t` (1-based).
@@ -268,6 +295,7 @@ impl Session {
         mut on_token: impl FnMut(&TokenEvent, &mut ComputeLimits) -> bool,
     ) -> Result<GenerateStats> {
         let prefill_iters = self.check_request(prompt, params)?;
+        let limits = params.limits.resolve_check_every(self.model());
         // Every generated token but the last needs a free position.
         let room = self.n_ctx() - (self.n_past() + prompt.len());
         let max_tokens = params.max_tokens.min(room + 1);
@@ -276,9 +304,7 @@ impl Session {
         // decoding allocates nothing (limits changed by the callback to ones
         // never planned are planned on first use).
         let mut shapes = Vec::new();
-        params
-            .limits
-            .token_segments(self.token_exit_on_device(&params.limits), &mut shapes)?;
+        limits.token_segments(self.token_exit_on_device(&limits), &mut shapes)?;
         self.plan_token_graphs(&shapes)?;
         let mut sampler = Sampler::new(cfg.n_vocab, params.sampling)?;
         let mut history: Vec<u32> = Vec::with_capacity(prompt.len() + max_tokens);
@@ -289,7 +315,7 @@ impl Session {
             prev_state: vec![0.0; cfg.n_embd],
             have_prev: false,
         };
-        let mut limits = params.limits;
+        let mut limits = limits;
 
         let t0 = Instant::now();
         let mut prefill_used = 0;
@@ -358,6 +384,7 @@ impl Session {
             };
             let go_on = on_token(&ev, &mut limits);
             limits.validate()?;
+            limits = limits.resolve_check_every(self.model());
             if is_stop {
                 stats.stop = StopReason::StopToken;
                 break;

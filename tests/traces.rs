@@ -454,13 +454,6 @@ fn invalid_limits_are_rejected() {
             },
         ),
         (
-            "check_every = 0",
-            ComputeLimits {
-                check_every: 0,
-                ..ok
-            },
-        ),
-        (
             "NaN threshold",
             ComputeLimits {
                 exit: ExitSpec {
@@ -524,10 +517,10 @@ fn invalid_limits_are_rejected() {
     assert_eq!(s.n_past(), 0, "nothing was evaluated");
     // A callback that makes the limits invalid stops the call with an error.
     let r = s.generate(&PROMPT, &params(ok, 4), |_, l| {
-        l.check_every = 0;
+        l.min_iterations = l.max_iterations + 1;
         true
     });
-    invalid(r, "callback set check_every 0");
+    invalid(r, "callback set min > max");
     // The session still works.
     s.reset();
     let (t, _) = run(&mut s, &PROMPT, &params(ok, 3)).unwrap();
@@ -664,4 +657,37 @@ fn context_full_then_reset() {
         t.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
         fresh.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn automatic_check_every_follows_the_check_cost() {
+    let m = small_model("auto-every");
+    let c = m.check_cost_in_steps();
+    assert!(c > 0.0 && c.is_finite(), "check cost {c}");
+    let kl = limits(2, 20, "kl:1e-2", 0);
+    let t = m.config().default_iterations.clamp(2, 20) as f64;
+    let want = ((2.0 * c * t).sqrt().round() as usize).clamp(1, 8);
+    assert_eq!(kl.resolve_check_every(&m).check_every, want);
+    // Latent criteria check for free; explicit values are kept.
+    assert_eq!(
+        limits(2, 20, "cosine:1e-3", 0)
+            .resolve_check_every(&m)
+            .check_every,
+        1
+    );
+    assert_eq!(
+        limits(2, 20, "kl:1e-2", 3)
+            .resolve_check_every(&m)
+            .check_every,
+        3
+    );
+    // Generated tokens stop on that grid (or at the maximum).
+    let mut s = session(&m, 2, 64);
+    let (trace, _) = run(&mut s, &PROMPT, &params(kl, 8)).unwrap();
+    for &(_, it, _) in &trace[1..] {
+        assert!(
+            it == 20 || (it >= 2 && (it - 2) % want == 0),
+            "{it} iterations: not on the grid 2 + {want}j"
+        );
+    }
 }

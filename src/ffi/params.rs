@@ -394,7 +394,11 @@ pub struct rd_compute_limits {
     pub min_iterations: u32,
     /// Most core iterations per token, 1..=4096 (default 32).
     pub max_iterations: u32,
-    /// Evaluate the criterion every this many steps, >= 1 (default 1).
+    /// Evaluate the criterion every this many steps (default 1); 0 =
+    /// automatic: from the model's cost of a check relative to a step
+    /// (about `sqrt(2 * cost * default iterations)`, at most 8, 1 for the
+    /// latent criteria; docs/semantics.md). Added in 0.3 (0 was an error
+    /// before).
     pub check_every: u32,
     /// An `rd_exit_criterion` (default `RD_EXIT_NONE`).
     pub exit_criterion: rd_exit_criterion,

@@ -182,6 +182,31 @@ impl Model {
     }
 
     /// Hyper-parameters.
+    /// What one exit check on the next-token distribution costs, in
+    /// recurrence steps, estimated from the weight bytes each streams
+    /// (decoding is bound by reading weights): a check runs the coda blocks
+    /// and the head, a step the adapter and the core blocks. On the full
+    /// Huginn shape this gives 0.70; measured there, with the host's KL over
+    /// the vocabulary, a check costs 0.85 steps (docs/performance.md).
+    pub fn check_cost_in_steps(&self) -> f64 {
+        let w = &self.weights;
+        let c = &self.config;
+        let block = |b: &weights::BlockWeights| -> usize {
+            [b.attn_qkv, b.attn_output, b.ffn_gate_up, b.ffn_down]
+                .iter()
+                .map(|t| t.nbytes())
+                .sum()
+        };
+        let core = c.n_prelude..c.n_prelude + c.n_core;
+        let step: usize = w.adapter.nbytes() + w.blocks[core].iter().map(block).sum::<usize>();
+        let check: usize = w.head().nbytes()
+            + w.blocks[c.n_prelude + c.n_core..]
+                .iter()
+                .map(block)
+                .sum::<usize>();
+        check as f64 / step.max(1) as f64
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }

@@ -233,7 +233,8 @@ pub struct RunArgs {
     /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability.
     #[arg(long, default_value = "none")]
     pub exit: ExitSpec,
-    /// Evaluate the exit criterion every N steps once min is reached.
+    /// Evaluate the exit criterion every N steps once min is reached (0 =
+    /// automatic, from the model's cost of a check relative to a step).
     #[arg(long, default_value_t = 1)]
     pub check_every: usize,
     /// Allow early exit during the prompt.
@@ -380,7 +381,8 @@ pub struct ChatArgs {
     /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability).
     #[arg(long, default_value = "kl:5e-4")]
     pub exit: ExitSpec,
-    /// Evaluate the exit criterion every N steps once min is reached.
+    /// Evaluate the exit criterion every N steps once min is reached (0 =
+    /// automatic, from the model's cost of a check relative to a step).
     #[arg(long, default_value_t = 1)]
     pub check_every: usize,
     /// Start each token's state from the previous token's final state.

@@ -34,7 +34,8 @@ sealed class ExitCriterion(internal val code: Int, open val threshold: Double) {
 /**
  * How much each token may think (rd_compute_limits): the core runs at least
  * [minIterations] and at most [maxIterations] times per token; from
- * [minIterations] on, every [checkEvery] steps, [exit] is evaluated.
+ * [minIterations] on, every [checkEvery] steps, [exit] is evaluated
+ * ([checkEvery] 0: chosen from the model's cost of a check, docs/semantics.md).
  * Validated by the library: invalid values make calls throw [RdException]
  * with [RdException.Status.INVALID_ARGUMENT].
  */
