@@ -195,6 +195,12 @@ fn extra_strategies() -> Vec<Strategy> {
     vec![
         exit("kl 5e-4, 2..32 (defaults)", ExitCriterion::Kl, 5e-4, |_| {}),
         exit(
+            "kl 5e-4, 2..32, automatic check_every",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| s.limits.check_every = 0,
+        ),
+        exit(
             "kl 5e-4, 2..32, prompt at 32 (authors')",
             ExitCriterion::Kl,
             5e-4,

@@ -145,6 +145,19 @@ fn placement(file: &std::path::Path, backend: BackendKind) -> Result<()> {
             "copied to the device once at load"
         }
     );
+    let auto = ComputeLimits {
+        min_iterations: 1,
+        max_iterations: 32,
+        exit: "kl".parse()?,
+        check_every: 0,
+        ..ComputeLimits::default()
+    }
+    .resolve_check_every(&model);
+    println!(
+        "an exit check on the next-token distribution costs {:.2} recurrence steps (weight bytes); automatic check_every for kl: {}",
+        model.check_cost_in_steps(),
+        auto.check_every
+    );
     if model.repacked_bytes() > 0 {
         println!(
             "repacked for the CPU's interleaved kernels: {:.1} MiB (anonymous memory)",
