@@ -771,6 +771,7 @@ static void test_bad_arguments(void) {
     CHECK_STATUS(rd_generate(s, PROMPT, N_PROMPT, &gp, collect_cb, &c, &st), RD_OK);
     for (size_t i = 0; i < c.n; i++) CHECK(c.iterations[i] >= 2 && c.iterations[i] <= 12);
     rd_session_reset(s);
+    collect_init(&c, s);
     rd_compute_limits l = rd_compute_limits_default();
     l.struct_size = sizeof l - 1;
     gp = rd_generate_default_params();
