@@ -128,20 +128,30 @@ fn generation_traces_match_reference() {
 /// same tokens, the same iterations per token and the same exit values up to
 /// their float32 arithmetic (measured against our float64 reference: at most
 /// 4e-7 for kl and minp-kl; 5e-6 for entropy-diff, whose entropies they take
-/// as `-sum p ln(p + 1e-10)`).
+/// as `-sum p ln(p + 1e-10)`). On a GPU the logits carry the device's own
+/// rounding (sums in another order): entropy-diff, a difference of two
+/// entropies of a few nats, then moves by up to about 1e-5 more (measured on
+/// lavapipe: 1.04e-5 against a 6.7e-4 value), so its bound is 3e-5 there.
 #[test]
 fn generation_traces_match_the_authors_code() {
-    check_traces(
-        "authors.tsv",
-        6,
+    let tol = if common::on_gpu() {
+        ValueTolerance {
+            rel: 3e-3,
+            abs: |c| match c {
+                ExitCriterion::EntropyDiff => 3e-5,
+                _ => 1e-6,
+            },
+        }
+    } else {
         ValueTolerance {
             rel: 3e-3,
             abs: |c| match c {
                 ExitCriterion::EntropyDiff => 1e-5,
                 _ => 1e-6,
             },
-        },
-    );
+        }
+    };
+    check_traces("authors.tsv", 6, tol);
 }
 
 fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
