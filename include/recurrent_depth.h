@@ -1031,7 +1031,8 @@ typedef struct rd_generate_stats {
 #define RD_REPACK_OFF 1
 
 /**
- * Fused on the CPU, separate products on GPUs.
+ * The library's choice: today separate everywhere (fused is faster at
+ * prefill but slower at decode on the CPU; docs/performance.md).
  */
 #define RD_ATTENTION_AUTO 0
 

@@ -190,7 +190,8 @@ public enum KVType: Sendable {
     }
 }
 
-/// How attention is computed (`rd_attention`): fused on the CPU by default.
+/// How attention is computed (`rd_attention`): `.auto` is separate today
+/// (fused: faster prefill, slower decode on the CPU).
 public enum Attention: Sendable {
     case auto, fused, separate
 

@@ -128,7 +128,7 @@ enum class Backend(internal val code: Int) {
 /** Element type of the KV cache (rd_kv_type). */
 enum class KvType(internal val code: Int) { F32(RdNative.KV_F32), F16(RdNative.KV_F16) }
 
-/** How attention is computed (rd_attention): fused on the CPU by default. */
+/** How attention is computed (rd_attention): AUTO is separate today (fused: faster prefill, slower decode). */
 enum class Attention(internal val code: Int) {
     AUTO(RdNative.ATTENTION_AUTO),
     FUSED(RdNative.ATTENTION_FUSED),
