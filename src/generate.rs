@@ -295,7 +295,7 @@ impl Session {
         mut on_token: impl FnMut(&TokenEvent, &mut ComputeLimits) -> bool,
     ) -> Result<GenerateStats> {
         let prefill_iters = self.check_request(prompt, params)?;
-        let limits = params.limits.resolve_check_every(self.model());
+        let mut limits = params.limits.resolve_check_every(self.model());
         // Every generated token but the last needs a free position.
         let room = self.n_ctx() - (self.n_past() + prompt.len());
         let max_tokens = params.max_tokens.min(room + 1);
@@ -315,7 +315,6 @@ impl Session {
             prev_state: vec![0.0; cfg.n_embd],
             have_prev: false,
         };
-        let mut limits = limits;
 
         let t0 = Instant::now();
         let mut prefill_used = 0;

@@ -401,8 +401,13 @@ fn fused_and_separate_attention_agree() {
     );
     // F32: only the summation order differs.
     assert!(fused_f32 <= 1e-5, "fused F32 {fused_f32}");
-    // F16: values rounded to half precision either way; the fused kernel
-    // also rounds the queries and accumulates the values in half precision.
-    assert!(separate_f16 <= 5e-2, "separate F16 {separate_f16}");
-    assert!(fused_f16 <= 5e-2, "fused F16 {fused_f16}");
+    // F16: values rounded to half precision either way (measured 1.8e-2 on
+    // this sharp random model); the fused kernel also rounds the queries and
+    // accumulates the values in half precision, which may add a little
+    // (measured 2.0e-2) but not change the order of magnitude.
+    assert!(separate_f16 <= 3e-2, "separate F16 {separate_f16}");
+    assert!(
+        fused_f16 <= 1.5 * separate_f16 + 1e-3,
+        "fused F16 {fused_f16} vs separate F16 {separate_f16}"
+    );
 }

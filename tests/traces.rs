@@ -131,14 +131,14 @@ fn generation_traces_match_reference() {
 /// as `-sum p ln(p + 1e-10)`). On a GPU the logits carry the device's own
 /// rounding (sums in another order): entropy-diff, a difference of two
 /// entropies of a few nats, then moves by up to about 1e-5 more (measured on
-/// lavapipe: 1.04e-5 against a 6.7e-4 value), so its bound is 3e-5 there.
+/// lavapipe: 1.05e-5 against a 6.7e-4 value), so its bound is 2e-5 there.
 #[test]
 fn generation_traces_match_the_authors_code() {
     let tol = if common::on_gpu() {
         ValueTolerance {
             rel: 3e-3,
             abs: |c| match c {
-                ExitCriterion::EntropyDiff => 3e-5,
+                ExitCriterion::EntropyDiff => 2e-5,
                 _ => 1e-6,
             },
         }
