@@ -98,7 +98,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from make_goldens import fnv1a64, make_model_from_spec  # noqa: E402
-from make_traces import TRACE_COLUMNS, write_tsv  # noqa: E402
+from make_traces import TRACE_COLUMNS, finish  # noqa: E402
 
 N_PROMPT = 9
 N_GENERATE = 12
@@ -501,12 +501,7 @@ def main() -> int:
                          ",".join(map(str, its)), ",".join(values), f"{rel:.4f}", f"{gap:.4f}",
                          f"{digest:016x}", 1])
 
-    write_tsv(args.out, HEADER, rows)
-    print(f"wrote {len(rows)} cases to {args.out} in {time.time() - t_start:.0f} s")
-    if problems:
-        print("\nPROBLEMS:\n  " + "\n  ".join(problems))
-        return 1
-    return 0
+    return finish(args.out, HEADER, rows, problems, f" in {time.time() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -164,9 +164,14 @@ def main() -> int:
                          ",".join(map(str, prompt)), ",".join(map(str, toks)), ",".join(map(str, its)),
                          ",".join(repr(float(g.value)) for g in trace),
                          f"{rel:.4f}", f"{gap:.4f}", f"{digest:016x}"])
-    out = os.path.join(args.out, "traces.tsv")
-    write_tsv(out, TRACE_COLUMNS, rows)
-    print(f"wrote {len(rows)} cases to {out}")
+    return finish(os.path.join(args.out, "traces.tsv"), TRACE_COLUMNS, rows, problems)
+
+
+def finish(path, columns, rows, problems, note=""):
+    """Writes the manifest, reports it and any problems; returns the exit
+    status (1 when a case had problems)."""
+    write_tsv(path, columns, rows)
+    print(f"wrote {len(rows)} cases to {path}{note}")
     if problems:
         print("\nPROBLEMS:\n  " + "\n  ".join(problems))
         return 1
