@@ -172,6 +172,7 @@ fn run(
                 ..SamplingParams::default()
             },
             stop_tokens: stop.to_vec(),
+            ..GenerateParams::default()
         };
         let mut out = Vec::new();
         let st = session

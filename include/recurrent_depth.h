@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /** The library's version as a string literal, "MAJOR.MINOR.PATCH". */
-#define RD_VERSION_STRING "0.3.0"
+#define RD_VERSION_STRING "0.4.0"
 
 /**
  * Major version of the library (semantic versioning).
@@ -38,7 +38,7 @@
 /**
  * Minor version of the library.
  */
-#define RD_VERSION_MINOR 3
+#define RD_VERSION_MINOR 4
 
 /**
  * Patch version of the library.
@@ -536,6 +536,31 @@ typedef struct rd_generate_params {
      * `rd_detokenize(..., 0, ...)`).
      */
     rd_detokenize_flags detokenize_flags;
+    /**
+     * Reserved (the tail padding of the 0.3 layout); ignored.
+     */
+    uint32_t _reserved;
+    /**
+     * Self-speculative decoding: tokens drafted per verification pass, at
+     * most 64 and below the session's `n_batch` (default 0: off). Each
+     * draft runs `draft_iterations` core iterations; one batch at the
+     * limits' `max_iterations` then checks every draft, keeping those the
+     * full-depth model agrees with. Needs limits without an exit criterion
+     * and without warm start (`RD_ERR_INVALID_ARGUMENT` otherwise); greedy
+     * output is then the same as without speculation when `kv_budget >=
+     * max_iterations` (docs/semantics.md, "Speculative decoding"). Added
+     * in 0.4; callers built against an older header get 0.
+     */
+    uint32_t draft_tokens;
+    /**
+     * Core iterations of each draft token, 1..=4096 (default 4). Added in 0.4.
+     */
+    uint32_t draft_iterations;
+    /**
+     * Adapt the number of drafted tokens to how many were accepted, within
+     * `1..=draft_tokens` (default false). Added in 0.4.
+     */
+    bool draft_adaptive;
 } rd_generate_params;
 
 /**
@@ -887,6 +912,20 @@ typedef struct rd_generate_stats {
      * Bytes of the session's KV cache and state stores.
      */
     uint64_t kv_bytes;
+    /**
+     * Tokens drafted by speculative decoding (0 without it). Added in 0.4.
+     */
+    uint64_t n_drafted;
+    /**
+     * Drafted tokens the verifier accepted (`n_draft_accepted /
+     * n_drafted` is the acceptance rate). Added in 0.4.
+     */
+    uint64_t n_draft_accepted;
+    /**
+     * Verification passes; each reports its accepted drafts and one token
+     * of its own. Added in 0.4.
+     */
+    uint64_t n_verify_passes;
 } rd_generate_stats;
 
 /**

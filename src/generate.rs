@@ -17,6 +17,11 @@ use crate::sampling::{Sampler, SamplingParams};
 use crate::session::{CodaMode, MAX_ITERATIONS, STEPS_PER_GRAPH, Segment, Session};
 use std::time::Instant;
 
+mod speculative;
+
+use speculative::Speculator;
+pub use speculative::{DraftParams, MAX_DRAFT_TOKENS};
+
 /// How much a token may think.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ComputeLimits {
@@ -199,6 +204,11 @@ pub struct GenerateParams {
     /// Generation stops after producing one of these (it is reported, then
     /// stop). Ids must be in the vocabulary.
     pub stop_tokens: Vec<u32>,
+    /// Self-speculative decoding (off by default; docs/semantics.md,
+    /// section "Speculative decoding"). Needs limits with a fixed budget
+    /// (no exit criterion) and no warm start; while a callback sets limits
+    /// that are not, tokens are decoded one by one.
+    pub draft: DraftParams,
 }
 
 impl Default for GenerateParams {
@@ -209,6 +219,7 @@ impl Default for GenerateParams {
             prefill_iterations: None,
             sampling: SamplingParams::greedy(),
             stop_tokens: Vec::new(),
+            draft: DraftParams::default(),
         }
     }
 }
@@ -267,6 +278,72 @@ pub struct GenerateStats {
     pub kv_bytes: usize,
     /// Why generation ended.
     pub stop: StopReason,
+    /// Tokens drafted by speculative decoding (0 without it).
+    pub draft_tokens: usize,
+    /// Drafted tokens the verifier accepted.
+    pub draft_accepted: usize,
+    /// Speculative verification passes (each reports its accepted drafts
+    /// and one token of its own).
+    pub verify_passes: usize,
+}
+
+/// Reports tokens to the callback and keeps the call's counts.
+struct Reporter<'a> {
+    stats: GenerateStats,
+    /// The prompt and the tokens reported so far.
+    history: Vec<u32>,
+    total_iters: usize,
+    /// Tokens this call may report (`requested`, capped by the context).
+    max_tokens: usize,
+    requested: usize,
+    stop_tokens: &'a [u32],
+}
+
+impl Reporter<'_> {
+    /// Reports `token` and returns why generation stops after it, if it does.
+    fn report(
+        &mut self,
+        token: u32,
+        iterations: usize,
+        exit_value: f64,
+        logprob: f32,
+        limits: &mut ComputeLimits,
+        on_token: &mut impl FnMut(&TokenEvent, &mut ComputeLimits) -> bool,
+    ) -> Result<Option<StopReason>> {
+        let index = self.stats.tokens;
+        self.history.push(token);
+        self.stats.tokens += 1;
+        self.total_iters += iterations;
+        let at_end = index + 1 == self.max_tokens;
+        let is_stop = self.stop_tokens.contains(&token);
+        let ev = TokenEvent {
+            token,
+            iterations,
+            exit_value,
+            index,
+            logprob,
+            last: at_end || is_stop,
+        };
+        let go_on = on_token(&ev, limits);
+        Ok(if is_stop {
+            Some(StopReason::StopToken)
+        } else if !go_on {
+            Some(StopReason::Callback)
+        } else if at_end {
+            Some(if self.max_tokens < self.requested {
+                StopReason::ContextFull
+            } else {
+                StopReason::MaxTokens
+            })
+        } else {
+            None
+        })
+    }
+}
+
+/// The last `n` entries of `history` (the repetition penalty's window).
+fn recent(history: &[u32], n: usize) -> &[u32] {
+    &history[history.len().saturating_sub(n)..]
 }
 
 /// Per-call working memory, allocated once per call.
@@ -307,7 +384,20 @@ impl Session {
         limits.token_segments(self.token_exit_on_device(&limits), &mut shapes)?;
         self.plan_token_graphs(&shapes)?;
         let mut sampler = Sampler::new(cfg.n_vocab, params.sampling)?;
-        let mut history: Vec<u32> = Vec::with_capacity(prompt.len() + max_tokens);
+        let mut spec = None;
+        if params.draft.enabled() {
+            let sp = Speculator::new(params.draft, params.sampling.is_greedy(), cfg.n_vocab)?;
+            shapes.clear();
+            sp.draft_limits().token_segments(false, &mut shapes)?;
+            self.plan_token_graphs(&shapes)?;
+            shapes.clear();
+            speculative::verify_segments(limits.max_iterations, &mut shapes);
+            self.plan_verify_graphs(sp.max_batch(), &shapes)?;
+            spec = Some(sp);
+        }
+        // Reported tokens, and drafts during a speculative round.
+        let history_len = prompt.len() + max_tokens + params.draft.tokens;
+        let mut history: Vec<u32> = Vec::with_capacity(history_len);
         history.extend_from_slice(prompt);
         let mut w = Work {
             exit: ExitState::new(cfg.n_vocab, cfg.n_embd),
@@ -344,7 +434,7 @@ impl Session {
         }
         let prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let mut stats = GenerateStats {
+        let stats = GenerateStats {
             tokens: 0,
             prompt_tokens: prompt.len(),
             prefill_seconds,
@@ -353,60 +443,118 @@ impl Session {
             prefill_iterations: prefill_used,
             kv_bytes: self.kv_bytes(),
             stop: StopReason::MaxTokens,
+            draft_tokens: 0,
+            draft_accepted: 0,
+            verify_passes: 0,
         };
-        let mut total_iters = 0usize;
         // Without a prompt the first token is sampled from the logits the cache
         // already holds (e.g. after `eval`): report the iterations they used.
-        let mut iterations = if prompt.is_empty() {
+        let first_iterations = if prompt.is_empty() {
             self.last_iterations()
         } else {
             prefill_used
         };
-        // The first token's: the prompt's last check (NaN unless exits were
-        // checked in the prompt).
-        let mut exit_value = prefill_value;
-        for index in 0..max_tokens {
-            let recent_from = history.len().saturating_sub(params.sampling.repeat_last_n);
-            let token = sampler.sample(self.logits(), &history[recent_from..]);
-            history.push(token);
-            stats.tokens += 1;
-            total_iters += iterations;
-            let at_end = index + 1 == max_tokens;
-            let is_stop = params.stop_tokens.contains(&token);
-            let ev = TokenEvent {
-                token,
-                iterations,
-                exit_value,
-                index,
-                logprob: crate::sampling::log_softmax_at(self.logits(), token),
-                last: at_end || is_stop,
-            };
-            let go_on = on_token(&ev, &mut limits);
-            limits.validate()?;
-            limits = limits.resolve_check_every(self.model());
-            if is_stop {
-                stats.stop = StopReason::StopToken;
-                break;
-            }
-            if !go_on {
-                stats.stop = StopReason::Callback;
-                break;
-            }
-            if at_end {
-                if max_tokens < params.max_tokens {
-                    stats.stop = StopReason::ContextFull;
-                }
-                break;
-            }
-            (iterations, exit_value) = self.run_token(&[token], &limits, &mut w)?;
+        let mut out = Reporter {
+            stats,
+            history,
+            total_iters: 0,
+            max_tokens,
+            requested: params.max_tokens,
+            stop_tokens: &params.stop_tokens,
+        };
+        if max_tokens > 0 {
+            // The first token's exit value: the prompt's last check (NaN
+            // unless exits were checked in the prompt).
+            self.decode(
+                params,
+                &mut limits,
+                &mut sampler,
+                &mut spec,
+                &mut w,
+                &mut out,
+                (first_iterations, prefill_value),
+                &mut on_token,
+            )?;
         }
+        let mut stats = out.stats;
         stats.decode_seconds = t1.elapsed().as_secs_f64();
         stats.mean_iterations = if stats.tokens > 0 {
-            total_iters as f64 / stats.tokens as f64
+            out.total_iters as f64 / stats.tokens as f64
         } else {
             0.0
         };
+        if let Some(sp) = &spec {
+            stats.draft_tokens = sp.drafted;
+            stats.draft_accepted = sp.accepted;
+            stats.verify_passes = sp.passes;
+        }
         Ok(stats)
+    }
+
+    /// The decoding loop: samples and reports tokens from the logits the
+    /// session holds, evaluating each reported token (one by one, or in
+    /// speculative rounds) until a stop.
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &mut self,
+        params: &GenerateParams,
+        limits: &mut ComputeLimits,
+        sampler: &mut Sampler,
+        spec: &mut Option<Speculator>,
+        w: &mut Work,
+        out: &mut Reporter,
+        (mut iterations, mut exit_value): (usize, f64),
+        on_token: &mut impl FnMut(&TokenEvent, &mut ComputeLimits) -> bool,
+    ) -> Result<()> {
+        let last_n = params.sampling.repeat_last_n;
+        let mut token = sampler.sample(self.logits(), recent(&out.history, last_n));
+        let logprob = crate::sampling::log_softmax_at(self.logits(), token);
+        let mut flow = out.report(token, iterations, exit_value, logprob, limits, on_token)?;
+        limits.validate()?;
+        *limits = limits.resolve_check_every(self.model());
+        // Here `token` is reported and not evaluated.
+        while flow.is_none() {
+            let tokens_left = out.max_tokens - out.stats.tokens;
+            let free = self.n_ctx() - self.n_past();
+            let k = match spec {
+                Some(sp) if speculative::verifiable(limits) => sp.next_k(tokens_left, free),
+                _ => 0,
+            };
+            if let (true, Some(sp)) = (k > 0, spec.as_mut()) {
+                let start =
+                    self.speculative_round(token, k, limits, sp, sampler, &mut out.history, w)?;
+                // Report the round's tokens until a stop, or until the callback
+                // changes the limits (later tokens were computed under the
+                // old ones: they are dropped and decoded again).
+                let mut kept = sp.out.len();
+                for i in 0..sp.out.len() {
+                    let before = *limits;
+                    let t = sp.out[i];
+                    let logprob = crate::sampling::log_softmax_at(sp.row(i), t);
+                    let r = limits.max_iterations;
+                    flow = out.report(t, r, f64::NAN, logprob, limits, on_token)?;
+                    limits.validate()?;
+                    *limits = limits.resolve_check_every(self.model());
+                    if flow.is_some() || *limits != before {
+                        kept = i + 1;
+                        break;
+                    }
+                }
+                self.commit_round(&start, kept, sp.row(kept - 1));
+                token = sp.out[kept - 1];
+            } else {
+                (iterations, exit_value) = self.run_token(&[token], limits, w)?;
+                token = sampler.sample(self.logits(), recent(&out.history, last_n));
+                let logprob = crate::sampling::log_softmax_at(self.logits(), token);
+                flow = out.report(token, iterations, exit_value, logprob, limits, on_token)?;
+                limits.validate()?;
+                *limits = limits.resolve_check_every(self.model());
+            }
+        }
+        if let Some(reason) = flow {
+            out.stats.stop = reason;
+        }
+        Ok(())
     }
 
     /// Validates a generation request before anything runs; returns the
@@ -414,6 +562,24 @@ impl Session {
     fn check_request(&self, prompt: &[u32], params: &GenerateParams) -> Result<usize> {
         params.limits.validate()?;
         params.sampling.validate()?;
+        params.draft.validate()?;
+        if params.draft.enabled() {
+            if !speculative::verifiable(&params.limits) {
+                return Err(Error::InvalidArgument(
+                    "speculative decoding verifies at a fixed budget: it needs limits \
+                     without an exit criterion and without warm start"
+                        .into(),
+                ));
+            }
+            if params.draft.tokens >= self.n_batch() {
+                return Err(Error::InvalidArgument(format!(
+                    "draft tokens {} need a batch of {} positions; the session's n_batch is {}",
+                    params.draft.tokens,
+                    params.draft.tokens + 1,
+                    self.n_batch()
+                )));
+            }
+        }
         let n_vocab = self.model().config().n_vocab;
         if let Some(t) = params.stop_tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(Error::InvalidArgument(format!(

@@ -276,6 +276,33 @@ impl Sampler {
 
     /// Top-k, temperature, softmax, top-p, min-p and the draw over `work[..n]`.
     fn sample_stochastic(&mut self, n: usize) -> u32 {
+        let (len, kept_total, best) = match self.filter(n) {
+            Filtered::Only(t) => return t,
+            Filtered::Kept { len, total, best } => (len, total, best),
+        };
+        let r = self.rng.next_f64() * kept_total;
+        let mut cum = 0.0;
+        for &c in &self.cand[..len] {
+            let w = self.weights[c as usize];
+            cum += w;
+            if r < cum && w > 0.0 {
+                return c;
+            }
+        }
+        // Rounding left r at or past the end: the last token with weight.
+        self.cand[..len]
+            .iter()
+            .rev()
+            .copied()
+            .find(|&c| self.weights[c as usize] > 0.0)
+            .unwrap_or(best)
+    }
+
+    /// Top-k, temperature, softmax, min-p and top-p over `work[..n]`: the
+    /// surviving candidates in `cand[..len]` (sorted when a filter needed it) with
+    /// their unnormalised weights in `weights`, or the single token a
+    /// degenerate distribution reduces to.
+    fn filter(&mut self, n: usize) -> Filtered {
         let work = &self.work[..n];
         let cand = &mut self.cand[..n];
         for (i, c) in cand.iter_mut().enumerate() {
@@ -309,7 +336,7 @@ impl Sampler {
         };
         let max_logit = work[best as usize];
         if max_logit == f32::NEG_INFINITY {
-            return best;
+            return Filtered::Only(best);
         }
 
         // Temperature and softmax (unnormalised weights; the max has weight 1).
@@ -365,28 +392,123 @@ impl Sampler {
             len = keep.max(1);
         }
 
-        // Renormalise over the survivors and draw.
         let kept_total: f64 = cand[..len].iter().map(|&c| self.weights[c as usize]).sum();
         if kept_total.is_nan() || kept_total <= 0.0 || kept_total.is_infinite() {
-            return best;
+            return Filtered::Only(best);
         }
-        let r = self.rng.next_f64() * kept_total;
+        Filtered::Kept {
+            len,
+            total: kept_total,
+            best,
+        }
+    }
+
+    /// The distribution [`Sampler::sample`] draws from for these `logits`
+    /// and `recent_tokens`, written to `out` (one probability per token,
+    /// zero for filtered tokens, summing to 1; one-hot at the pick for
+    /// greedy parameters). Used by speculative decoding, which needs the
+    /// probabilities, not just a draw. Does not allocate and does not move
+    /// the generator.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `logits` or `out` are not
+    /// `vocab_size` long.
+    pub fn distribution(
+        &mut self,
+        logits: &[f32],
+        recent_tokens: &[u32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let n = self.vocab_size;
+        if logits.len() != n || out.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "expected {n} logits and probabilities, got {} and {}",
+                logits.len(),
+                out.len()
+            )));
+        }
+        for (w, &l) in self.work.iter_mut().zip(logits) {
+            *w = if l.is_nan() { f32::NEG_INFINITY } else { l };
+        }
+        self.apply_repeat_penalty(n, recent_tokens);
+        out.fill(0.0);
+        let only = if self.params.is_greedy() {
+            argmax(&self.work[..n])
+        } else {
+            match self.filter(n) {
+                Filtered::Only(t) => t,
+                Filtered::Kept { len, total, .. } => {
+                    for &c in &self.cand[..len] {
+                        out[c as usize] = (self.weights[c as usize] / total) as f32;
+                    }
+                    return Ok(());
+                }
+            }
+        };
+        out[only as usize] = 1.0;
+        Ok(())
+    }
+
+    /// Draws a token from the probabilities `probs` (non-negative, summing
+    /// to about 1; the sum is taken, not assumed) with this sampler's
+    /// generator. The lowest id with weight when rounding leaves the draw
+    /// past the end; 0 when every weight is 0.
+    pub fn draw(&mut self, probs: &[f32]) -> u32 {
+        let total: f64 = probs.iter().map(|&p| f64::from(p.max(0.0))).sum();
+        if total.is_nan() || total <= 0.0 {
+            return 0;
+        }
+        let r = self.rng.next_f64() * total;
         let mut cum = 0.0;
-        for &c in &cand[..len] {
-            let w = self.weights[c as usize];
-            cum += w;
-            if r < cum && w > 0.0 {
-                return c;
+        let mut last = 0;
+        for (i, &p) in probs.iter().enumerate() {
+            let w = f64::from(p.max(0.0));
+            if w > 0.0 {
+                cum += w;
+                last = i;
+                if r < cum {
+                    return i as u32;
+                }
             }
         }
-        // Rounding left r at or past the end: the last token with weight.
-        cand[..len]
-            .iter()
-            .rev()
-            .copied()
-            .find(|&c| self.weights[c as usize] > 0.0)
-            .unwrap_or(best)
+        last as u32
     }
+
+    /// The speculative-sampling test for a token the draft proposed with
+    /// probability `q` and the target gives probability `p`: accepted with
+    /// probability `min(1, p / q)` (one uniform draw from the generator).
+    /// Together with [`Sampler::draw_residual`] on rejection, the accepted
+    /// or redrawn token is distributed exactly as the target (Leviathan et
+    /// al. 2023; Chen et al. 2023).
+    pub fn accept_draft(&mut self, p: f32, q: f32) -> bool {
+        let u = self.rng.next_f64();
+        u * f64::from(q) < f64::from(p)
+    }
+
+    /// After a rejected draft token: draws from the residual distribution
+    /// `max(0, p - q)` (renormalised), overwriting `p` with it; from `p`
+    /// itself when the residual is all zero (then `p` equals `q`, and the
+    /// rejection had probability 0).
+    pub fn draw_residual(&mut self, p: &mut [f32], q: &[f32]) -> u32 {
+        if p.iter().zip(q).all(|(&pi, &qi)| pi <= qi) {
+            // Only when p == q (rejection then had probability 0).
+            return self.draw(p);
+        }
+        for (pi, &qi) in p.iter_mut().zip(q) {
+            *pi = (*pi - qi).max(0.0);
+        }
+        self.draw(p)
+    }
+}
+
+/// What filtering left of a distribution.
+enum Filtered {
+    /// A single possible token (degenerate distributions).
+    Only(u32),
+    /// `cand[..len]` survive with unnormalised weights summing to `total`;
+    /// `best` is the most likely.
+    Kept { len: usize, total: f64, best: u32 },
 }
 
 /// Log-probability of `token` under the softmax of the raw `logits` (before
@@ -785,5 +907,123 @@ mod tests {
         }
         assert_eq!(snapshot(&s), before);
         assert!(s.seen.iter().all(|&x| !x), "seen marks must be cleared");
+    }
+
+    /// One speculative step on hand-made distributions: draft `x ~ q`,
+    /// accept with `min(1, p/q)`, else draw from `max(0, p - q)`.
+    fn speculative_step(s: &mut Sampler, p: &[f32], q: &[f32], scratch: &mut [f32]) -> u32 {
+        let x = s.draw(q);
+        if s.accept_draft(p[x as usize], q[x as usize]) {
+            x
+        } else {
+            scratch.copy_from_slice(p);
+            s.draw_residual(scratch, q)
+        }
+    }
+
+    #[test]
+    fn speculative_acceptance_keeps_the_target_distribution() {
+        let cases: [([f32; 4], [f32; 4]); 4] = [
+            // The draft overweights token 0 and misses token 3.
+            ([0.1, 0.2, 0.3, 0.4], [0.7, 0.2, 0.1, 0.0]),
+            // The draft is uniform.
+            ([0.05, 0.05, 0.6, 0.3], [0.25; 4]),
+            // Equal distributions: always accepted.
+            ([0.5, 0.25, 0.125, 0.125], [0.5, 0.25, 0.125, 0.125]),
+            // Disjoint supports: always rejected.
+            ([0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 0.0, 0.0]),
+        ];
+        let n = 200_000;
+        for (p, q) in cases {
+            let mut s = Sampler::new(4, stochastic(99)).unwrap();
+            let mut counts = [0usize; 4];
+            let mut scratch = [0f32; 4];
+            for _ in 0..n {
+                counts[speculative_step(&mut s, &p, &q, &mut scratch) as usize] += 1;
+            }
+            for t in 0..4 {
+                let f = counts[t] as f64 / n as f64;
+                // Five standard deviations of a binomial frequency.
+                let sd = (p[t] as f64 * (1.0 - p[t] as f64) / n as f64).sqrt();
+                assert!(
+                    (f - p[t] as f64).abs() <= 5.0 * sd + 1e-9,
+                    "p {p:?} q {q:?}: token {t} drawn {f}, want {}",
+                    p[t]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn acceptance_probability_is_min_one_p_over_q() {
+        let mut s = Sampler::new(4, stochastic(3)).unwrap();
+        let n = 100_000;
+        for (p, q, want) in [(0.2f32, 0.8f32, 0.25), (0.8, 0.2, 1.0), (0.0, 0.5, 0.0)] {
+            let hits = (0..n).filter(|_| s.accept_draft(p, q)).count();
+            let f = hits as f64 / n as f64;
+            assert!(
+                (f - want).abs() < 0.01,
+                "p {p} q {q}: accepted {f}, want {want}"
+            );
+        }
+        // The residual is max(0, p - q), renormalised.
+        let mut p = [0.1f32, 0.2, 0.3, 0.4];
+        let q = [0.7f32, 0.2, 0.1, 0.0];
+        for _ in 0..1000 {
+            let mut r = p;
+            let t = s.draw_residual(&mut r, &q);
+            assert!(t == 2 || t == 3, "drew {t} with no residual mass");
+            let want = [0.0, 0.0, 0.2, 0.4];
+            assert!(r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{r:?}");
+        }
+        // Equal distributions leave no residual: p itself.
+        p = q;
+        let t = s.draw_residual(&mut p, &q);
+        assert!(q[t as usize] > 0.0);
+    }
+
+    #[test]
+    fn distribution_matches_what_sample_draws() {
+        let v = 64;
+        let logits = logits_ramp(v);
+        let params = SamplingParams {
+            temperature: 0.7,
+            top_k: 20,
+            top_p: 0.9,
+            min_p: 0.05,
+            repeat_penalty: 1.3,
+            repeat_last_n: 8,
+            seed: 5,
+            greedy: false,
+        };
+        let recent = [3u32, 17, 17, 40];
+        let mut s = Sampler::new(v, params).unwrap();
+        let mut probs = vec![0f32; v];
+        s.distribution(&logits, &recent, &mut probs).unwrap();
+        let total: f32 = probs.iter().sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert!(probs.iter().filter(|&&x| x > 0.0).count() <= 20);
+        let n = 100_000;
+        let mut counts = vec![0usize; v];
+        for _ in 0..n {
+            counts[s.sample(&logits, &recent) as usize] += 1;
+        }
+        for t in 0..v {
+            let f = counts[t] as f64 / n as f64;
+            let sd = (probs[t] as f64 * (1.0 - probs[t] as f64) / n as f64).sqrt();
+            assert!(
+                (f - probs[t] as f64).abs() <= 5.0 * sd + 1e-9,
+                "token {t}: {f} vs {}",
+                probs[t]
+            );
+        }
+        // Greedy parameters give a one-hot distribution at the pick.
+        let mut g = Sampler::new(v, SamplingParams::greedy()).unwrap();
+        g.distribution(&logits, &[], &mut probs).unwrap();
+        let pick = g.sample(&logits, &[]) as usize;
+        assert_eq!(probs[pick], 1.0);
+        assert_eq!(probs.iter().sum::<f32>(), 1.0);
+        // Wrong lengths are refused.
+        assert!(g.distribution(&logits[1..], &[], &mut probs).is_err());
     }
 }

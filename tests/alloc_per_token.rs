@@ -3,7 +3,8 @@
 //! (ggml's own C allocations are counted by ffi-tests/test_alloc.c). From the
 //! second to the last token of a 300-token generation the count must be 0,
 //! for fixed budgets, KL exits (B = 1 and a budget with latest-entry fill),
-//! a latent criterion with warm start, checks every 3 steps, and sampling.
+//! a latent criterion with warm start, checks every 3 steps, sampling, and
+//! speculative decoding (greedy and sampled, with an adaptive draft length).
 //!
 //! Only the generating thread is counted: the library starts no Rust thread
 //! while it generates (ggml's CPU workers are C threads of its threadpool),
@@ -14,7 +15,7 @@
 mod common;
 
 use recurrent_depth::exit::{ExitCriterion, ExitSpec};
-use recurrent_depth::generate::{ComputeLimits, GenerateParams};
+use recurrent_depth::generate::{ComputeLimits, DraftParams, GenerateParams};
 use recurrent_depth::model::Model;
 use recurrent_depth::sampling::SamplingParams;
 use recurrent_depth::session::{Session, SessionParams};
@@ -155,7 +156,32 @@ fn no_rust_allocation_per_token() {
             2,
             plain(limits(3, 24, ExitCriterion::ArgmaxStability, 3)),
         ),
-        ("sampled, kl 2..16", 1, sampled),
+        ("sampled, kl 2..16", 1, sampled.clone()),
+        (
+            "speculative, greedy, 4 drafts at 2 of 8 (B=8)",
+            8,
+            GenerateParams {
+                draft: DraftParams {
+                    tokens: 4,
+                    iterations: 2,
+                    adaptive: false,
+                },
+                ..plain(ComputeLimits::fixed(8))
+            },
+        ),
+        (
+            "speculative, sampled, adaptive up to 6 drafts at 1 of 20 (B=2)",
+            2,
+            GenerateParams {
+                limits: ComputeLimits::fixed(20),
+                draft: DraftParams {
+                    tokens: 6,
+                    iterations: 1,
+                    adaptive: true,
+                },
+                ..sampled
+            },
+        ),
     ];
     let mut failures = Vec::new();
     for (name, b, params) in &cases {

@@ -197,7 +197,7 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
                 limits: c.limits,
                 prefill_iterations: Some(c.prefill_iterations),
                 sampling: SamplingParams::greedy(),
-                stop_tokens: Vec::new(),
+                ..GenerateParams::default()
             };
             let (trace, stats) = run(&mut s, &c.prompt, &gp).unwrap();
             let tokens: Vec<u32> = trace.iter().map(|t| t.0).collect();
@@ -309,7 +309,7 @@ fn params(l: ComputeLimits, max_tokens: usize) -> GenerateParams {
         limits: l,
         prefill_iterations: Some(4),
         sampling: SamplingParams::greedy(),
-        stop_tokens: Vec::new(),
+        ..GenerateParams::default()
     }
 }
 

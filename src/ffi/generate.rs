@@ -10,7 +10,7 @@ use super::rd_token;
 use super::session::rd_session;
 use super::status::{Fail, rd_status};
 use super::text::arg_text;
-use crate::generate::{ComputeLimits, GenerateParams, StopReason};
+use crate::generate::{ComputeLimits, DraftParams, GenerateParams, StopReason};
 use crate::sampling::SamplingParams;
 use std::ffi::{c_char, c_void};
 use std::sync::atomic::Ordering;
@@ -100,13 +100,22 @@ pub struct rd_generate_stats {
     pub mean_iterations: f64,
     /// Bytes of the session's KV cache and state stores.
     pub kv_bytes: u64,
+    /// Tokens drafted by speculative decoding (0 without it). Added in 0.4.
+    pub n_drafted: u64,
+    /// Drafted tokens the verifier accepted (`n_draft_accepted /
+    /// n_drafted` is the acceptance rate). Added in 0.4.
+    pub n_draft_accepted: u64,
+    /// Verification passes; each reports its accepted drafts and one token
+    /// of its own. Added in 0.4.
+    pub n_verify_passes: u64,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers only.
 unsafe impl Versioned for rd_generate_stats {
     const NAME: &'static str = "rd_generate_stats";
     const OUTPUT: bool = true;
-    const RELEASED_SIZES: &'static [usize] = &[];
+    // 0.3 ended after `kv_bytes`.
+    const RELEASED_SIZES: &'static [usize] = &[std::mem::offset_of!(rd_generate_stats, n_drafted)];
     fn defaults() -> Self {
         rd_generate_stats {
             struct_size: size_of::<Self>(),
@@ -118,6 +127,9 @@ unsafe impl Versioned for rd_generate_stats {
             decode_seconds: 0.0,
             mean_iterations: 0.0,
             kv_bytes: 0,
+            n_drafted: 0,
+            n_draft_accepted: 0,
+            n_verify_passes: 0,
         }
     }
 }
@@ -265,6 +277,11 @@ fn generate(
         prefill_iterations: req.prefill_iterations,
         sampling: req.sampling,
         stop_tokens,
+        draft: DraftParams {
+            tokens: gp.draft_tokens as usize,
+            iterations: gp.draft_iterations as usize,
+            adaptive: gp.draft_adaptive,
+        },
     };
 
     let running = Generating::start(handle);
@@ -331,6 +348,9 @@ fn generate(
             decode_seconds: stats.decode_seconds,
             mean_iterations: stats.mean_iterations,
             kv_bytes: stats.kv_bytes as u64,
+            n_drafted: stats.draft_tokens as u64,
+            n_draft_accepted: stats.draft_accepted as u64,
+            n_verify_passes: stats.verify_passes as u64,
         });
     }
     Ok(())

@@ -606,13 +606,33 @@ pub struct rd_generate_params {
     /// (default 0: control tokens produce their text, as with
     /// `rd_detokenize(..., 0, ...)`).
     pub detokenize_flags: rd_detokenize_flags,
+    /// Reserved (the tail padding of the 0.3 layout); ignored.
+    pub _reserved: u32,
+    /// Self-speculative decoding: tokens drafted per verification pass, at
+    /// most 64 and below the session's `n_batch` (default 0: off). Each
+    /// draft runs `draft_iterations` core iterations; one batch at the
+    /// limits' `max_iterations` then checks every draft, keeping those the
+    /// full-depth model agrees with. Needs limits without an exit criterion
+    /// and without warm start (`RD_ERR_INVALID_ARGUMENT` otherwise); greedy
+    /// output is then the same as without speculation when `kv_budget >=
+    /// max_iterations` (docs/semantics.md, "Speculative decoding"). Added
+    /// in 0.4; callers built against an older header get 0.
+    pub draft_tokens: u32,
+    /// Core iterations of each draft token, 1..=4096 (default 4). Added in 0.4.
+    pub draft_iterations: u32,
+    /// Adapt the number of drafted tokens to how many were accepted, within
+    /// `1..=draft_tokens` (default false). Added in 0.4.
+    pub draft_adaptive: bool,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers, pointers and a
 // C bool.
 unsafe impl Versioned for rd_generate_params {
     const NAME: &'static str = "rd_generate_params";
-    const RELEASED_SIZES: &'static [usize] = &[];
+    // 0.3 ended after `detokenize_flags` (64 bytes with its tail padding,
+    // which `_reserved` now names).
+    const RELEASED_SIZES: &'static [usize] =
+        &[std::mem::offset_of!(rd_generate_params, draft_tokens)];
     fn defaults() -> Self {
         rd_generate_params {
             struct_size: size_of::<Self>(),
@@ -625,6 +645,10 @@ unsafe impl Versioned for rd_generate_params {
             default_stop_tokens: true,
             tokenize_flags: RD_TOKENIZE_ADD_SPECIAL | RD_TOKENIZE_PARSE_SPECIAL,
             detokenize_flags: 0,
+            _reserved: 0,
+            draft_tokens: 0,
+            draft_iterations: 4,
+            draft_adaptive: false,
         }
     }
 }

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 mod state;
 mod stores;
+mod verify;
 
 use stores::Stores;
+pub(crate) use verify::RoundStart;
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -99,6 +101,8 @@ impl Default for SessionParams {
 pub(crate) const STEPS_PER_GRAPH: usize = 16;
 /// Upper bound on graph nodes per block (the builder uses about 45).
 const NODES_PER_BLOCK: usize = 64;
+/// Marks the shape keys of speculative verification graphs.
+const VERIFY_SHAPE: u64 = 1 << 63;
 /// Most iterations a single token may run.
 pub const MAX_ITERATIONS: usize = 4096;
 
@@ -193,6 +197,11 @@ pub struct Session {
     last_iterations: usize,
     /// Whether `logits` belong to the last cached position.
     logits_valid: bool,
+    /// Whether the current batch is a speculative verification, whose graphs
+    /// have plans of their own (see [`Session::verify`]).
+    verifying: bool,
+    /// Batch size verification graphs are planned for (0 before any).
+    verify_n: usize,
 }
 
 impl Session {
@@ -286,6 +295,8 @@ impl Session {
             max_splits: 0,
             last_iterations: 0,
             logits_valid: false,
+            verifying: false,
+            verify_n: 0,
             params: params.clone(),
             model,
         };
@@ -331,6 +342,10 @@ impl Session {
             | cross as u64;
         if self.n_cur == 1 {
             Shape::Token(key)
+        } else if self.verifying {
+            // Planned once at the largest verification batch; smaller ones
+            // have the same nodes and fit (like tokens at a shorter context).
+            Shape::Token(key | VERIFY_SHAPE)
         } else {
             Shape::Batch(key)
         }
@@ -342,8 +357,40 @@ impl Session {
     /// segment with the number of exit-statistic checks run before it in its
     /// token.
     pub(crate) fn plan_token_graphs(&mut self, segments: &[(Segment, usize)]) -> Result<()> {
+        let saved = self.verifying;
+        self.verifying = false;
+        let res = self.plan_graphs(1, segments);
+        self.verifying = saved;
+        res
+    }
+
+    /// Plans compute memory for the graphs of a speculative verification of
+    /// up to `n` positions (`segments` as for [`Session::plan_token_graphs`]),
+    /// at the full context.
+    pub(crate) fn plan_verify_graphs(
+        &mut self,
+        n: usize,
+        segments: &[(Segment, usize)],
+    ) -> Result<()> {
+        if n < 2 || n > self.n_batch {
+            return Err(Error::InvalidArgument(format!(
+                "a verification batch of {n} positions (2..={} with n_batch {})",
+                self.n_batch, self.n_batch
+            )));
+        }
+        let saved = self.verifying;
+        self.verifying = true;
+        self.verify_n = self.verify_n.max(n);
+        let res = self.plan_graphs(self.verify_n, segments);
+        self.verifying = saved;
+        res
+    }
+
+    /// Plans every graph `segments` lists for a batch of `n` positions at
+    /// the end of the context (each shape's largest graph).
+    fn plan_graphs(&mut self, n: usize, segments: &[(Segment, usize)]) -> Result<()> {
         let (saved_cur, saved_checks) = (self.n_cur, self.device_checks);
-        self.n_cur = 1;
+        self.n_cur = n;
         let mut res = Ok(());
         for &(seg, checks) in segments {
             self.device_checks = checks;
@@ -351,8 +398,8 @@ impl Session {
             if self.compute.is_planned(shape) {
                 continue;
             }
-            // At the last position of the context: the shape's largest graph.
-            res = self.build_and(seg, self.n_ctx - 1, |compute, backend, graph| {
+            // At the end of the context: the shape's largest graph.
+            res = self.build_and(seg, self.n_ctx - n, |compute, backend, graph| {
                 compute.reserve(backend, shape, &mut graph.graph)
             });
             if res.is_err() {
@@ -722,7 +769,13 @@ impl Session {
             // A single-token shape generate() did not foresee (eval, or limits
             // changed by a callback): plan it once for the full context, so
             // that later tokens of this shape do not re-plan as the cache grows.
-            self.plan_token_graphs(&[(seg, self.device_checks)])?;
+            let n = if self.verifying {
+                self.verify_n = self.verify_n.max(self.n_cur);
+                self.verify_n
+            } else {
+                1
+            };
+            self.plan_graphs(n, &[(seg, self.device_checks)])?;
         }
         // Take the scratch out (a move, no allocation) so the graph can borrow self.
         let host = std::mem::take(&mut self.host);

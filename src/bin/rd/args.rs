@@ -272,6 +272,16 @@ pub struct RunArgs {
     /// and end-of-turn tokens, when the model has a tokenizer).
     #[arg(long, value_delimiter = ',', value_parser = token_id)]
     pub stop: Vec<u32>,
+    /// Self-speculative decoding: tokens drafted per verification pass (0 =
+    /// off). Needs a fixed budget (--exit none) and no --warm-start.
+    #[arg(long, default_value_t = 0)]
+    pub draft_tokens: usize,
+    /// Core iterations of each drafted token.
+    #[arg(long, default_value_t = 4)]
+    pub draft_iterations: usize,
+    /// Adapt the number of drafted tokens to how many were accepted.
+    #[arg(long)]
+    pub draft_adaptive: bool,
     /// One JSON object per token, then a stats object.
     #[arg(long)]
     pub json: bool,

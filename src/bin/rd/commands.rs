@@ -6,7 +6,7 @@ use crate::args::{
 };
 use recurrent_depth::chat::{ChatMessage, ChatTemplate, TemplateTokens};
 use recurrent_depth::convert::{ConvertOptions, ConvertReport, Progress};
-use recurrent_depth::generate::{ComputeLimits, GenerateParams, StopReason};
+use recurrent_depth::generate::{ComputeLimits, DraftParams, GenerateParams, StopReason};
 use recurrent_depth::gguf::{GgmlType, GgufFile};
 use recurrent_depth::model::{BackendKind, LoadParams, Model};
 use recurrent_depth::sampling::SamplingParams;
@@ -249,6 +249,11 @@ fn run(a: RunArgs) -> Result<()> {
         prefill_iterations: None,
         sampling,
         stop_tokens,
+        draft: DraftParams {
+            tokens: a.draft_tokens,
+            iterations: a.draft_iterations,
+            adaptive: a.draft_adaptive,
+        },
     };
     let json = a.json;
     let mut out = std::io::stdout().lock();
@@ -300,6 +305,9 @@ fn run(a: RunArgs) -> Result<()> {
                 "prefill_iterations": stats.prefill_iterations,
                 "kv_bytes": stats.kv_bytes,
                 "stop": stop_name(stats.stop),
+                "draft_tokens": stats.draft_tokens,
+                "draft_accepted": stats.draft_accepted,
+                "verify_passes": stats.verify_passes,
             }
         });
         writeln!(out, "{line}")?;
@@ -313,6 +321,15 @@ fn run(a: RunArgs) -> Result<()> {
             tps(stats.tokens.saturating_sub(1), stats.decode_seconds),
             stats.kv_bytes as f64 / 1024.0
         );
+        if stats.verify_passes > 0 {
+            eprintln!(
+                "speculation: {} of {} drafts accepted ({:.0}%), {:.2} tokens per verification pass",
+                stats.draft_accepted,
+                stats.draft_tokens,
+                100.0 * stats.draft_accepted as f64 / stats.draft_tokens.max(1) as f64,
+                (stats.draft_accepted + stats.verify_passes) as f64 / stats.verify_passes as f64
+            );
+        }
     }
     Ok(())
 }
@@ -561,6 +578,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         prefill_iterations: None,
         sampling,
         stop_tokens: tok.stop_tokens(),
+        draft: DraftParams::default(),
     };
     let mut messages: Vec<ChatMessage> = Vec::new();
     if let Some(sys) = &a.system {
