@@ -387,12 +387,7 @@ impl Session {
         let mut spec = None;
         if params.draft.enabled() {
             let sp = Speculator::new(params.draft, params.sampling.is_greedy(), cfg.n_vocab)?;
-            shapes.clear();
-            sp.draft_limits().token_segments(false, &mut shapes)?;
-            self.plan_token_graphs(&shapes)?;
-            shapes.clear();
-            speculative::verify_segments(limits.max_iterations, &mut shapes);
-            self.plan_verify_graphs(sp.max_batch(), &shapes)?;
+            sp.plan(self, &limits)?;
             spec = Some(sp);
         }
         // Reported tokens, and drafts during a speculative round.

@@ -974,7 +974,10 @@ mod tests {
             let t = s.draw_residual(&mut r, &q);
             assert!(t == 2 || t == 3, "drew {t} with no residual mass");
             let want = [0.0, 0.0, 0.2, 0.4];
-            assert!(r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{r:?}");
+            assert!(
+                r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+                "{r:?}"
+            );
         }
         // Equal distributions leave no residual: p itself.
         p = q;

@@ -16,7 +16,9 @@ use super::{ComputeLimits, Work, recent};
 use crate::error::{Error, Result};
 use crate::exit::ExitCriterion;
 use crate::sampling::Sampler;
-use crate::session::{CodaMode, MAX_ITERATIONS, RoundStart, STEPS_PER_GRAPH, Segment, Session};
+use crate::session::{
+    CodaMode, MAX_ITERATIONS, RoundStart, STEPS_PER_GRAPH, Segment, Session, verify_segments,
+};
 
 /// Most tokens drafted per round.
 pub const MAX_DRAFT_TOKENS: usize = 64;
@@ -79,34 +81,12 @@ pub(crate) fn verifiable(limits: &ComputeLimits) -> bool {
     limits.exit.criterion == ExitCriterion::None && !limits.warm_start
 }
 
-/// The graphs of one verification at `iterations` (with the number of
-/// device exit checks before each: none).
-pub(crate) fn verify_segments(iterations: usize, out: &mut Vec<(Segment, usize)>) {
-    let mut step = 1;
-    while step <= iterations {
-        let n_steps = (iterations - step + 1).min(STEPS_PER_GRAPH);
-        let last = step + n_steps > iterations;
-        out.push((
-            Segment {
-                prelude: step == 1,
-                first_step: step,
-                n_steps,
-                coda: if last { CodaMode::All } else { CodaMode::None },
-                exit_stats: false,
-            },
-            0,
-        ));
-        step += n_steps;
-    }
-}
-
 /// Working memory and counters of speculation over one generation call
 /// (sized once: nothing is allocated per round).
 pub(crate) struct Speculator {
     params: DraftParams,
     /// Tokens to draft in the next round.
     k: usize,
-    draft_limits: ComputeLimits,
     greedy: bool,
     n_vocab: usize,
     drafts: Vec<u32>,
@@ -146,7 +126,6 @@ impl Speculator {
         Ok(Speculator {
             params,
             k,
-            draft_limits: ComputeLimits::fixed(params.iterations),
             greedy,
             n_vocab,
             drafts: Vec::with_capacity(k),
@@ -161,9 +140,29 @@ impl Speculator {
         })
     }
 
-    /// Limits the drafts run under.
-    pub(crate) fn draft_limits(&self) -> &ComputeLimits {
-        &self.draft_limits
+    /// Draft iterations under `limits` (never past the verifier's).
+    fn draft_iterations(&self, limits: &ComputeLimits) -> usize {
+        self.params.iterations.min(limits.max_iterations)
+    }
+
+    /// Plans the memory of every graph a round under `limits` runs (drafts,
+    /// the last draft's steps without coda, the verification), so that
+    /// rounds allocate nothing.
+    pub(crate) fn plan(&self, session: &mut Session, limits: &ComputeLimits) -> Result<()> {
+        let d = self.draft_iterations(limits);
+        let mut shapes = Vec::new();
+        ComputeLimits::fixed(d).token_segments(false, &mut shapes)?;
+        prefix_segments(d, |seg| {
+            shapes.push((seg, 0));
+            Ok(())
+        })?;
+        session.plan_token_graphs(&shapes)?;
+        shapes.clear();
+        verify_segments(d, limits.max_iterations, |seg| {
+            shapes.push((seg, 0));
+            Ok(())
+        })?;
+        session.plan_verify_graphs(self.max_batch(), &shapes)
     }
 
     /// Most positions a verification batch holds.
@@ -254,9 +253,12 @@ impl Session {
         let last_n = sampler.params().repeat_last_n;
         let v = sp.n_vocab;
         sp.drafts.clear();
-        let draft_limits = sp.draft_limits;
+        let d_it = sp.draft_iterations(limits);
+        let draft_limits = ComputeLimits::fixed(d_it);
         let mut cur = token;
         for j in 0..k {
+            // Each draft keeps its state in its own row for the verifier.
+            self.set_draft_row(Some(j));
             self.run_token(&[cur], &draft_limits, w)?;
             let d = if sp.greedy {
                 sampler.sample(self.logits(), recent(history, last_n))
@@ -270,11 +272,17 @@ impl Session {
             cur = d;
         }
         history.truncate(base);
+        // The last draft's first steps (its logits are not needed).
+        self.set_draft_row(Some(k));
+        self.begin_batch(&[cur])?;
+        prefix_segments(d_it, |seg| self.run_segment(seg, None))?;
+        self.end_batch();
+        self.set_draft_row(None);
 
         sp.batch.clear();
         sp.batch.push(token);
         sp.batch.extend_from_slice(&sp.drafts);
-        self.verify(start, &sp.batch, limits.max_iterations, &mut sp.rows)?;
+        self.verify(start, &sp.batch, d_it, limits.max_iterations, &mut sp.rows)?;
 
         sp.out.clear();
         for i in 0..=k {
@@ -307,4 +315,22 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Calls `f` with each graph that runs steps `1..=d` of a new token without
+/// its coda.
+fn prefix_segments(d: usize, mut f: impl FnMut(Segment) -> Result<()>) -> Result<()> {
+    let mut t = 0;
+    while t < d {
+        let n_steps = (d - t).min(STEPS_PER_GRAPH);
+        f(Segment {
+            prelude: t == 0,
+            first_step: t + 1,
+            n_steps,
+            coda: CodaMode::None,
+            exit_stats: false,
+        })?;
+        t += n_steps;
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ mod stores;
 mod verify;
 
 use stores::Stores;
-pub(crate) use verify::RoundStart;
+pub(crate) use verify::{RoundStart, verify_segments};
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -202,6 +202,10 @@ pub struct Session {
     verifying: bool,
     /// Batch size verification graphs are planned for (0 before any).
     verify_n: usize,
+    /// Row of the state and embedding stores a single-token batch uses
+    /// (drafts keep their states in rows 0.. for the verification that
+    /// continues them; 0 otherwise).
+    store_row: usize,
 }
 
 impl Session {
@@ -297,6 +301,7 @@ impl Session {
             logits_valid: false,
             verifying: false,
             verify_n: 0,
+            store_row: 0,
             params: params.clone(),
             model,
         };
@@ -656,8 +661,12 @@ impl Session {
     /// Reads the recurrent state of the last position of the current batch.
     pub(crate) fn read_last_state(&self, out: &mut [f32]) -> Result<()> {
         let d = self.model.config().n_embd;
-        self.state_store
-            .read_f32((self.n_cur.max(1) - 1) * d, &mut out[..d])
+        let row = if self.n_cur <= 1 {
+            self.store_row
+        } else {
+            self.n_cur - 1
+        };
+        self.state_store.read_f32(row * d, &mut out[..d])
     }
 
     /// Latest-entry semantics for a batch that ran `steps` recurrences with
@@ -885,6 +894,8 @@ impl Session {
         let mut ids_t = None;
         let mut x0_t = None;
         let row = self.state_store.nb()[1];
+        // Single tokens may use another row (drafts; see `store_row`).
+        let at = if n == 1 { self.store_row * row } else { 0 };
         let logits;
         let mut argmax = None;
         let stores = ExitStores {
@@ -912,14 +923,14 @@ impl Session {
                 x0_t = Some(x0);
                 let e = gb.prelude(ids, &inp, &self.prelude_kv)?;
                 if seg.n_steps > 0 || seg.coda == CodaMode::None {
-                    let dst = gb.ctx.view_2d(self.embed_store, d, n as i64, row, 0);
+                    let dst = gb.ctx.view_2d(self.embed_store, d, n as i64, row, at);
                     let st = gb.ctx.cpy(e, dst);
                     gb.graph.expand(st)?;
                 }
                 (x0, e)
             } else {
-                let x = gb.ctx.view_2d(self.state_store, d, n as i64, row, 0);
-                let e = gb.ctx.view_2d(self.embed_store, d, n as i64, row, 0);
+                let x = gb.ctx.view_2d(self.state_store, d, n as i64, row, at);
+                let e = gb.ctx.view_2d(self.embed_store, d, n as i64, row, at);
                 (x, e)
             };
             let b = self.params.kv_budget;
@@ -929,7 +940,7 @@ impl Session {
                 x = gb.step(x, e, &inp, slots)?;
             }
             if seg.prelude || seg.n_steps > 0 {
-                let dst = gb.ctx.view_2d(self.state_store, d, n as i64, row, 0);
+                let dst = gb.ctx.view_2d(self.state_store, d, n as i64, row, at);
                 let st = gb.ctx.cpy(x, dst);
                 gb.graph.expand(st)?;
             }
