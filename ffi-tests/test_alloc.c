@@ -195,6 +195,9 @@ static bool probe_cb(const rd_token_event *ev, void *user_data) {
 }
 
 static char g_model_path[4096], g_tok_model_path[4096];
+/* Speculative decoding settings of the next generations (0: off). */
+static uint32_t g_draft_tokens, g_draft_iterations;
+static bool g_draft_adaptive;
 
 /* Generates `n_tokens` (at most MAX_TOKENS) twice with the same settings (the
  * second call fully warm) and checks the window of both calls. */
@@ -221,6 +224,9 @@ static void check_generation_of(const char *path, const char *name, uint32_t n_t
     gp.sampling = sampling;
     gp.max_tokens = n_tokens;
     gp.default_stop_tokens = false; /* a random model may sample EOS */
+    gp.draft_tokens = g_draft_tokens;
+    gp.draft_iterations = g_draft_iterations ? g_draft_iterations : 4;
+    gp.draft_adaptive = g_draft_adaptive;
     for (int round = 0; round < 2; round++) {
         REQUIRE_OK(rd_session_reset(s));
         probe_t p = {.last_index = n_tokens - 1};
@@ -344,6 +350,26 @@ static void test_streamed_text(void) {
                         limits_of(2, 16, RD_EXIT_KL, 1, false), NULL, 300);
 }
 
+/* Speculative rounds (drafts, one verification batch, rewinds) allocate
+ * nothing either: their graphs are planned when the call starts. */
+static void test_speculative(void) {
+    g_draft_tokens = 4;
+    g_draft_iterations = 2;
+    check_generation("speculative, greedy, 4 drafts at 2 of 8 iterations, B=8", 1, 8,
+                     limits_of(8, 8, RD_EXIT_NONE, 1, false), NULL, 300);
+    g_draft_tokens = 6;
+    g_draft_iterations = 1;
+    g_draft_adaptive = true;
+    rd_sampling_params sp = rd_sampling_default_params();
+    sp.seed = 5;
+    check_generation("speculative, sampled, adaptive up to 6 drafts, 20 iterations (2 graphs), "
+                     "B=2, 2 threads",
+                     2, 2, limits_of(20, 20, RD_EXIT_NONE, 1, false), &sp, 300);
+    g_draft_tokens = 0;
+    g_draft_iterations = 0;
+    g_draft_adaptive = false;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s FIXTURE_DIR (holding model.gguf)\n", argv[0]);
@@ -358,6 +384,7 @@ int main(int argc, char **argv) {
     printf("recurrent-depth %s allocation tests (%s)\n", rd_version(), argv[0]);
     RUN(test_interposition_works);
     RUN(test_fixed_budget);
+    RUN(test_speculative);
     RUN(test_exits_and_sampling);
     RUN(test_streamed_text);
 #ifdef RD_ATTRIBUTE

@@ -326,6 +326,88 @@ static void test_sampling_seed_and_stop_tokens(void) {
     rd_session_free(s);
 }
 
+/* Self-speculative decoding: greedy tokens equal plain decoding's (B = r),
+ * the stats count drafts, settings it cannot honour are refused, and a
+ * caller built against the 0.3 header (shorter structs) gets no speculation. */
+static void test_speculative_decoding(void) {
+    rd_session *s = open_session(MODEL_CTX, 8);
+    if (!s) return;
+    rd_compute_limits l = fixed_limits(8);
+    collect_t plain, spec;
+    collect_init(&plain, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &l, 40, &plain, NULL));
+    /* Continue from the cache (n_tokens = 0) as a later turn would. */
+    collect_t plain_more, spec_more;
+    collect_init(&plain_more, s);
+    REQUIRE_OK(generate(s, NULL, 0, &l, 10, &plain_more, NULL));
+
+    const uint32_t drafts[][3] = {{4, 2, 0}, {6, 1, 1}, {3, 8, 0}};
+    for (size_t i = 0; i < sizeof drafts / sizeof drafts[0]; i++) {
+        REQUIRE_OK(rd_session_reset(s));
+        rd_generate_params gp = rd_generate_default_params();
+        gp.limits = &l;
+        gp.max_tokens = 40;
+        gp.draft_tokens = drafts[i][0];
+        gp.draft_iterations = drafts[i][1];
+        gp.draft_adaptive = drafts[i][2] != 0;
+        rd_generate_stats st = {.struct_size = sizeof st};
+        collect_init(&spec, s);
+        REQUIRE_OK(rd_generate(s, PROMPT, N_PROMPT, &gp, collect_cb, &spec, &st));
+        CHECK(spec.n == 40 && memcmp(spec.tokens, plain.tokens, sizeof plain.tokens) == 0);
+        CHECK(!spec.bad_event);
+        for (size_t t = 0; t < spec.n; t++) CHECK(spec.iterations[t] == 8);
+        CHECK(st.n_verify_passes > 0 && st.n_draft_accepted <= st.n_drafted);
+        CHECK(st.n_tokens == 40 && st.stop_reason == RD_STOP_MAX_TOKENS);
+        if (drafts[i][1] == 8) CHECK(st.n_draft_accepted == st.n_drafted);
+        collect_init(&spec_more, s);
+        REQUIRE_OK(generate(s, NULL, 0, &l, 10, &spec_more, NULL));
+        CHECK(spec_more.n == 10 &&
+              memcmp(spec_more.tokens, plain_more.tokens, sizeof plain_more.tokens) == 0);
+    }
+
+    /* Refused: an exit criterion, warm start, too many drafts, 0 iterations. */
+    rd_generate_params gp = rd_generate_default_params();
+    rd_compute_limits kl = rd_compute_limits_default();
+    kl.max_iterations = 8;
+    kl.exit_criterion = RD_EXIT_KL;
+    kl.exit_threshold = 5e-4;
+    gp.limits = &kl;
+    gp.draft_tokens = 4;
+    REQUIRE_OK(rd_session_reset(s));
+    CHECK_STATUS(rd_generate(s, PROMPT, N_PROMPT, &gp, NULL, NULL, NULL),
+                 RD_ERR_INVALID_ARGUMENT);
+    rd_compute_limits warm = l;
+    warm.warm_start = true;
+    gp.limits = &warm;
+    CHECK_STATUS(rd_generate(s, PROMPT, N_PROMPT, &gp, NULL, NULL, NULL),
+                 RD_ERR_INVALID_ARGUMENT);
+    gp.limits = &l;
+    gp.draft_tokens = 100;
+    CHECK_STATUS(rd_generate(s, PROMPT, N_PROMPT, &gp, NULL, NULL, NULL),
+                 RD_ERR_INVALID_ARGUMENT);
+    gp.draft_tokens = 4;
+    gp.draft_iterations = 0;
+    CHECK_STATUS(rd_generate(s, PROMPT, N_PROMPT, &gp, NULL, NULL, NULL),
+                 RD_ERR_INVALID_ARGUMENT);
+    rd_session_info info = {.struct_size = sizeof info};
+    REQUIRE_OK(rd_session_get_info(s, &info));
+    CHECK(info.n_past == 0);
+
+    /* 0.3's struct sizes: accepted, the draft fields (there garbage) unread. */
+    gp = rd_generate_default_params();
+    gp.limits = &l;
+    gp.max_tokens = 40;
+    gp.draft_tokens = 4; /* beyond a 0.3 struct: ignored */
+    gp.struct_size = offsetof(rd_generate_params, draft_tokens);
+    rd_generate_stats st = {.struct_size = offsetof(rd_generate_stats, n_drafted)};
+    st.n_verify_passes = 12345; /* beyond a 0.3 struct: left alone */
+    collect_init(&spec, s);
+    REQUIRE_OK(rd_generate(s, PROMPT, N_PROMPT, &gp, collect_cb, &spec, &st));
+    CHECK(spec.n == 40 && memcmp(spec.tokens, plain.tokens, sizeof plain.tokens) == 0);
+    CHECK(st.n_tokens == 40 && st.n_verify_passes == 12345);
+    rd_session_free(s);
+}
+
 static void test_context_limits(void) {
     rd_model *m = load_model(g_model_path);
     if (!m) {
@@ -1341,6 +1423,7 @@ int main(int argc, char **argv) {
     RUN(test_version_and_status_strings);
     RUN(test_end_to_end_generation);
     RUN(test_sampling_seed_and_stop_tokens);
+    RUN(test_speculative_decoding);
     RUN(test_context_limits);
     RUN(test_eval_and_logits);
     RUN(test_iteration_budget);
