@@ -352,6 +352,10 @@ struct Work {
     state: Vec<f32>,
     prev_state: Vec<f32>,
     have_prev: bool,
+    /// Running speculative drafts: the slots a draft does not reach are
+    /// neither read by the next drafts nor kept (the verification rewrites
+    /// them), so the latest-entry fill is skipped.
+    drafting: bool,
 }
 
 impl Session {
@@ -399,6 +403,7 @@ impl Session {
             state: vec![0.0; cfg.n_embd],
             prev_state: vec![0.0; cfg.n_embd],
             have_prev: false,
+            drafting: false,
         };
 
         let t0 = Instant::now();
@@ -677,7 +682,9 @@ impl Session {
             // the stored ones.
             self.load_stored_logits()?;
         }
-        self.fill_unreached_slots(t)?;
+        if !w.drafting {
+            self.fill_unreached_slots(t)?;
+        }
         if limits.warm_start {
             self.read_last_state(&mut w.prev_state)?;
             w.have_prev = true;

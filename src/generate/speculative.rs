@@ -221,7 +221,9 @@ impl Session {
     ) -> Result<RoundStart> {
         let start = self.round_start();
         let base = history.len();
+        w.drafting = true;
         let res = self.draft_and_verify(&start, token, k, limits, sp, sampler, history, w);
+        w.drafting = false;
         history.truncate(base);
         // A warm start would read the state of a draft position.
         w.have_prev = false;
