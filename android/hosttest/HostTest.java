@@ -156,7 +156,7 @@ public final class HostTest {
             int[] stops, TokenListener listener) {
         return RdNative.generate(s, prompt, null, maxTokens, 0, l.min, l.max, l.checkEvery, l.criterion,
                 l.threshold, l.warmStart, l.exitInPrefill, sample, 0.8f, 40, 0.95f, 0.05f, 1.0f, 64,
-                seed, false, stops, true, 0, 0, listener);
+                seed, false, stops, true, 0, 0, 0, 4, false, listener);
     }
 
     static final int TEXT_FLAGS = RdNative.TOKENIZE_ADD_SPECIAL | RdNative.TOKENIZE_PARSE_SPECIAL;
@@ -166,7 +166,7 @@ public final class HostTest {
             TokenListener listener) {
         return RdNative.generate(s, null, RdNative.utf8(prompt), maxTokens, 0, l.min, l.max, l.checkEvery,
                 l.criterion, l.threshold, l.warmStart, l.exitInPrefill, false, 0, 0, 1, 0, 1, 0, 0, false,
-                null, true, TEXT_FLAGS, detokenizeFlags, listener);
+                null, true, TEXT_FLAGS, detokenizeFlags, 0, 4, false, listener);
     }
 
     static long load() {
@@ -534,7 +534,7 @@ public final class HostTest {
                 long t0 = System.nanoTime();
                 expectRd(RdException.Status.CANCELLED, () -> RdNative.generate(s, PROMPT, null, 100, 4,
                         l.min, l.max, 1, 0, 0, false, false, false, 0, 0, 1, 0, 1, 0, 0, false, null,
-                        true, 0, 0, c));
+                        true, 0, 0, 0, 4, false, c));
                 long t1 = System.nanoTime();
                 canceller.join();
                 check(c.events.size() >= 1 && c.events.size() < 100, "tokens " + c.events.size());
@@ -558,7 +558,8 @@ public final class HostTest {
                 long s = h.acquire();
                 try {
                     RdNative.generate(s, PROMPT, null, 100, 4, 1, 2048, 1, 0, 0, false, false, false,
-                            0, 0, 1, 0, 1, 0, 0, false, null, true, 0, 0, (t, it, idx, ev, text, lp) -> {
+                            0, 0, 1, 0, 1, 0, 0, false, null, true, 0, 0, 0, 4, false,
+                            (t, it, idx, ev, text, lp) -> {
                                 first.countDown();
                                 return true;
                             });
@@ -817,10 +818,10 @@ public final class HostTest {
                     RdNative.sessionReset(s);
                     expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.generate(s, PROMPT,
                             RdNative.utf8("x"), 1, 0, 1, 1, 1, 0, 0, false, false, false, 0, 0, 1, 0, 1, 0, 0,
-                            false, null, true, 0, 0, null));
+                            false, null, true, 0, 0, 0, 4, false, null));
                     expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.generate(s, null,
                             new byte[] {(byte) 0xc3}, 1, 0, 1, 1, 1, 0, 0, false, false, false, 0, 0, 1, 0, 1,
-                            0, 0, false, null, true, TEXT_FLAGS, 0, null));
+                            0, 0, false, null, true, TEXT_FLAGS, 0, 0, 4, false, null));
                 } finally {
                     RdNative.sessionFree(s);
                     RdNative.modelFree(m);

@@ -156,6 +156,31 @@ fun main() {
         }
     }
 
+    test("speculative decoding: the same greedy tokens, drafts counted") {
+        load().use { model ->
+            val want = model.newSession(kvBudget = 8).use {
+                it.generate(PROMPT, ComputeLimits.fixed(8), maxTokens = 30).toList()
+            }
+            model.newSession(kvBudget = 8).use { s ->
+                val got = s.generate(
+                    PROMPT, ComputeLimits.fixed(8), maxTokens = 30, draft = Draft(tokens = 4, iterations = 2),
+                ).toList()
+                checkEq(want.map { it.token }, got.map { it.token }, "same tokens")
+                val st = s.lastStats ?: throw Failure("no stats")
+                check(st.verifyPasses > 0 && st.draftAccepted <= st.drafted) { "stats $st" }
+                try {
+                    s.generate(
+                        PROMPT, ComputeLimits(maxIterations = 8, exit = ExitCriterion.Kl()), maxTokens = 4,
+                        draft = Draft(tokens = 4),
+                    ).toList()
+                    throw Failure("speculation with an exit criterion was accepted")
+                } catch (e: RdException) {
+                    checkEq(RdException.Status.INVALID_ARGUMENT, e.status, "exit criterion refused")
+                }
+            }
+        }
+    }
+
     test("early exit keeps iterations within the limits") {
         load().use { model ->
             model.newSession().use { session ->

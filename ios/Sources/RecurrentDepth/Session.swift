@@ -43,15 +43,17 @@ public final class Session: @unchecked Sendable {
     /// refuses work in the background, `.cancelled` after `cancel()`).
     ///
     /// The last token is not in the cache: to continue a conversation, pass
-    /// it as the first token of the next prompt.
+    /// it as the first token of the next prompt. `draft` decodes
+    /// speculatively (see `Draft`).
     public func generate(prompt: [Int], limits: ComputeLimits = ComputeLimits(),
                          sampling: Sampling? = nil, maxTokens: Int = 64,
                          stopTokens: [Int] = [], defaultStopTokens: Bool = true,
-                         skipSpecialText: Bool = false, prefillIterations: Int = 0)
+                         skipSpecialText: Bool = false, prefillIterations: Int = 0,
+                         draft: Draft? = nil)
         -> AsyncThrowingStream<TokenEvent, Error>
     {
         stream(.ids(prompt.map { rd_token(truncatingIfNeeded: $0) }), limits, sampling, maxTokens,
-               stopTokens, defaultStopTokens, 0, skipSpecialText, prefillIterations)
+               stopTokens, defaultStopTokens, 0, skipSpecialText, prefillIterations, draft)
     }
 
     /// Like `generate(prompt:)` with token ids, with the prompt as text
@@ -64,12 +66,13 @@ public final class Session: @unchecked Sendable {
                          sampling: Sampling? = nil, maxTokens: Int = 64,
                          stopTokens: [Int] = [], defaultStopTokens: Bool = true,
                          skipSpecialText: Bool = false, addSpecial: Bool = true,
-                         parseSpecial: Bool = true, prefillIterations: Int = 0)
+                         parseSpecial: Bool = true, prefillIterations: Int = 0,
+                         draft: Draft? = nil)
         -> AsyncThrowingStream<TokenEvent, Error>
     {
         stream(.text(Array(prompt.utf8)), limits, sampling, maxTokens, stopTokens, defaultStopTokens,
                tokenizeFlags(addSpecial: addSpecial, parseSpecial: parseSpecial), skipSpecialText,
-               prefillIterations)
+               prefillIterations, draft)
     }
 
     private enum Prompt {
@@ -80,7 +83,7 @@ public final class Session: @unchecked Sendable {
     private func stream(_ prompt: Prompt, _ limits: ComputeLimits, _ sampling: Sampling?,
                         _ maxTokens: Int, _ stopTokens: [Int], _ defaultStopTokens: Bool,
                         _ tokenizeFlags: rd_tokenize_flags, _ skipSpecialText: Bool,
-                        _ prefillIterations: Int)
+                        _ prefillIterations: Int, _ draft: Draft?)
         -> AsyncThrowingStream<TokenEvent, Error>
     {
         var params = rd_generate_default_params()
@@ -89,6 +92,11 @@ public final class Session: @unchecked Sendable {
         params.default_stop_tokens = defaultStopTokens
         params.tokenize_flags = tokenizeFlags
         params.detokenize_flags = skipSpecialText ? rd_detokenize_flags(RD_DETOKENIZE_SKIP_SPECIAL) : 0
+        if let draft = draft {
+            params.draft_tokens = UInt32(clamping: draft.tokens)
+            params.draft_iterations = UInt32(clamping: draft.iterations)
+            params.draft_adaptive = draft.adaptive
+        }
         let request = Request(prompt: prompt, params: params, limits: limits.c, sampling: sampling?.c,
                               stops: stopTokens.map { rd_token(truncatingIfNeeded: $0) })
         return AsyncThrowingStream { continuation in
@@ -173,7 +181,10 @@ public final class Session: @unchecked Sendable {
             prefillSeconds: stats.prefill_seconds,
             decodeSeconds: stats.decode_seconds,
             meanIterations: stats.mean_iterations,
-            kvBytes: stats.kv_bytes
+            kvBytes: stats.kv_bytes,
+            drafted: Int(stats.n_drafted),
+            draftAccepted: Int(stats.n_draft_accepted),
+            verifyPasses: Int(stats.n_verify_passes)
         ))
     }
 

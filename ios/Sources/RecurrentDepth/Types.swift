@@ -158,6 +158,30 @@ public struct GenerationStats: Equatable, Sendable {
     public let decodeSeconds: Double
     public let meanIterations: Double
     public let kvBytes: UInt64
+    /// Tokens drafted by speculative decoding (0 without it).
+    public let drafted: Int
+    /// Drafted tokens the verifier accepted.
+    public let draftAccepted: Int
+    /// Speculative verification passes.
+    public let verifyPasses: Int
+}
+
+/// Self-speculative decoding (`rd_generate_params.draft_*`): `tokens` drafted
+/// per verification pass at `iterations` core iterations each, the draft
+/// length adapted to acceptance when `adaptive`. Needs fixed limits (no exit
+/// criterion, no warm start); greedy output equals plain decoding's when the
+/// session's KV budget is at least the limits' `maxIterations`
+/// (docs/semantics.md, section 5).
+public struct Draft: Equatable, Sendable {
+    public var tokens: Int
+    public var iterations: Int
+    public var adaptive: Bool
+
+    public init(tokens: Int, iterations: Int = 4, adaptive: Bool = false) {
+        self.tokens = tokens
+        self.iterations = iterations
+        self.adaptive = adaptive
+    }
 }
 
 /// Where weights and computation go (`rd_backend`).

@@ -559,9 +559,13 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
                                  jint top_k, jfloat top_p, jfloat min_p, jfloat repeat_penalty,
                                  jint repeat_last_n, jlong seed, jboolean greedy,
                                  jintArray stop_tokens, jboolean default_stop_tokens,
-                                 jint tokenize_flags, jint detokenize_flags, jobject listener) {
+                                 jint tokenize_flags, jint detokenize_flags, jint draft_tokens,
+                                 jint draft_iterations, jboolean draft_adaptive,
+                                 jobject listener) {
     (void)cls;
     if (!non_negative(env, max_tokens, "maxTokens") ||
+        !non_negative(env, draft_tokens, "draftTokens") ||
+        !non_negative(env, draft_iterations, "draftIterations") ||
         !non_negative(env, prefill_iterations, "prefillIterations") ||
         !non_negative(env, top_k, "topK") || !non_negative(env, repeat_last_n, "repeatLastN"))
         return NULL;
@@ -608,6 +612,9 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
     gp.default_stop_tokens = default_stop_tokens == JNI_TRUE;
     gp.tokenize_flags = (rd_tokenize_flags)tokenize_flags;
     gp.detokenize_flags = (rd_detokenize_flags)detokenize_flags;
+    gp.draft_tokens = (uint32_t)draft_tokens;
+    gp.draft_iterations = (uint32_t)draft_iterations;
+    gp.draft_adaptive = draft_adaptive == JNI_TRUE;
 
     token_ctx ctx = {.env = env, .listener = listener};
     rd_generate_stats stats;
@@ -628,6 +635,8 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
         (jdouble)stats.prefill_iterations, (jdouble)stats.stop_reason,
         stats.prefill_seconds,          stats.decode_seconds,
         stats.mean_iterations,          (jdouble)stats.kv_bytes,
+        (jdouble)stats.n_drafted,       (jdouble)stats.n_draft_accepted,
+        (jdouble)stats.n_verify_passes,
     };
     jsize n = (jsize)(sizeof v / sizeof v[0]);
     jdoubleArray a = (*env)->NewDoubleArray(env, n);
@@ -666,6 +675,7 @@ static const JNINativeMethod k_methods[] = {
      "IIIIDZZ"  /* limits */
      "ZFIFFFIJZ" /* sampling */
      "[IZII"    /* stopTokens, defaultStopTokens, tokenizeFlags, detokenizeFlags */
+     "IIZ"      /* draftTokens, draftIterations, draftAdaptive */
      "Ldev/recurrentdepth/TokenListener;)[D",
      FN(jni_generate)},
 };

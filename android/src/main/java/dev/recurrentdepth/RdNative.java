@@ -120,7 +120,10 @@ final class RdNative {
     static final int GS_DECODE_SECONDS = 5;
     static final int GS_MEAN_ITERATIONS = 6;
     static final int GS_KV_BYTES = 7;
-    static final int GS_LENGTH = 8;
+    static final int GS_N_DRAFTED = 8;
+    static final int GS_N_DRAFT_ACCEPTED = 9;
+    static final int GS_N_VERIFY_PASSES = 10;
+    static final int GS_LENGTH = 11;
 
     /** rd_version(). */
     static native String version();
@@ -265,8 +268,9 @@ final class RdNative {
      * (rd_generate_params.sampling = NULL). {@code listener} (may be null) is
      * called on this thread for every token; returning false stops
      * generation, and an exception it throws stops generation and is
-     * rethrown from here. Returns the statistics indexed by the GS_*
-     * constants.
+     * rethrown from here. {@code draftTokens} > 0 decodes speculatively
+     * (rd_generate_params.draft_*). Returns the statistics indexed by the
+     * GS_* constants.
      */
     static native double[] generate(
             long session,
@@ -294,5 +298,8 @@ final class RdNative {
             boolean defaultStopTokens,
             int tokenizeFlags,
             int detokenizeFlags,
+            int draftTokens,
+            int draftIterations,
+            boolean draftAdaptive,
             TokenListener listener);
 }

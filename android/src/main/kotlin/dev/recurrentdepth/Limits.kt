@@ -99,6 +99,20 @@ data class TokenEvent(
 /** Why a generation ended (rd_stop_reason). */
 enum class StopReason { MAX_TOKENS, STOP_TOKEN, CALLBACK, CONTEXT_FULL, UNKNOWN }
 
+/**
+ * Self-speculative decoding (rd_generate_params.draft_*): [tokens] drafted
+ * per verification pass at [iterations] core iterations each, the draft
+ * length adapted to acceptance when [adaptive]. Needs fixed limits (no exit
+ * criterion, no warm start); greedy output equals plain decoding's when the
+ * session's KV budget is at least [ComputeLimits.maxIterations]
+ * (docs/semantics.md, section 5).
+ */
+data class Draft(
+    val tokens: Int,
+    val iterations: Int = 4,
+    val adaptive: Boolean = false,
+)
+
 /** Statistics of the last finished generation (rd_generate_stats). */
 data class GenerationStats(
     val tokens: Long,
@@ -109,6 +123,12 @@ data class GenerationStats(
     val decodeSeconds: Double,
     val meanIterations: Double,
     val kvBytes: Long,
+    /** Tokens drafted by speculative decoding (0 without it). */
+    val drafted: Long = 0,
+    /** Drafted tokens the verifier accepted. */
+    val draftAccepted: Long = 0,
+    /** Speculative verification passes. */
+    val verifyPasses: Long = 0,
 )
 
 /** Where the weights and the recurrent block run (rd_backend). */

@@ -46,7 +46,8 @@ class Session internal constructor(
      * control tokens unless [skipSpecialText].
      *
      * The last emitted token is not in the cache: to continue a conversation,
-     * pass it as the first token of the next prompt.
+     * pass it as the first token of the next prompt. [draft] decodes
+     * speculatively (see [Draft]); [lastStats] then counts the drafts.
      *
      * @throws RdException INVALID_ARGUMENT (limits, token ids), CONTEXT_FULL
      *     (the prompt does not fit), CANCELLED (by [cancel] or [close]),
@@ -61,9 +62,10 @@ class Session internal constructor(
         defaultStopTokens: Boolean = true,
         skipSpecialText: Boolean = false,
         prefillIterations: Int = 0,
+        draft: Draft? = null,
     ): Flow<TokenEvent> = run(
         prompt, null, limits, sampling, maxTokens, stopTokens, defaultStopTokens,
-        0, skipSpecialText, prefillIterations,
+        0, skipSpecialText, prefillIterations, draft,
     )
 
     /**
@@ -86,9 +88,11 @@ class Session internal constructor(
         addSpecial: Boolean = true,
         parseSpecial: Boolean = true,
         prefillIterations: Int = 0,
+        draft: Draft? = null,
     ): Flow<TokenEvent> = run(
         null, prompt.toByteArray(Charsets.UTF_8), limits, sampling, maxTokens, stopTokens,
         defaultStopTokens, tokenizeFlags(addSpecial, parseSpecial), skipSpecialText, prefillIterations,
+        draft,
     )
 
     private fun run(
@@ -102,6 +106,7 @@ class Session internal constructor(
         tokenizeFlags: Int,
         skipSpecialText: Boolean,
         prefillIterations: Int,
+        draft: Draft?,
     ): Flow<TokenEvent> = channelFlow {
         val h = native.acquire()
         try {
@@ -126,6 +131,7 @@ class Session internal constructor(
                         s.repeatPenalty, s.repeatLastN, s.seed, s.greedy,
                         stopTokens, defaultStopTokens, tokenizeFlags,
                         if (skipSpecialText) RdNative.DETOKENIZE_SKIP_SPECIAL else 0,
+                        draft?.tokens ?: 0, draft?.iterations ?: 4, draft?.adaptive ?: false,
                         TokenListener { token, iterations, index, exitValue, bytes, logprob ->
                             val event = TokenEvent(
                                 token = token,
@@ -164,6 +170,9 @@ class Session internal constructor(
                 decodeSeconds = stats[RdNative.GS_DECODE_SECONDS],
                 meanIterations = stats[RdNative.GS_MEAN_ITERATIONS],
                 kvBytes = stats[RdNative.GS_KV_BYTES].toLong(),
+                drafted = stats[RdNative.GS_N_DRAFTED].toLong(),
+                draftAccepted = stats[RdNative.GS_N_DRAFT_ACCEPTED].toLong(),
+                verifyPasses = stats[RdNative.GS_N_VERIFY_PASSES].toLong(),
             )
         } finally {
             native.release()
