@@ -103,13 +103,12 @@ fn bench_model(name: &str, model: &Arc<Model>, prompt: &[u32]) {
             ..GenerateParams::default()
         };
         let drafts = [
-            (2, 1, false),
-            (4, 1, false),
+            (2, 2, false),
             (4, 2, false),
-            (6, 2, false),
-            (8, 2, false),
+            (4, 4, false),
             (6, 4, false),
-            (8, 2, true),
+            (4, 8, false),
+            (8, 4, true),
         ];
         // Warm-up (plans the graphs once).
         run(&mut s, prompt, &plain);
