@@ -521,8 +521,12 @@ impl Session {
                 _ => 0,
             };
             if let (true, Some(sp)) = (k > 0, spec.as_mut()) {
-                let start =
-                    self.speculative_round(token, k, limits, sp, sampler, &mut out.history, w)?;
+                let mut dec = speculative::Decoding {
+                    sampler,
+                    history: &mut out.history,
+                    w,
+                };
+                let start = self.speculative_round(token, k, limits, sp, &mut dec)?;
                 // Report the round's tokens until a stop, or until the callback
                 // changes the limits (later tokens were computed under the
                 // old ones: they are dropped and decoded again).

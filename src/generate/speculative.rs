@@ -81,6 +81,14 @@ pub(crate) fn verifiable(limits: &ComputeLimits) -> bool {
     limits.exit.criterion == ExitCriterion::None && !limits.warm_start
 }
 
+/// The generation call's working state a round uses.
+pub(super) struct Decoding<'a> {
+    pub sampler: &'a mut Sampler,
+    /// Reported tokens (drafts are pushed and popped during a round).
+    pub history: &'a mut Vec<u32>,
+    pub w: &'a mut Work,
+}
+
 /// Working memory and counters of speculation over one generation call
 /// (sized once: nothing is allocated per round).
 pub(crate) struct Speculator {
@@ -208,25 +216,22 @@ impl Session {
     /// verified positions stay cached until the caller commits a prefix
     /// (`Session::commit_round`) with the returned start; on an error the
     /// round is undone. `history` is restored before returning.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn speculative_round(
         &mut self,
         token: u32,
         k: usize,
         limits: &ComputeLimits,
         sp: &mut Speculator,
-        sampler: &mut Sampler,
-        history: &mut Vec<u32>,
-        w: &mut Work,
+        dec: &mut Decoding,
     ) -> Result<RoundStart> {
         let start = self.round_start();
-        let base = history.len();
-        w.drafting = true;
-        let res = self.draft_and_verify(&start, token, k, limits, sp, sampler, history, w);
-        w.drafting = false;
-        history.truncate(base);
+        let base = dec.history.len();
+        dec.w.drafting = true;
+        let res = self.draft_and_verify(&start, token, k, limits, sp, dec);
+        dec.w.drafting = false;
+        dec.history.truncate(base);
         // A warm start would read the state of a draft position.
-        w.have_prev = false;
+        dec.w.have_prev = false;
         match res {
             Ok(()) => {
                 sp.finish_round(k);
@@ -239,7 +244,6 @@ impl Session {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn draft_and_verify(
         &mut self,
         start: &RoundStart,
@@ -247,10 +251,13 @@ impl Session {
         k: usize,
         limits: &ComputeLimits,
         sp: &mut Speculator,
-        sampler: &mut Sampler,
-        history: &mut Vec<u32>,
-        w: &mut Work,
+        dec: &mut Decoding,
     ) -> Result<()> {
+        let Decoding {
+            sampler,
+            history,
+            w,
+        } = dec;
         let base = history.len();
         let last_n = sampler.params().repeat_last_n;
         let v = sp.n_vocab;
