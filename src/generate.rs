@@ -531,21 +531,42 @@ impl Session {
                 // changes the limits (later tokens were computed under the
                 // old ones: they are dropped and decoded again).
                 let mut kept = sp.out.len();
+                let mut failed = None;
                 for i in 0..sp.out.len() {
                     let before = *limits;
                     let t = sp.out[i];
                     let logprob = crate::sampling::log_softmax_at(sp.row(i), t);
                     let r = limits.max_iterations;
-                    flow = out.report(t, r, f64::NAN, logprob, limits, on_token)?;
-                    limits.validate()?;
+                    let reported = out
+                        .report(t, r, f64::NAN, logprob, limits, on_token)
+                        .and_then(|f| limits.validate().map(|()| f));
+                    match reported {
+                        Ok(f) => flow = f,
+                        Err(e) => failed = Some(e),
+                    }
                     *limits = limits.resolve_check_every(self.model());
-                    if flow.is_some() || *limits != before {
+                    if failed.is_none() && self.take_cancel() {
+                        // Raised while the round's tokens were reported: stop
+                        // as plain decoding stops in the next evaluation.
+                        failed = Some(Error::Cancelled);
+                    }
+                    if flow.is_some() || failed.is_some() || *limits != before {
                         kept = i + 1;
                         break;
                     }
                 }
+                // Whatever ended the reporting, the cache holds what plain
+                // decoding would hold after the last reported token.
                 self.commit_round(&start, kept, sp.row(kept - 1));
                 token = sp.out[kept - 1];
+                match failed {
+                    Some(Error::Cancelled) => {
+                        self.cancelled_after_round();
+                        return Err(Error::Cancelled);
+                    }
+                    Some(e) => return Err(e),
+                    None => {}
+                }
             } else {
                 (iterations, exit_value) = self.run_token(&[token], limits, w)?;
                 token = sampler.sample(self.logits(), recent(&out.history, last_n));

@@ -305,6 +305,40 @@ fn callbacks_stop_and_change_limits_inside_a_round() {
 }
 
 #[test]
+fn a_cancel_inside_a_round_ends_where_plain_decoding_ends() {
+    let model = &models()[0].1;
+    let prompt = [4u32, 3, 2, 1];
+    // Cancel from the callback of token `at`: plain decoding stops in the
+    // evaluation of that token, speculation after reporting it.
+    let run = |s: &mut Session, gp: &GenerateParams, at: usize| {
+        let flag = s.cancel_flag();
+        let mut tokens = Vec::new();
+        let res = s.generate(&prompt, gp, |ev, _| {
+            tokens.push(ev.token);
+            if ev.index == at {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            true
+        });
+        assert!(matches!(res, Err(Error::Cancelled)), "{res:?}");
+        (tokens, s.n_past(), s.has_logits())
+    };
+    for at in [1, 5, 6, 9] {
+        let mut a = session(model, 8, StateInit::Zeros);
+        let mut b = session(model, 8, StateInit::Zeros);
+        let plain = run(&mut a, &params(8, 30, DraftParams::default()), at);
+        let spec = run(&mut b, &params(8, 30, draft(4, 2, false)), at);
+        assert_eq!(plain, spec, "cancel at {at}");
+        assert_eq!(plain.0.len(), at + 1);
+        // Both continue alike from the last reported token.
+        let last = [*plain.0.last().unwrap()];
+        let ga = generate(&mut a, &last, &params(8, 8, DraftParams::default()));
+        let gb = generate(&mut b, &last, &params(8, 8, DraftParams::default()));
+        assert_same(&format!("after a cancel at {at}"), &ga, &gb);
+    }
+}
+
+#[test]
 fn an_exit_criterion_set_by_the_callback_decodes_plainly() {
     let model = &models()[0].1;
     let prompt = [5u32, 6];

@@ -93,6 +93,13 @@ impl Session {
         self.logits_valid = true;
     }
 
+    /// After a cancellation during a round's reporting: the committed
+    /// positions stay, the logits count as not belonging to them (as after
+    /// a cancelled evaluation).
+    pub(crate) fn cancelled_after_round(&mut self) {
+        self.logits_valid = false;
+    }
+
     /// Drops everything the round added (after an error or cancellation):
     /// the session is as before the round, without logits.
     pub(crate) fn abandon_round(&mut self, start: &RoundStart) {
