@@ -339,6 +339,31 @@ fn a_cancel_inside_a_round_ends_where_plain_decoding_ends() {
 }
 
 #[test]
+fn invalid_limits_from_the_callback_inside_a_round_end_like_plain_decoding() {
+    let model = &models()[1].1;
+    let prompt = [8u32, 9];
+    let run = |s: &mut Session, gp: &GenerateParams| {
+        let mut tokens = Vec::new();
+        let res = s.generate(&prompt, gp, |ev, limits| {
+            tokens.push(ev.token);
+            if ev.index == 6 {
+                limits.max_iterations = 0;
+            }
+            true
+        });
+        assert!(matches!(res, Err(Error::InvalidArgument(_))), "{res:?}");
+        (tokens, s.n_past(), s.has_logits(), s.logits().to_vec())
+    };
+    let mut a = session(model, 8, StateInit::Zeros);
+    let mut b = session(model, 8, StateInit::Zeros);
+    let plain = run(&mut a, &params(8, 30, DraftParams::default()));
+    let spec = run(&mut b, &params(8, 30, draft(5, 2, false)));
+    assert_eq!(plain.0, spec.0);
+    assert_eq!((plain.1, plain.2), (spec.1, spec.2));
+    assert!(max_abs_diff(&plain.3, &spec.3) < 1e-3);
+}
+
+#[test]
 fn an_exit_criterion_set_by_the_callback_decodes_plainly() {
     let model = &models()[0].1;
     let prompt = [5u32, 6];
