@@ -613,6 +613,61 @@ static int write_other_arch_gguf(const char *path, const char *arch) {
     return rdt_write_file(path, buf, n);
 }
 
+static bool count_iterations_cb(const rd_token_event *ev, void *user_data) {
+    uint32_t *counts = user_data; /* [tokens, tokens with iterations != 1] */
+    counts[0]++;
+    if (ev->iterations != 1) counts[1]++;
+    return true;
+}
+
+/* A plain llama GGUF (SmolLM2-135M-Instruct) runs without recurrence: one
+ * pass per token whatever the iteration limits, exit criteria refused. */
+static void test_llama_without_recurrence(void) {
+    const char *smol = getenv("RD_SMOLLM2_GGUF");
+    struct stat sb;
+    if (!(smol && *smol && stat(smol, &sb) == 0)) {
+        const char *req = getenv("RD_REQUIRE_SMOLLM2");
+        printf("     note: SmolLM2 GGUF not found (set RD_SMOLLM2_GGUF); skipped\n");
+        CHECK(!(req && strcmp(req, "1") == 0));
+        return;
+    }
+    rd_model *m = load_model(smol);
+    if (!m) return;
+    rd_model_info info = {.struct_size = sizeof info};
+    REQUIRE_OK(rd_model_get_info(m, &info));
+    CHECK(strcmp(info.architecture, "llama") == 0);
+    CHECK(info.n_core == 0 && info.n_coda == 0 && info.n_prelude == 30);
+    CHECK(info.default_iterations == 1 && info.n_vocab == 49152);
+    const char *text = "The capital of France is";
+    rd_token prompt[32];
+    size_t n_prompt = 0;
+    CHECK_STATUS(rd_tokenize(m, text, strlen(text), 0, prompt, 32, &n_prompt), RD_OK);
+    CHECK(n_prompt > 0 && n_prompt < 32);
+    rd_session *s = new_session(m, 256, 1);
+    rd_model_free(m);
+    if (!s) return;
+    rd_compute_limits l = rd_compute_limits_default();
+    l.min_iterations = 4;
+    l.max_iterations = 16;
+    rd_generate_params gp = rd_generate_default_params();
+    gp.limits = &l;
+    gp.max_tokens = 8;
+    uint32_t counts[2] = {0, 0};
+    rd_generate_stats st = {.struct_size = sizeof st};
+    REQUIRE_OK(rd_generate(s, prompt, n_prompt, &gp, count_iterations_cb, counts, &st));
+    CHECK(counts[0] == 8 && counts[1] == 0 && st.n_tokens == 8);
+    l.exit_criterion = RD_EXIT_KL;
+    l.exit_threshold = 5e-4;
+    CHECK_STATUS(rd_generate(s, NULL, 0, &gp, count_iterations_cb, counts, NULL),
+                 RD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(rd_last_error(), "no recurrence") != NULL);
+    l.exit_criterion = RD_EXIT_NONE;
+    counts[0] = 0;
+    REQUIRE_OK(rd_generate(s, NULL, 0, &gp, count_iterations_cb, counts, NULL));
+    CHECK(counts[0] == 8 && counts[1] == 0);
+    rd_session_free(s);
+}
+
 /* (c) bad inputs: each gives its code, leaves outputs alone, and leaves the
  * process and the session usable. */
 static void test_bad_model_files(void) {
@@ -714,18 +769,12 @@ static void test_bad_model_files(void) {
 
     /* Valid GGUF files of another architecture. */
     rdt_path(p, sizeof p, "%s/llama-arch.gguf", g_dir);
-    CHECK(write_other_arch_gguf(p, "llama"));
+    CHECK(write_other_arch_gguf(p, "gpt2"));
     CHECK_STATUS(rd_model_load(p, &mp, &m), RD_ERR_UNSUPPORTED_ARCHITECTURE);
-    CHECK(strstr(rd_last_error(), "llama") != NULL);
-    const char *smol = getenv("RD_SMOLLM2_GGUF");
-    struct stat sb;
-    if (smol && *smol && stat(smol, &sb) == 0) {
-        CHECK_STATUS(rd_model_load(smol, &mp, &m), RD_ERR_UNSUPPORTED_ARCHITECTURE);
-    } else {
-        const char *req = getenv("RD_REQUIRE_SMOLLM2");
-        printf("     note: SmolLM2 GGUF not found (set RD_SMOLLM2_GGUF); skipped\n");
-        CHECK(!(req && strcmp(req, "1") == 0));
-    }
+    CHECK(strstr(rd_last_error(), "gpt2") != NULL);
+    /* A llama file without its keys and tensors is a bad llama model. */
+    CHECK(write_other_arch_gguf(p, "llama"));
+    CHECK_STATUS(rd_model_load(p, &mp, &m), RD_ERR_INVALID_MODEL);
     CHECK(m == sentinel);
 
     /* The process is fine: the good file still loads. */
@@ -1428,6 +1477,7 @@ int main(int argc, char **argv) {
     RUN(test_eval_and_logits);
     RUN(test_iteration_budget);
     RUN(test_bad_model_files);
+    RUN(test_llama_without_recurrence);
     RUN(test_bad_arguments);
     RUN(test_model_load_options);
     RUN(test_devices);

@@ -80,8 +80,22 @@ impl ComputeLimits {
         self.exit.validate()
     }
 
+    /// [`ComputeLimits::validate`], and whether `model` can honour the
+    /// limits: a model without recurrence has no exit criteria.
+    pub fn validate_for(&self, model: &Model) -> Result<()> {
+        self.validate()?;
+        if !model.config().has_recurrence() && self.exit.criterion != ExitCriterion::None {
+            return Err(Error::InvalidArgument(format!(
+                "exit criterion {:?}: the model has no recurrence to exit from",
+                self.exit.criterion.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// These limits with an automatic `check_every` (0) made concrete for
-    /// `model`; other values are kept.
+    /// `model`; other values are kept. For a model without recurrence every
+    /// token runs once through the blocks: the iteration limits become 1.
     ///
     /// A token that could stop after `T` steps, checked every `k` steps,
     /// runs on average `(k - 1) / 2` steps past `T` and pays about `T / k`
@@ -92,6 +106,10 @@ impl ComputeLimits {
     /// their checks are nearly free and `k` is 1. The choice depends only on
     /// the model file, so generations stay reproducible.
     pub fn resolve_check_every(mut self, model: &Model) -> ComputeLimits {
+        if !model.config().has_recurrence() {
+            self.min_iterations = 1;
+            self.max_iterations = 1;
+        }
         if self.check_every != 0 {
             return self;
         }
@@ -510,7 +528,7 @@ impl Session {
         let mut token = sampler.sample(self.logits(), recent(&out.history, last_n));
         let logprob = crate::sampling::log_softmax_at(self.logits(), token);
         let mut flow = out.report(token, iterations, exit_value, logprob, limits, on_token)?;
-        limits.validate()?;
+        limits.validate_for(self.model())?;
         *limits = limits.resolve_check_every(self.model());
         // Here `token` is reported and not evaluated.
         while flow.is_none() {
@@ -539,7 +557,7 @@ impl Session {
                     let r = limits.max_iterations;
                     let reported = out
                         .report(t, r, f64::NAN, logprob, limits, on_token)
-                        .and_then(|f| limits.validate().map(|()| f));
+                        .and_then(|f| limits.validate_for(self.model()).map(|()| f));
                     match reported {
                         Ok(f) => flow = f,
                         Err(e) => failed = Some(e),
@@ -572,7 +590,7 @@ impl Session {
                 token = sampler.sample(self.logits(), recent(&out.history, last_n));
                 let logprob = crate::sampling::log_softmax_at(self.logits(), token);
                 flow = out.report(token, iterations, exit_value, logprob, limits, on_token)?;
-                limits.validate()?;
+                limits.validate_for(self.model())?;
                 *limits = limits.resolve_check_every(self.model());
             }
         }
@@ -585,10 +603,18 @@ impl Session {
     /// Validates a generation request before anything runs; returns the
     /// prompt's iteration count.
     fn check_request(&self, prompt: &[u32], params: &GenerateParams) -> Result<usize> {
-        params.limits.validate()?;
+        params.limits.validate_for(self.model())?;
         params.sampling.validate()?;
         params.draft.validate()?;
+        let recurrent = self.model().config().has_recurrence();
         if params.draft.enabled() {
+            if !recurrent {
+                return Err(Error::InvalidArgument(
+                    "speculative decoding drafts with fewer iterations: the model has \
+                     no recurrence"
+                        .into(),
+                ));
+            }
             if !speculative::verifiable(&params.limits) {
                 return Err(Error::InvalidArgument(
                     "speculative decoding verifies at a fixed budget: it needs limits \
@@ -628,6 +654,7 @@ impl Session {
                 "prefill_iterations {prefill_iters} out of range 1..={MAX_ITERATIONS}"
             )));
         }
+        let prefill_iters = if recurrent { prefill_iters } else { 1 };
         if !prompt.is_empty() {
             self.check_tokens(prompt)?;
         } else if self.n_past() == 0 {

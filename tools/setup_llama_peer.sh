@@ -2,7 +2,8 @@
 # Builds llama.cpp as shared libraries from the llama.cpp source shipped in the
 # registry package llama-cpp-sys-2 (the same pinned version whose ggml
 # ggml-sys builds), for tests that compare against llama.cpp (the tokenizer
-# reference in tests/tokenizer.rs) and for side-by-side benchmarks. Nothing
+# reference in tests/tokenizer.rs, the logits of tests/llama_reference.rs
+# through tools/peer/llama_logits.c, built here) and for side-by-side benchmarks. Nothing
 # of it is linked into recurrent-depth.
 # Usage: tools/setup_llama_peer.sh [DIR=target/llama-peer]
 # Prints the path of libllama.so on its last line (export it as RD_LLAMA_CPP_LIB).
@@ -30,5 +31,11 @@ if [ ! -f "$B/bin/libllama.so" ]; then
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_APP=OFF \
     -DBUILD_SHARED_LIBS=ON >"$D/cmake.log"
   cmake --build "$B" -j"$(nproc)" --target llama >>"$D/cmake.log"
+fi
+# The reference-logits program of tests/llama_reference.rs, next to the library.
+L="$B/bin"
+if [ ! "$L/llama_logits" -nt tools/peer/llama_logits.c ]; then
+  cc -O2 -o "$L/llama_logits" tools/peer/llama_logits.c -I"$SRC/include" -I"$SRC/ggml/include" \
+    -L"$L" -lllama -lggml -lggml-base -Wl,-rpath,"$L"
 fi
 echo "$B/bin/libllama.so"

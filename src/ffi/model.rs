@@ -81,9 +81,9 @@ fn lock_memory(model: &Model) -> Result<(), Fail> {
 ///
 /// Errors: `RD_ERR_INVALID_ARGUMENT` (a NULL pointer, bad params),
 /// `RD_ERR_IO` (missing file, a directory, unreadable, mlock refused),
-/// `RD_ERR_INVALID_MODEL` (truncated or corrupt GGUF, bad `huginn` metadata or
-/// tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of another
-/// architecture), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
+/// `RD_ERR_INVALID_MODEL` (truncated or corrupt GGUF, bad metadata or
+/// tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of an
+/// architecture other than `huginn` and `llama`), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
 /// `RD_ERR_CANCELLED` (the progress callback returned false).
 ///
 /// A tokenizer or chat template that is present but cannot be used (corrupt
@@ -296,7 +296,7 @@ pub unsafe extern "C" fn rd_model_free(model: *mut rd_model) {
 pub struct rd_model_info {
     /// Set by the caller to `sizeof(rd_model_info)` before the call.
     pub struct_size: usize,
-    /// `general.architecture` ("huginn"); owned by the model, valid until
+    /// `general.architecture` ("huginn" or "llama"); owned by the model, valid until
     /// `rd_model_free()`.
     pub architecture: *const c_char,
     /// Name of the backend holding the weights (e.g. "CPU"); owned by the
@@ -314,11 +314,14 @@ pub struct rd_model_info {
     pub n_head_kv: u32,
     /// Prelude blocks (run once per token).
     pub n_prelude: u32,
-    /// Core blocks (the recurrent part, run once per iteration).
+    /// Core blocks (the recurrent part, run once per iteration); 0 for a
+    /// model without recurrence (a plain `llama` file), which runs each
+    /// token once through its prelude blocks and ignores iteration limits.
     pub n_core: u32,
     /// Coda blocks (run once per token, and at every logits-based exit check).
     pub n_coda: u32,
-    /// Default number of core iterations stored in the file.
+    /// Default number of core iterations stored in the file (1 without
+    /// recurrence).
     pub default_iterations: u32,
     /// CPU threads sessions use.
     pub n_threads: u32,

@@ -26,10 +26,11 @@ pub enum rd_status {
     /// A file could not be opened or read (missing, a directory, no
     /// permission), or memory could not be locked.
     RD_ERR_IO = 2,
-    /// The file is not a valid GGUF file or not a valid `huginn` model
+    /// The file is not a valid GGUF file or not a valid model of its architecture
     /// (truncated, corrupt, missing or inconsistent metadata or tensors).
     RD_ERR_INVALID_MODEL = 3,
-    /// The GGUF file is valid but declares an architecture other than `huginn`.
+    /// The GGUF file is valid but declares an architecture this runtime does
+    /// not run (supported: `huginn`, `llama`).
     RD_ERR_UNSUPPORTED_ARCHITECTURE = 4,
     /// The request is valid but this build or platform cannot do it.
     RD_ERR_UNSUPPORTED = 5,

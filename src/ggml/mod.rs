@@ -26,7 +26,7 @@ pub use backend::{BackendKind, DeviceInfo, DeviceType};
 pub(crate) use compute::{Compute, Shape};
 pub(crate) use context::{Context, Graph, Tensor};
 pub use log::{LogHandler, LogLevel, set_log_handler};
-pub(crate) use ops::RopeMode;
+pub(crate) use ops::{RopeMode, RopeParams};
 pub use quantize::{dequantize, quantize};
 pub(crate) use repack::RepackBuffers;
 

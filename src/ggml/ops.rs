@@ -15,6 +15,19 @@ pub(crate) enum RopeMode {
     Neox,
 }
 
+/// Parameters of [`Context::rope`].
+#[derive(Clone, Copy)]
+pub(crate) struct RopeParams {
+    pub mode: RopeMode,
+    /// Dimensions rotated at the start of each head (even).
+    pub n_dims: i32,
+    pub base: f32,
+    /// Position scale (1 / the linear scaling factor).
+    pub freq_scale: f32,
+    /// Per-pair frequency divisors (Llama 3's `rope_freqs.weight`).
+    pub factors: Option<Tensor>,
+}
+
 fn wrap(t: *mut sys::ggml_tensor) -> Tensor {
     // ggml never returns NULL from op constructors: it aborts on exhaustion, which
     // contexts are sized to avoid. A null here would be a bug in this module.
@@ -148,6 +161,12 @@ impl Context {
     }
 
     /// Reinterprets a contiguous tensor with a new 2-D shape.
+    /// Reshape of a contiguous tensor to 3-D.
+    pub(crate) fn reshape_3d(&mut self, a: Tensor, ne0: i64, ne1: i64, ne2: i64) -> Tensor {
+        // SAFETY: element counts agree and `a` is contiguous (caller).
+        wrap(unsafe { sys::ggml_reshape_3d(self.ptr(), a.ptr(), ne0, ne1, ne2) })
+    }
+
     pub(crate) fn reshape_2d(&mut self, a: Tensor, ne0: i64, ne1: i64) -> Tensor {
         // SAFETY: element counts agree (caller).
         wrap(unsafe { sys::ggml_reshape_2d(self.ptr(), a.ptr(), ne0, ne1) })
@@ -229,31 +248,28 @@ impl Context {
     }
 
     /// Rotary position embedding over the first `n_dims` of each head.
-    /// `a` is `[head_dim, n_heads, n_tokens]`, `pos` an I32 `[n_tokens]`.
-    pub(crate) fn rope(
-        &mut self,
-        a: Tensor,
-        pos: Tensor,
-        n_dims: i32,
-        mode: RopeMode,
-        base: f32,
-    ) -> Tensor {
-        let mode = match mode {
+    /// `a` is `[head_dim, n_heads, n_tokens]`, `pos` an I32 `[n_tokens]`;
+    /// angles are `pos * freq_scale / (base^(2i/n_dims) * factor_i)`, with the
+    /// per-pair `factors` (F32 `[n_dims / 2]`) 1 when absent.
+    pub(crate) fn rope(&mut self, a: Tensor, pos: Tensor, rope: &RopeParams) -> Tensor {
+        let mode = match rope.mode {
             RopeMode::Adjacent => 0,
             RopeMode::Neox => 2,
         };
-        // SAFETY: shapes checked by the caller; no frequency factors.
+        let factors = rope.factors.map_or(std::ptr::null_mut(), |t| t.ptr());
+        // SAFETY: shapes checked by the caller (`factors` was bound with
+        // n_dims / 2 elements); no YaRN extrapolation.
         wrap(unsafe {
             sys::ggml_rope_ext(
                 self.ptr(),
                 a.ptr(),
                 pos.ptr(),
-                std::ptr::null_mut(),
-                n_dims,
+                factors,
+                rope.n_dims,
                 mode,
                 0,
-                base,
-                1.0,
+                rope.base,
+                rope.freq_scale,
                 0.0,
                 1.0,
                 0.0,

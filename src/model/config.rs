@@ -1,14 +1,38 @@
-//! Hyper-parameters of a `huginn` model, read and validated from GGUF metadata
-//! (schema: docs/gguf.md).
+//! Hyper-parameters of a model, read from GGUF metadata by its architecture's
+//! file (`arch/`) and validated here (schema: docs/gguf.md).
 
+use super::arch;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+
+/// The model families this runtime runs (GGUF `general.architecture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// Huginn-0125 and models of its design (`huginn`): sandwich blocks,
+    /// prelude / recurrent core with an adapter / coda.
+    Huginn,
+    /// A plain Llama-family transformer (`llama`, as llama.cpp writes it):
+    /// pre-norm blocks run once each, no recurrence.
+    Llama,
+}
+
+impl Architecture {
+    /// The GGUF name (`general.architecture` and the metadata key prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Huginn => "huginn",
+            Architecture::Llama => "llama",
+        }
+    }
+}
 
 /// How each block arranges its norms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockType {
     /// Huginn: `x = n2(attn(n1(x)) + x); x = n4(mlp(n3(x)) + x)`.
     Sandwich,
+    /// Llama: `x = x + attn(n1(x)); x = x + mlp(n2(x))`.
+    PreNorm,
 }
 
 /// RoPE pairing convention.
@@ -23,6 +47,8 @@ pub enum RopePairing {
 /// Validated hyper-parameters of a recurrent-depth model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    /// Model family.
+    pub architecture: Architecture,
     /// Training context length (sessions may not exceed it).
     pub context_length: usize,
     /// Width of the residual stream (`d`).
@@ -39,14 +65,19 @@ pub struct ModelConfig {
     pub n_vocab: usize,
     /// Prelude blocks.
     pub n_prelude: usize,
-    /// Core (recurrent) blocks.
+    /// Core (recurrent) blocks; 0 for a model without recurrence.
     pub n_core: usize,
     /// Coda blocks.
     pub n_coda: usize,
     /// RMSNorm epsilon.
     pub norm_eps: f32,
+    /// Dimensions RoPE rotates at the start of each head (even; usually
+    /// `head_dim`).
+    pub n_rot: usize,
     /// RoPE base frequency.
     pub rope_base: f32,
+    /// RoPE position scale (1 / the linear scaling factor; 1 without scaling).
+    pub rope_freq_scale: f32,
     /// RoPE pairing.
     pub rope_pairing: RopePairing,
     /// Norm arrangement of the blocks.
@@ -68,115 +99,18 @@ const MAX_DIM: usize = 1 << 20;
 const MAX_BLOCKS: usize = 4096;
 
 impl ModelConfig {
-    /// Reads the `huginn.*` keys of `file`.
+    /// Reads the hyper-parameters of `file`'s architecture.
     pub fn from_gguf(file: &GgufFile) -> Result<ModelConfig> {
-        let arch = file
+        let name = file
             .get_str("general.architecture")?
             .unwrap_or_default()
             .to_string();
-        if arch != "huginn" {
-            return Err(Error::UnsupportedArchitecture(if arch.is_empty() {
-                "(none)".into()
-            } else {
-                arch
-            }));
-        }
-        let req = |k: &str| -> Result<usize> {
-            let key = format!("huginn.{k}");
-            match file.get_u64(&key)? {
-                Some(v) => usize::try_from(v)
-                    .map_err(|_| Error::InvalidModel(format!("{key} = {v} is too large"))),
-                None => Err(Error::InvalidModel(format!("missing metadata key {key}"))),
-            }
+        let cfg = match name.as_str() {
+            "huginn" => arch::huginn::config(file)?,
+            "llama" => arch::llama::config(file)?,
+            "" => return Err(Error::UnsupportedArchitecture("(none)".into())),
+            _ => return Err(Error::UnsupportedArchitecture(name)),
         };
-        let opt = |k: &str| -> Result<Option<usize>> {
-            let key = format!("huginn.{k}");
-            match file.get_u64(&key)? {
-                Some(v) => usize::try_from(v)
-                    .map(Some)
-                    .map_err(|_| Error::InvalidModel(format!("{key} = {v} is too large"))),
-                None => Ok(None),
-            }
-        };
-        let optf = |k: &str| -> Result<Option<f32>> { Ok(file.get_f32(&format!("huginn.{k}"))?) };
-
-        let n_embd = req("embedding_length")?;
-        let n_head = req("attention.head_count")?;
-        let n_head_kv = opt("attention.head_count_kv")?.unwrap_or(n_head);
-        let head_dim = match opt("attention.key_length")? {
-            Some(h) => h,
-            None if n_head > 0 && n_embd % n_head == 0 => n_embd / n_head,
-            None => {
-                return Err(Error::InvalidModel(format!(
-                    "embedding_length {n_embd} is not divisible by head_count {n_head}"
-                )));
-            }
-        };
-        let block_type = match file.get_str("huginn.block_type")?.unwrap_or("sandwich") {
-            "sandwich" => BlockType::Sandwich,
-            other => {
-                return Err(Error::InvalidModel(format!(
-                    "unsupported huginn.block_type {other:?}"
-                )));
-            }
-        };
-        let rope_pairing = match file.get_str("huginn.rope.pairing")?.unwrap_or("adjacent") {
-            "adjacent" => RopePairing::Adjacent,
-            "neox" => RopePairing::Neox,
-            other => {
-                return Err(Error::InvalidModel(format!(
-                    "unsupported huginn.rope.pairing {other:?}"
-                )));
-            }
-        };
-        let token_embd = file
-            .tensor("token_embd.weight")
-            .ok_or_else(|| Error::InvalidModel("missing tensor token_embd.weight".into()))?;
-        if token_embd.shape.len() != 2 {
-            return Err(Error::InvalidModel("token_embd.weight must be 2-D".into()));
-        }
-        let n_vocab = usize::try_from(token_embd.shape[1])
-            .map_err(|_| Error::InvalidModel("vocabulary too large".into()))?;
-        let cfg = ModelConfig {
-            context_length: req("context_length")?,
-            n_embd,
-            n_ff: req("feed_forward_length")?,
-            n_head,
-            n_head_kv,
-            head_dim,
-            n_vocab,
-            n_prelude: req("prelude_block_count")?,
-            n_core: req("core_block_count")?,
-            n_coda: req("coda_block_count")?,
-            norm_eps: file
-                .get_f32("huginn.attention.layer_norm_rms_epsilon")?
-                .ok_or_else(|| {
-                    Error::InvalidModel("missing huginn.attention.layer_norm_rms_epsilon".into())
-                })?,
-            rope_base: optf("rope.freq_base")?.unwrap_or(10000.0),
-            rope_pairing,
-            block_type,
-            embedding_scale: optf("embedding_scale")?.unwrap_or((n_embd as f32).sqrt()),
-            default_iterations: opt("recurrence.default")?.unwrap_or(32),
-            state_init_std: optf("recurrence.state_init_std")?
-                .unwrap_or((2.0 / (5.0 * n_embd as f32)).sqrt()),
-            norm_after_recurrence: file
-                .get_bool("huginn.norm_after_recurrence")?
-                .unwrap_or(true),
-            tied_embeddings: file.tensor("output.weight").is_none(),
-        };
-        let blocks = req("block_count")?;
-        if blocks
-            != cfg
-                .n_prelude
-                .saturating_add(cfg.n_core)
-                .saturating_add(cfg.n_coda)
-        {
-            return Err(Error::InvalidModel(format!(
-                "huginn.block_count {blocks} != prelude {} + core {} + coda {}",
-                cfg.n_prelude, cfg.n_core, cfg.n_coda
-            )));
-        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -194,20 +128,24 @@ impl ModelConfig {
         ] {
             if v == 0 || v > MAX_DIM {
                 return bad(format!(
-                    "huginn.{name} = {v} is out of range (1..={MAX_DIM})"
+                    "{}.{name} = {v} is out of range (1..={MAX_DIM})",
+                    self.architecture.name()
                 ));
             }
         }
-        if self.n_core == 0 {
-            return bad("huginn.core_block_count must be at least 1".into());
+        if self.n_core == 0 && self.n_coda > 0 {
+            return bad("a model without core blocks cannot have coda blocks".into());
+        }
+        if self.n_prelude + self.n_core == 0 {
+            return bad("the model has no blocks".into());
         }
         if self.n_prelude + self.n_core + self.n_coda > MAX_BLOCKS {
             return bad("too many blocks".into());
         }
-        if !self.head_dim.is_multiple_of(2) {
+        if !self.n_rot.is_multiple_of(2) || self.n_rot == 0 || self.n_rot > self.head_dim {
             return bad(format!(
-                "head dimension {} must be even for RoPE",
-                self.head_dim
+                "RoPE dimensions {} must be even and within the head dimension {}",
+                self.n_rot, self.head_dim
             ));
         }
         if !self.n_head.is_multiple_of(self.n_head_kv) {
@@ -225,6 +163,9 @@ impl ModelConfig {
         if !(self.rope_base.is_finite() && self.rope_base > 0.0) {
             return bad(format!("invalid rope.freq_base {}", self.rope_base));
         }
+        if !(self.rope_freq_scale.is_finite() && self.rope_freq_scale > 0.0) {
+            return bad(format!("invalid RoPE scale {}", self.rope_freq_scale));
+        }
         if !(self.embedding_scale.is_finite()) {
             return bad("invalid embedding_scale".into());
         }
@@ -238,6 +179,12 @@ impl ModelConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the model has a recurrent core (a model without one runs
+    /// each token once through its blocks: iteration limits do not apply).
+    pub fn has_recurrence(&self) -> bool {
+        self.n_core > 0
     }
 
     /// Total blocks (prelude + core + coda).

@@ -1,12 +1,16 @@
-//! The Huginn compute graph, built from pieces: prelude, one recurrence step,
-//! coda. A session strings them into segments (see `session`).
+//! The compute graph of a recurrent-depth model, built from pieces: prelude,
+//! one recurrence step, coda. A session strings them into segments (see
+//! `session`). The pieces every architecture shares (attention over the KV
+//! cache, SwiGLU MLP) are here; each architecture's block is in its file
+//! under `arch/`.
 //!
 //! Shapes use ggml order (`[ne0, ne1, ...]`); activations are `[d, n_tokens]`.
 
-use super::config::{ModelConfig, RopePairing};
-use super::weights::{BlockWeights, Weights};
+use super::arch;
+use super::config::{BlockType, ModelConfig, RopePairing};
+use super::weights::{BlockWeights, GateUpWeights, QkvWeights, Weights};
 use crate::error::Result;
-use crate::ggml::{Context, Graph, RopeMode, Tensor};
+use crate::ggml::{Context, Graph, RopeMode, RopeParams, Tensor};
 
 /// K/V storage of one attention layer instance: `k` is `[kv_dim, n_ctx]` (a
 /// row per position); `v` is stored transposed, `[n_ctx, kv_dim]`, for the
@@ -68,7 +72,8 @@ impl GraphBuilder<'_> {
     }
 
     /// One recurrence: `x = adapter(concat(x, e))`, then the core blocks with the
-    /// given K/V slots (one per core block).
+    /// given K/V slots (one per core block). A model without recurrence has
+    /// no adapter and no core: its "step" hands the prelude's output on.
     pub fn step(
         &mut self,
         x: Tensor,
@@ -76,8 +81,11 @@ impl GraphBuilder<'_> {
         inp: &BatchInputs,
         slots: &[KvLayer],
     ) -> Result<Tensor> {
+        let Some(adapter) = self.w.adapter else {
+            return Ok(e);
+        };
         let xe = self.ctx.concat(x, e, 0);
-        let mut x = self.ctx.mul_mat(self.w.adapter, xe);
+        let mut x = self.ctx.mul_mat(adapter, xe);
         for (j, layer) in slots.iter().enumerate() {
             let bw = &self.w.blocks[self.cfg.n_prelude + j];
             x = self.block(bw, x, inp, *layer)?;
@@ -113,7 +121,7 @@ impl GraphBuilder<'_> {
         Ok(self.ctx.mul_mat(self.w.head(), x))
     }
 
-    /// Sandwich block: `x = n2(attn(n1(x)) + x); x = n4(mlp(n3(x)) + x)`.
+    /// One block of the model's architecture.
     fn block(
         &mut self,
         bw: &BlockWeights,
@@ -121,31 +129,37 @@ impl GraphBuilder<'_> {
         inp: &BatchInputs,
         kv: KvLayer,
     ) -> Result<Tensor> {
-        let eps = self.cfg.norm_eps;
-        let h = self.ctx.rms_norm(x, bw.attn_norm, eps);
-        let a = self.attention(bw, h, inp, kv)?;
-        let x = self.ctx.add(a, x);
-        let x = self.ctx.rms_norm(x, bw.attn_post_norm, eps);
-        let h = self.ctx.rms_norm(x, bw.ffn_norm, eps);
-        let m = self.mlp(bw, h);
-        let x = self.ctx.add(m, x);
-        let x = self.ctx.rms_norm(x, bw.ffn_post_norm, eps);
-        self.graph.expand(x)?;
-        Ok(x)
+        match self.cfg.block_type {
+            BlockType::Sandwich => arch::huginn::block(self, bw, x, inp, kv),
+            BlockType::PreNorm => arch::llama::block(self, bw, x, inp, kv),
+        }
     }
 
-    fn mlp(&mut self, bw: &BlockWeights, x: Tensor) -> Tensor {
-        let n = x.ne()[1];
-        let ff = self.cfg.n_ff as i64;
-        let gu = self.ctx.mul_mat(bw.ffn_gate_up, x);
-        let nb1 = gu.nb()[1];
-        let gate = self.ctx.view_2d(gu, ff, n, nb1, 0);
-        let up = self.ctx.view_2d(gu, ff, n, nb1, self.cfg.n_ff * 4);
+    /// SwiGLU MLP: `down(silu(gate x) * (up x))`.
+    pub(crate) fn mlp(&mut self, bw: &BlockWeights, x: Tensor) -> Tensor {
+        let (gate, up) = match bw.gate_up {
+            GateUpWeights::Fused(gate_up) => {
+                let n = x.ne()[1];
+                let ff = self.cfg.n_ff as i64;
+                let gu = self.ctx.mul_mat(gate_up, x);
+                let nb1 = gu.nb()[1];
+                (
+                    self.ctx.view_2d(gu, ff, n, nb1, 0),
+                    self.ctx.view_2d(gu, ff, n, nb1, self.cfg.n_ff * 4),
+                )
+            }
+            GateUpWeights::Split { gate, up } => {
+                (self.ctx.mul_mat(gate, x), self.ctx.mul_mat(up, x))
+            }
+        };
         let h = self.ctx.swiglu(gate, up);
         self.ctx.mul_mat(bw.ffn_down, h)
     }
 
-    fn attention(
+    /// Self-attention of the batch over the cache: projections (and
+    /// biases), RoPE, this batch's K/V rows stored at `n_past..`, softmax
+    /// attention over every cached row (causal mask), output projection.
+    pub(crate) fn attention(
         &mut self,
         bw: &BlockWeights,
         x: Tensor,
@@ -157,31 +171,57 @@ impl GraphBuilder<'_> {
         let n = inp.n as i64;
         let n_kv = inp.n_kv() as i64;
         let f = 4usize; // bytes of f32
-        let qkv = self.ctx.mul_mat(bw.attn_qkv, x);
-        let row = qkv.nb()[1];
-        let mut q = self.ctx.view_3d(qkv, hd, nh, n, hd as usize * f, row, 0);
-        let mut k = self
-            .ctx
-            .view_3d(qkv, hd, nkv, n, hd as usize * f, row, cfg.q_dim() * f);
-        let v = self.ctx.view_2d(
-            qkv,
-            cfg.kv_dim() as i64,
-            n,
-            row,
-            (cfg.q_dim() + cfg.kv_dim()) * f,
-        );
-        if let (Some(qb), Some(kb)) = (bw.q_bias, bw.k_bias) {
+        let (mut q, mut k, mut v) = match bw.qkv {
+            QkvWeights::Fused(w) => {
+                let qkv = self.ctx.mul_mat(w, x);
+                let row = qkv.nb()[1];
+                let q = self.ctx.view_3d(qkv, hd, nh, n, hd as usize * f, row, 0);
+                let k = self
+                    .ctx
+                    .view_3d(qkv, hd, nkv, n, hd as usize * f, row, cfg.q_dim() * f);
+                let v = self.ctx.view_2d(
+                    qkv,
+                    cfg.kv_dim() as i64,
+                    n,
+                    row,
+                    (cfg.q_dim() + cfg.kv_dim()) * f,
+                );
+                (q, k, v)
+            }
+            QkvWeights::Split { q, k, v } => {
+                let q = self.ctx.mul_mat(q, x);
+                let k = self.ctx.mul_mat(k, x);
+                let v = self.ctx.mul_mat(v, x);
+                (
+                    self.ctx.reshape_3d(q, hd, nh, n),
+                    self.ctx.reshape_3d(k, hd, nkv, n),
+                    v,
+                )
+            }
+        };
+        if let Some(qb) = bw.q_bias {
             let qb = self.ctx.reshape_2d(qb, hd, nh);
-            let kb = self.ctx.reshape_2d(kb, hd, nkv);
             q = self.ctx.add(q, qb);
+        }
+        if let Some(kb) = bw.k_bias {
+            let kb = self.ctx.reshape_2d(kb, hd, nkv);
             k = self.ctx.add(k, kb);
         }
-        let mode = match cfg.rope_pairing {
-            RopePairing::Adjacent => RopeMode::Adjacent,
-            RopePairing::Neox => RopeMode::Neox,
+        if let Some(vb) = bw.v_bias {
+            v = self.ctx.add(v, vb);
+        }
+        let rope = RopeParams {
+            mode: match cfg.rope_pairing {
+                RopePairing::Adjacent => RopeMode::Adjacent,
+                RopePairing::Neox => RopeMode::Neox,
+            },
+            n_dims: cfg.n_rot as i32,
+            base: cfg.rope_base,
+            freq_scale: cfg.rope_freq_scale,
+            factors: self.w.rope_factors,
         };
-        let q = self.ctx.rope(q, inp.pos, hd as i32, mode, cfg.rope_base);
-        let k = self.ctx.rope(k, inp.pos, hd as i32, mode, cfg.rope_base);
+        let q = self.ctx.rope(q, inp.pos, &rope);
+        let k = self.ctx.rope(k, inp.pos, &rope);
 
         // Store this batch's keys and values at rows n_past.. of the cache.
         let kv_dim = cfg.kv_dim() as i64;

@@ -1,12 +1,13 @@
 //! A loaded model: validated hyper-parameters plus weights bound to a backend.
 //! One model can serve several sessions on several threads.
 
+pub(crate) mod arch;
 pub mod config;
 pub(crate) mod graph;
 pub(crate) mod weights;
 
 pub use crate::ggml::BackendKind;
-pub use config::{BlockType, ModelConfig, RopePairing};
+pub use config::{Architecture, BlockType, ModelConfig, RopePairing};
 
 use crate::error::{Error, Result};
 use crate::ggml::Backend;
@@ -86,7 +87,8 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens and validates a `huginn` GGUF file.
+    /// Opens and validates a GGUF file of a supported architecture
+    /// ([`Architecture`]).
     pub fn load(path: impl AsRef<Path>, params: &LoadParams) -> Result<Model> {
         Self::load_with_progress(path, params, &mut |_| true)
     }
@@ -181,7 +183,6 @@ impl Model {
         })
     }
 
-    /// Hyper-parameters.
     /// What one exit check on the next-token distribution costs, in
     /// recurrence steps, estimated from the weight bytes each streams
     /// (decoding is bound by reading weights): a check runs the coda blocks
@@ -191,14 +192,10 @@ impl Model {
     pub fn check_cost_in_steps(&self) -> f64 {
         let w = &self.weights;
         let c = &self.config;
-        let block = |b: &weights::BlockWeights| -> usize {
-            [b.attn_qkv, b.attn_output, b.ffn_gate_up, b.ffn_down]
-                .iter()
-                .map(|t| t.nbytes())
-                .sum()
-        };
+        let block = |b: &weights::BlockWeights| b.matrix_bytes();
         let core = c.n_prelude..c.n_prelude + c.n_core;
-        let step: usize = w.adapter.nbytes() + w.blocks[core].iter().map(block).sum::<usize>();
+        let step: usize =
+            w.adapter.map_or(0, |a| a.nbytes()) + w.blocks[core].iter().map(block).sum::<usize>();
         let check: usize = w.head().nbytes()
             + w.blocks[c.n_prelude + c.n_core..]
                 .iter()
@@ -207,6 +204,7 @@ impl Model {
         check as f64 / step.max(1) as f64
     }
 
+    /// Hyper-parameters.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }

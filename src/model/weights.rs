@@ -2,24 +2,74 @@
 //! against the configuration, then the data is used where it is mapped (CPU,
 //! and devices that can wrap host memory such as Metal) or uploaded once (Vulkan).
 
-use super::config::ModelConfig;
+use super::arch::{huginn, llama};
+use super::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Buffer, Context, RepackBuffers, Tensor};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use std::collections::HashSet;
 
-/// Weights of one sandwich block.
+/// Query, key and value projections of a block.
+pub(crate) enum QkvWeights {
+    /// One matrix whose output rows are q, then k, then v (`attn_qkv`).
+    Fused(Tensor),
+    /// Three matrices (`attn_q`, `attn_k`, `attn_v`).
+    Split { q: Tensor, k: Tensor, v: Tensor },
+}
+
+/// The two MLP input projections (SwiGLU gate and up).
+pub(crate) enum GateUpWeights {
+    /// One matrix whose output rows are gate, then up (`ffn_gate_up`).
+    Fused(Tensor),
+    /// Two matrices (`ffn_gate`, `ffn_up`).
+    Split { gate: Tensor, up: Tensor },
+}
+
+/// Weights of one transformer block (any architecture's; the block graph
+/// of its architecture file says which norms it uses).
 pub(crate) struct BlockWeights {
     pub attn_norm: Tensor,
-    pub attn_qkv: Tensor,
+    pub qkv: QkvWeights,
     pub q_bias: Option<Tensor>,
     pub k_bias: Option<Tensor>,
+    pub v_bias: Option<Tensor>,
     pub attn_output: Tensor,
-    pub attn_post_norm: Tensor,
+    /// Norm after the attention's residual add (sandwich blocks).
+    pub attn_post_norm: Option<Tensor>,
     pub ffn_norm: Tensor,
-    pub ffn_gate_up: Tensor,
+    pub gate_up: GateUpWeights,
     pub ffn_down: Tensor,
-    pub ffn_post_norm: Tensor,
+    /// Norm after the MLP's residual add (sandwich blocks).
+    pub ffn_post_norm: Option<Tensor>,
+}
+
+impl BlockWeights {
+    /// Bytes of the block's weight matrices (what one pass streams).
+    pub(crate) fn matrix_bytes(&self) -> usize {
+        let qkv = match &self.qkv {
+            QkvWeights::Fused(t) => t.nbytes(),
+            QkvWeights::Split { q, k, v } => q.nbytes() + k.nbytes() + v.nbytes(),
+        };
+        let gate_up = match &self.gate_up {
+            GateUpWeights::Fused(t) => t.nbytes(),
+            GateUpWeights::Split { gate, up } => gate.nbytes() + up.nbytes(),
+        };
+        qkv + gate_up + self.attn_output.nbytes() + self.ffn_down.nbytes()
+    }
+}
+
+/// The tensors an architecture binds besides the token embedding.
+pub(crate) struct ArchTensors {
+    /// Blocks in file order: prelude, core, coda.
+    pub blocks: Vec<BlockWeights>,
+    /// `[2d, d]` map of `concat(state, embedding)` at the start of each
+    /// recurrence (`None` without recurrence).
+    pub adapter: Option<Tensor>,
+    pub output_norm: Tensor,
+    /// `None` when tied to `token_embd`.
+    pub output: Option<Tensor>,
+    /// Per-pair RoPE frequency divisors (`rope_freqs.weight`), if any.
+    pub rope_factors: Option<Tensor>,
 }
 
 /// All weights of a model, as ggml tensors in the model's context.
@@ -27,10 +77,11 @@ pub(crate) struct Weights {
     pub token_embd: Tensor,
     /// Blocks in file order: prelude, core, coda.
     pub blocks: Vec<BlockWeights>,
-    pub adapter: Tensor,
+    pub adapter: Option<Tensor>,
     pub output_norm: Tensor,
     /// `None` when tied to `token_embd`.
     pub output: Option<Tensor>,
+    pub rope_factors: Option<Tensor>,
     /// Keeps the ggml tensor metadata alive.
     _ctx: Context,
     /// Metadata of the repacked matrices.
@@ -66,14 +117,16 @@ const MATRIX_TYPES: &[GgmlType] = &[
     GgmlType::Q6_K,
 ];
 
+/// What a tensor is used as: a matrix of products (any supported type) or
+/// a vector (norm weights, biases: F32).
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Matrix,
     Vector,
 }
 
 /// Collects the expected tensors, checking each one as it is requested.
-struct Binder<'a> {
+pub(crate) struct Binder<'a> {
     file: &'a GgufFile,
     ctx: Context,
     bound: Vec<(Tensor, &'a TensorInfo)>,
@@ -85,12 +138,19 @@ struct Binder<'a> {
 }
 
 impl<'a> Binder<'a> {
-    fn get(&mut self, name: &str, shape: &[usize], kind: Kind) -> Result<Tensor> {
+    /// A tensor that must be present, with this shape (ggml order).
+    pub(crate) fn get(&mut self, name: &str, shape: &[usize], kind: Kind) -> Result<Tensor> {
         self.opt(name, shape, kind)?
             .ok_or_else(|| Error::InvalidModel(format!("missing tensor {name}")))
     }
 
-    fn opt(&mut self, name: &str, shape: &[usize], kind: Kind) -> Result<Option<Tensor>> {
+    /// A tensor that may be absent; when present it must have this shape.
+    pub(crate) fn opt(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        kind: Kind,
+    ) -> Result<Option<Tensor>> {
         let Some(info) = self.file.tensor(name) else {
             return Ok(None);
         };
@@ -193,38 +253,11 @@ impl Weights {
             repack_ctx: Context::new(n_tensors + 8, 0)?,
             repack_bound: Vec::new(),
         };
-        let d = cfg.n_embd;
-        let token_embd = b.get(EMBEDDING, &[d, cfg.n_vocab], Kind::Matrix)?;
-        let mut blocks = Vec::with_capacity(cfg.n_blocks());
-        for i in 0..cfg.n_blocks() {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            let q_bias = b.opt(&n("attn_q.bias"), &[cfg.q_dim()], Kind::Vector)?;
-            let k_bias = b.opt(&n("attn_k.bias"), &[cfg.kv_dim()], Kind::Vector)?;
-            if q_bias.is_some() != k_bias.is_some() {
-                return Err(Error::InvalidModel(format!(
-                    "block {i}: attn_q.bias and attn_k.bias must both be present or both absent"
-                )));
-            }
-            blocks.push(BlockWeights {
-                attn_norm: b.get(&n("attn_norm.weight"), &[d], Kind::Vector)?,
-                attn_qkv: b.get(
-                    &n("attn_qkv.weight"),
-                    &[d, cfg.q_dim() + 2 * cfg.kv_dim()],
-                    Kind::Matrix,
-                )?,
-                q_bias,
-                k_bias,
-                attn_output: b.get(&n("attn_output.weight"), &[cfg.q_dim(), d], Kind::Matrix)?,
-                attn_post_norm: b.get(&n("attn_post_norm.weight"), &[d], Kind::Vector)?,
-                ffn_norm: b.get(&n("ffn_norm.weight"), &[d], Kind::Vector)?,
-                ffn_gate_up: b.get(&n("ffn_gate_up.weight"), &[d, 2 * cfg.n_ff], Kind::Matrix)?,
-                ffn_down: b.get(&n("ffn_down.weight"), &[cfg.n_ff, d], Kind::Matrix)?,
-                ffn_post_norm: b.get(&n("ffn_post_norm.weight"), &[d], Kind::Vector)?,
-            });
-        }
-        let adapter = b.get("adapter.weight", &[2 * d, d], Kind::Matrix)?;
-        let output_norm = b.get("output_norm.weight", &[d], Kind::Vector)?;
-        let output = b.opt("output.weight", &[d, cfg.n_vocab], Kind::Matrix)?;
+        let token_embd = b.get(EMBEDDING, &[cfg.n_embd, cfg.n_vocab], Kind::Matrix)?;
+        let arch = match cfg.architecture {
+            Architecture::Huginn => huginn::bind(&mut b, cfg)?,
+            Architecture::Llama => llama::bind(&mut b, cfg)?,
+        };
         if let Some(extra) = file
             .tensors()
             .iter()
@@ -282,10 +315,11 @@ impl Weights {
         }
         Ok(Weights {
             token_embd,
-            blocks,
-            adapter,
-            output_norm,
-            output,
+            blocks: arch.blocks,
+            adapter: arch.adapter,
+            output_norm: arch.output_norm,
+            output: arch.output,
+            rope_factors: arch.rope_factors,
             _ctx: ctx,
             _repack_ctx: repack_ctx,
             buffer,

@@ -533,6 +533,7 @@ impl Session {
     /// Runs `tokens` through the model with a fixed number of recurrences,
     /// appending them to the cache, and keeps the last position's logits
     /// (see [`Session::logits`]). Prompts longer than `n_batch` run in chunks.
+    /// A model without recurrence runs once whatever `iterations` (1..) says.
     pub fn eval(&mut self, tokens: &[u32], iterations: usize) -> Result<()> {
         self.eval_impl(tokens, iterations, None)
     }
@@ -560,6 +561,12 @@ impl Session {
             )));
         }
         self.check_tokens(tokens)?;
+        // Without recurrence every token runs once through the blocks.
+        let iterations = if self.model.config().has_recurrence() {
+            iterations
+        } else {
+            1
+        };
         for chunk in tokens.chunks(self.n_batch) {
             self.begin_batch(chunk)?;
             let coda = if all.is_some() {
@@ -803,8 +810,10 @@ impl Session {
             let inp = graph.inputs;
             inp.pos.write_i32(&pos[..n])?;
             inp.mask.write_f32(0, &mask[..n * n_kv])?;
-            if let (Some(ids_t), Some(x0_t)) = (inp.ids, inp.x0) {
+            if let Some(ids_t) = inp.ids {
                 ids_t.write_i32(&ids[..n])?;
+            }
+            if let Some(x0_t) = inp.x0 {
                 x0_t.write_f32(0, &x0[..n * d])?;
             }
             compute.compute(backend, &mut graph.graph)?;
@@ -920,7 +929,8 @@ impl Session {
                 let x0 = gb.ctx.new_tensor(GgmlType::F32, &[d, n as i64])?;
                 x0.set_input();
                 ids_t = Some(ids);
-                x0_t = Some(x0);
+                // Without recurrence the state is the prelude's output: no x0.
+                x0_t = cfg.has_recurrence().then_some(x0);
                 let e = gb.prelude(ids, &inp, &self.prelude_kv)?;
                 if seg.n_steps > 0 || seg.coda == CodaMode::None {
                     let dst = gb.ctx.view_2d(self.embed_store, d, n as i64, row, at);
