@@ -179,7 +179,7 @@ fn no_rust_allocation_per_token() {
                     iterations: 1,
                     adaptive: true,
                 },
-                ..sampled
+                ..sampled.clone()
             },
         ),
     ];
@@ -189,6 +189,26 @@ fn no_rust_allocation_per_token() {
         eprintln!("{name}: {n} allocator calls in tokens 2..{N_TOKENS}");
         if n != 0 {
             failures.push(format!("{name}: {n}"));
+        }
+    }
+    // A model without recurrence (a plain llama file), greedy and sampled.
+    if let Some(p) = common::smollm2_or_skip() {
+        let smol = Arc::new(Model::load(&p, &common::cpu_params(1)).unwrap());
+        for (name, params) in [
+            ("llama (SmolLM2), greedy", plain(ComputeLimits::fixed(1))),
+            (
+                "llama (SmolLM2), sampled",
+                GenerateParams {
+                    limits: ComputeLimits::fixed(1),
+                    ..sampled
+                },
+            ),
+        ] {
+            let n = calls_per_window(&smol, 1, &params);
+            eprintln!("{name}: {n} allocator calls in tokens 2..{N_TOKENS}");
+            if n != 0 {
+                failures.push(format!("{name}: {n}"));
+            }
         }
     }
     assert!(failures.is_empty(), "allocations per token: {failures:?}");
