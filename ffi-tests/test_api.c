@@ -6,8 +6,8 @@
  * FIXTURE_DIR holds model.gguf, a random huginn model made by
  * `rd make-test-model` (n_vocab 256, context 128, blocks 1,2,1, default 8
  * iterations); the tests write their broken files there too. The environment
- * variable RD_SMOLLM2_GGUF may name a llama-architecture GGUF (SmolLM2) used
- * as a real file of the wrong architecture; RD_REQUIRE_SMOLLM2=1 makes its
+ * variable RD_SMOLLM2_GGUF may name SmolLM2-135M-Instruct's GGUF, a plain
+ * llama file that runs without recurrence; RD_REQUIRE_SMOLLM2=1 makes its
  * absence a failure.
  */
 #define _POSIX_C_SOURCE 200809L
