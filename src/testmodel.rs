@@ -52,6 +52,11 @@ pub struct TestModelSpec {
     pub rope_base: f32,
     /// RMSNorm epsilon.
     pub norm_eps: f32,
+    /// The layout of Llama models retrofitted with recurrence (McLeish et
+    /// al. 2025) instead of Huginn-0125's: pre-norm blocks (no post norms),
+    /// RoPE over the two halves of each head, no embedding scale, no norm
+    /// between the recurrence and the coda, initial-state std 0.0087.
+    pub retrofitted: bool,
 }
 
 impl Default for TestModelSpec {
@@ -73,6 +78,7 @@ impl Default for TestModelSpec {
             default_iterations: 8,
             rope_base: 50000.0,
             norm_eps: 1e-6,
+            retrofitted: false,
         }
     }
 }
@@ -156,15 +162,25 @@ pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
         Value::F32(spec.norm_eps),
     )?;
     w.add_kv("huginn.rope.freq_base", Value::F32(spec.rope_base))?;
-    w.add_kv("huginn.rope.pairing", Value::String("adjacent".into()))?;
-    w.add_kv("huginn.block_type", Value::String("sandwich".into()))?;
-    w.add_kv("huginn.embedding_scale", Value::F32((d as f32).sqrt()))?;
+    let (pairing, block_type, embedding_scale, state_std) = if spec.retrofitted {
+        ("neox", "prenorm", 1.0, 0.008_703_883)
+    } else {
+        (
+            "adjacent",
+            "sandwich",
+            (d as f32).sqrt(),
+            (2.0 / (5.0 * d as f32)).sqrt(),
+        )
+    };
+    w.add_kv("huginn.rope.pairing", Value::String(pairing.into()))?;
+    w.add_kv("huginn.block_type", Value::String(block_type.into()))?;
+    w.add_kv("huginn.embedding_scale", Value::F32(embedding_scale))?;
     w.add_kv("huginn.recurrence.default", u32v(spec.default_iterations))?;
+    w.add_kv("huginn.recurrence.state_init_std", Value::F32(state_std))?;
     w.add_kv(
-        "huginn.recurrence.state_init_std",
-        Value::F32((2.0 / (5.0 * d as f32)).sqrt()),
+        "huginn.norm_after_recurrence",
+        Value::Bool(!spec.retrofitted),
     )?;
-    w.add_kv("huginn.norm_after_recurrence", Value::Bool(true))?;
 
     let ty = spec.weight_type;
     let matrix = |w: &mut GgufWriter,
@@ -222,7 +238,9 @@ pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
             d,
             1.0 / (q_dim as f32).sqrt(),
         )?;
-        vector(&mut w, &mut rng, &n("attn_post_norm.weight"), d, 0.2, 1.0)?;
+        if !spec.retrofitted {
+            vector(&mut w, &mut rng, &n("attn_post_norm.weight"), d, 0.2, 1.0)?;
+        }
         vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 0.2, 1.0)?;
         matrix(
             &mut w,
@@ -240,7 +258,9 @@ pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
             d,
             1.0 / (spec.n_ff as f32).sqrt(),
         )?;
-        vector(&mut w, &mut rng, &n("ffn_post_norm.weight"), d, 0.2, 1.0)?;
+        if !spec.retrofitted {
+            vector(&mut w, &mut rng, &n("ffn_post_norm.weight"), d, 0.2, 1.0)?;
+        }
     }
     // The adapter sees concat(state, embedding). Damping the state half keeps the
     // random recurrence contractive, like a trained model's (which converges to a

@@ -6,7 +6,8 @@ docs/semantics.md (sections 1 to 4) and the schema in docs/gguf.md, reads the sa
 files the runtime reads, and computes everything in float64 numpy so that the
 runtime (f32 / f16 / quantized, on ggml) can be compared against it.
 
-Model (Huginn "raven" architecture, sandwich blocks):
+Model (Huginn "raven" architecture; sandwich blocks, or pre-norm Llama blocks
+with `huginn.block_type = prenorm`, the layout of retrofitted recurrence):
 
     e = token_embd[ids] * embedding_scale
     e = prelude blocks(e)
@@ -115,6 +116,7 @@ class HParams:
     eps: float
     rope_base: float
     rope_pairing: str           # "adjacent" or "neox"
+    block_type: str             # "sandwich" or "prenorm"
     embedding_scale: float
     default_recurrence: int
     state_init_std: float
@@ -161,8 +163,8 @@ class Model:
             return _field(reader, f"{ARCH}.{name}", default, required)
 
         block_type = key("block_type", "sandwich")
-        if block_type != "sandwich":
-            raise ValueError(f"{ARCH}.block_type {block_type!r} is not supported (only 'sandwich')")
+        if block_type not in ("sandwich", "prenorm"):
+            raise ValueError(f"{ARCH}.block_type {block_type!r} is not 'sandwich' or 'prenorm'")
 
         d = int(key("embedding_length", required=True))
         n_head = int(key("attention.head_count", required=True))
@@ -198,6 +200,7 @@ class Model:
             eps=_as_f64(key("attention.layer_norm_rms_epsilon", required=True)),
             rope_base=_as_f64(key("rope.freq_base", 10000.0)),
             rope_pairing=pairing,
+            block_type=block_type,
             embedding_scale=_as_f64(key("embedding_scale", math.sqrt(d))),
             default_recurrence=int(key("recurrence.default", 32)),
             state_init_std=_as_f64(key("recurrence.state_init_std", math.sqrt(2.0 / (5.0 * d)))),
@@ -237,11 +240,13 @@ class Model:
                 "attn_q_bias": get(p + "attn_q.bias", [q], False, optional=True),
                 "attn_k_bias": get(p + "attn_k.bias", [kv], False, optional=True),
                 "attn_output": get(p + "attn_output.weight", [q, hp.d], True),       # [d, q]
-                "attn_post_norm": get(p + "attn_post_norm.weight", [hp.d], False),
+                "attn_post_norm": get(p + "attn_post_norm.weight", [hp.d], False)
+                if hp.block_type == "sandwich" else None,
                 "ffn_norm": get(p + "ffn_norm.weight", [hp.d], False),
                 "ffn_gate_up": get(p + "ffn_gate_up.weight", [hp.d, 2 * hp.ffn], True),  # [2ffn, d]
                 "ffn_down": get(p + "ffn_down.weight", [hp.ffn, hp.d], True),       # [d, ffn]
-                "ffn_post_norm": get(p + "ffn_post_norm.weight", [hp.d], False),
+                "ffn_post_norm": get(p + "ffn_post_norm.weight", [hp.d], False)
+                if hp.block_type == "sandwich" else None,
             }
             if (b["attn_q_bias"] is None) != (b["attn_k_bias"] is None):
                 raise ValueError(f"blk.{n}: attn_q.bias and attn_k.bias must be both present or both absent")
@@ -398,6 +403,21 @@ def sandwich_block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray
     return rms_norm(m + x, blk["ffn_post_norm"], eps)
 
 
+def prenorm_block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray,
+                  cache: KVCache, cache_key) -> np.ndarray:
+    """x = x + attn(n1(x));  x = x + mlp(n2(x))."""
+    eps = model.hp.eps
+    x = x + attention(model, blk, rms_norm(x, blk["attn_norm"], eps), positions, cache, cache_key)
+    return x + mlp(model, blk, rms_norm(x, blk["ffn_norm"], eps))
+
+
+def block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray,
+          cache: KVCache, cache_key) -> np.ndarray:
+    """The model's block type applied to x."""
+    f = sandwich_block if model.hp.block_type == "sandwich" else prenorm_block
+    return f(model, blk, x, positions, cache, cache_key)
+
+
 # ---------------------------------------------------------------------------
 # A session: cache + generator + position counter
 # ---------------------------------------------------------------------------
@@ -449,7 +469,7 @@ class Session:
         model, hp = self.model, self.model.hp
         e = model.token_embd[ids] * hp.embedding_scale
         for i in range(hp.n_prelude):
-            e = sandwich_block(model, model.prelude_block(i), e, positions, self.cache, ("prelude", i))
+            e = block(model, model.prelude_block(i), e, positions, self.cache, ("prelude", i))
         return e
 
     def _core_step(self, x: np.ndarray, e: np.ndarray, positions: np.ndarray, t: int) -> np.ndarray:
@@ -458,7 +478,7 @@ class Session:
         slot = (t - 1) % self.B
         x = np.concatenate([x, e], axis=-1) @ model.adapter.T
         for j in range(hp.n_core):
-            x = sandwich_block(model, model.core_block(j), x, positions, self.cache, ("core", j, slot))
+            x = block(model, model.core_block(j), x, positions, self.cache, ("core", j, slot))
         return x
 
     def _fill_unreached(self, steps: int, positions: np.ndarray) -> None:
@@ -476,7 +496,7 @@ class Session:
         if hp.norm_after_recurrence:
             x = rms_norm(x, model.output_norm, hp.eps)
         for i in range(hp.n_coda):
-            x = sandwich_block(model, model.coda_block(i), x, positions, self.cache, ("coda", i))
+            x = block(model, model.coda_block(i), x, positions, self.cache, ("coda", i))
         x = rms_norm(x, model.output_norm, hp.eps)
         return x @ model.output.T
 

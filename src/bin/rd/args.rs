@@ -325,6 +325,11 @@ pub struct MakeArgs {
     /// Leave out the q/k biases.
     #[arg(long)]
     pub no_qk_bias: bool,
+    /// The layout of Llama models retrofitted with recurrence: pre-norm
+    /// blocks, RoPE over head halves, no embedding scale, no norm before
+    /// the coda (`huginn.block_type = prenorm`).
+    #[arg(long)]
+    pub retrofitted: bool,
     /// Default recurrence stored in the file.
     #[arg(long, default_value_t = 8)]
     pub default_iterations: usize,

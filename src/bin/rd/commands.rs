@@ -366,6 +366,7 @@ fn make(a: MakeArgs) -> Result<()> {
         qk_bias: !a.no_qk_bias,
         weight_type: a.weight_type,
         default_iterations: a.default_iterations,
+        retrofitted: a.retrofitted,
         ..TestModelSpec::default()
     };
     match &a.tokenizer {

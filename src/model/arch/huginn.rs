@@ -1,9 +1,12 @@
 //! Huginn (`huginn`): Huginn-0125 (Geiping et al. 2025) and models of its
 //! design. Prelude blocks embed the tokens, a core of blocks is applied again
 //! and again to a latent state (each step starts with an adapter over
-//! `concat(state, embedding)`), coda blocks and the head decode it. Every
-//! block is a "sandwich": RMSNorm before and after both the attention and
-//! the MLP. Tensors: fused `attn_qkv` and `ffn_gate_up`. Keys: docs/gguf.md.
+//! `concat(state, embedding)`), coda blocks and the head decode it. Blocks
+//! are "sandwiches" (RMSNorm before and after both the attention and the
+//! MLP; Huginn-0125) or pre-norm Llama blocks (`huginn.block_type = prenorm`:
+//! the layout of Llama models retrofitted with recurrence, McLeish et al.
+//! 2025, whose blocks are run by `arch::llama::block`). Tensors: fused
+//! `attn_qkv` and `ffn_gate_up`. Keys: docs/gguf.md.
 
 use super::Keys;
 use crate::error::{Error, Result};
@@ -22,14 +25,15 @@ pub(crate) fn config(file: &GgufFile) -> Result<ModelConfig> {
     let n_embd = k.req("embedding_length")?;
     let n_head = k.req("attention.head_count")?;
     let head_dim = k.head_dim(n_embd, n_head)?;
-    match k.str("block_type")?.unwrap_or("sandwich") {
-        "sandwich" => {}
+    let block_type = match k.str("block_type")?.unwrap_or("sandwich") {
+        "sandwich" => BlockType::Sandwich,
+        "prenorm" => BlockType::PreNorm,
         other => {
             return Err(Error::InvalidModel(format!(
-                "unsupported huginn.block_type {other:?}"
+                "unsupported huginn.block_type {other:?} (sandwich or prenorm)"
             )));
         }
-    }
+    };
     let rope_pairing = match k.str("rope.pairing")?.unwrap_or("adjacent") {
         "adjacent" => RopePairing::Adjacent,
         "neox" => RopePairing::Neox,
@@ -56,7 +60,7 @@ pub(crate) fn config(file: &GgufFile) -> Result<ModelConfig> {
         rope_base: k.f32("rope.freq_base")?.unwrap_or(10000.0),
         rope_freq_scale: 1.0,
         rope_pairing,
-        block_type: BlockType::Sandwich,
+        block_type,
         embedding_scale: k.f32("embedding_scale")?.unwrap_or((n_embd as f32).sqrt()),
         default_iterations: k.opt("recurrence.default")?.unwrap_or(32),
         state_init_std: k
@@ -88,6 +92,13 @@ pub(crate) fn config(file: &GgufFile) -> Result<ModelConfig> {
 /// Binds the blocks, the adapter, the final norm and the (optional) head.
 pub(crate) fn bind(b: &mut Binder, cfg: &ModelConfig) -> Result<ArchTensors> {
     let d = cfg.n_embd;
+    // Sandwich blocks have norms after the residual adds; pre-norm ones none.
+    let post_norm = |b: &mut Binder, name: &str| -> Result<Option<Tensor>> {
+        match cfg.block_type {
+            BlockType::Sandwich => b.get(name, &[d], Kind::Vector).map(Some),
+            BlockType::PreNorm => Ok(None),
+        }
+    };
     let mut blocks = Vec::with_capacity(cfg.n_blocks());
     for i in 0..cfg.n_blocks() {
         let n = |s: &str| format!("blk.{i}.{s}");
@@ -106,7 +117,7 @@ pub(crate) fn bind(b: &mut Binder, cfg: &ModelConfig) -> Result<ArchTensors> {
             k_bias,
             v_bias: None,
             attn_output: b.get(&n("attn_output.weight"), &[cfg.q_dim(), d], Kind::Matrix)?,
-            attn_post_norm: Some(b.get(&n("attn_post_norm.weight"), &[d], Kind::Vector)?),
+            attn_post_norm: post_norm(b, &n("attn_post_norm.weight"))?,
             ffn_norm: b.get(&n("ffn_norm.weight"), &[d], Kind::Vector)?,
             gate_up: GateUpWeights::Fused(b.get(
                 &n("ffn_gate_up.weight"),
@@ -114,7 +125,7 @@ pub(crate) fn bind(b: &mut Binder, cfg: &ModelConfig) -> Result<ArchTensors> {
                 Kind::Matrix,
             )?),
             ffn_down: b.get(&n("ffn_down.weight"), &[cfg.n_ff, d], Kind::Matrix)?,
-            ffn_post_norm: Some(b.get(&n("ffn_post_norm.weight"), &[d], Kind::Vector)?),
+            ffn_post_norm: post_norm(b, &n("ffn_post_norm.weight"))?,
         });
     }
     Ok(ArchTensors {
