@@ -63,16 +63,6 @@ struct Outcome {
     greedy_same: bool,
 }
 
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 fn run_case(c: &Case, dir: &Path) -> Outcome {
     let path = dir.join(format!("{}.gguf", c.name));
     testmodel::write(&c.spec, &path).unwrap();
@@ -125,11 +115,13 @@ fn run_case(c: &Case, dir: &Path) -> Outcome {
         .fold(0.0f32, f32::max);
     let rows = tokens.len();
     let agree = (0..rows)
-        .filter(|&r| argmax(&got[r * v..(r + 1) * v]) == argmax(&want[r * v..(r + 1) * v]))
+        .filter(|&r| {
+            common::argmax(&got[r * v..(r + 1) * v]) == common::argmax(&want[r * v..(r + 1) * v])
+        })
         .count();
     // The reference decoded greedily: token r+1 is the argmax of row r for r >= n_prompt - 1.
     let greedy_same = (c.n_prompt - 1..rows - 1)
-        .all(|r| argmax(&got[r * v..(r + 1) * v]) as u32 == tokens[r + 1]);
+        .all(|r| common::argmax(&got[r * v..(r + 1) * v]) as u32 == tokens[r + 1]);
     Outcome {
         rel_err: max_diff / (hi - lo),
         agree,

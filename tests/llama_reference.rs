@@ -93,16 +93,6 @@ fn llama_cpp(
     (logits, tokens)
 }
 
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 fn load(path: &PathBuf) -> Arc<Model> {
     Arc::new(Model::load(path, &common::load_params(1)).unwrap())
 }
@@ -139,7 +129,7 @@ fn smollm2_matches_llama_cpp() {
     let mut agree = 0;
     let mut worst = 0f64;
     for (g, w) in got.chunks_exact(v).zip(want.chunks_exact(v)) {
-        if argmax(g) == argmax(w) {
+        if common::argmax(g) == common::argmax(w) {
             agree += 1;
         }
         let (lo, hi) = w

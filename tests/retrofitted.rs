@@ -63,16 +63,6 @@ fn reference(model: &Path, iterations: usize, b: usize, init: &str) -> (Vec<f32>
     (logits.data, tokens.data.iter().map(|&t| t as u32).collect())
 }
 
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 #[test]
 fn prenorm_recurrence_matches_the_reference() {
     let models = [
@@ -147,7 +137,7 @@ fn prenorm_recurrence_matches_the_reference() {
             let v = spec.n_vocab;
             // The reference decoded greedily from its own logits.
             let greedy_same = (PROMPT.len() - 1..tokens.len() - 1)
-                .all(|row| argmax(&got[row * v..(row + 1) * v]) as u32 == tokens[row + 1]);
+                .all(|row| common::argmax(&got[row * v..(row + 1) * v]) as u32 == tokens[row + 1]);
             eprintln!(
                 "{name} r={r} B={b} init={init}: {:.2e} of the logit range, greedy same: {greedy_same}",
                 err
@@ -186,7 +176,9 @@ fn prenorm_quantized_runs_close_to_f32() {
     let v = spec.n_vocab;
     let rows = PROMPT.len();
     let agree = (0..rows)
-        .filter(|&r| argmax(&got[r * v..(r + 1) * v]) == argmax(&want[r * v..(r + 1) * v]))
+        .filter(|&r| {
+            common::argmax(&got[r * v..(r + 1) * v]) == common::argmax(&want[r * v..(r + 1) * v])
+        })
         .count();
     eprintln!("Q8_0 prenorm: top-1 agreement {agree}/{rows}");
     assert!(agree * 10 >= rows * 8, "top-1 agreement {agree}/{rows}");

@@ -51,6 +51,17 @@ pub fn cpu_params(n_threads: usize) -> LoadParams {
     }
 }
 
+/// Index of the largest value (the first one on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// FNV-1a (64-bit) of a file's bytes, as the manifests record it.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
