@@ -76,12 +76,13 @@ typedef enum rd_status {
      */
     RD_ERR_IO = 2,
     /**
-     * The file is not a valid GGUF file or not a valid `huginn` model
+     * The file is not a valid GGUF file or not a valid model of its architecture
      * (truncated, corrupt, missing or inconsistent metadata or tensors).
      */
     RD_ERR_INVALID_MODEL = 3,
     /**
-     * The GGUF file is valid but declares an architecture other than `huginn`.
+     * The GGUF file is valid but declares an architecture this runtime does
+     * not run (supported: `huginn`, `llama`).
      */
     RD_ERR_UNSUPPORTED_ARCHITECTURE = 4,
     /**
@@ -633,7 +634,7 @@ typedef struct rd_model_info {
      */
     size_t struct_size;
     /**
-     * `general.architecture` ("huginn"); owned by the model, valid until
+     * `general.architecture` ("huginn" or "llama"); owned by the model, valid until
      * `rd_model_free()`.
      */
     const char *architecture;
@@ -667,7 +668,9 @@ typedef struct rd_model_info {
      */
     uint32_t n_prelude;
     /**
-     * Core blocks (the recurrent part, run once per iteration).
+     * Core blocks (the recurrent part, run once per iteration); 0 for a
+     * model without recurrence (a plain `llama` file), which runs each
+     * token once through its prelude blocks and ignores iteration limits.
      */
     uint32_t n_core;
     /**
@@ -675,7 +678,8 @@ typedef struct rd_model_info {
      */
     uint32_t n_coda;
     /**
-     * Default number of core iterations stored in the file.
+     * Default number of core iterations stored in the file (1 without
+     * recurrence).
      */
     uint32_t default_iterations;
     /**
@@ -1255,9 +1259,9 @@ enum rd_status rd_log_set(rd_log_callback callback, void *user_data, rd_log_leve
  *
  * Errors: `RD_ERR_INVALID_ARGUMENT` (a NULL pointer, bad params),
  * `RD_ERR_IO` (missing file, a directory, unreadable, mlock refused),
- * `RD_ERR_INVALID_MODEL` (truncated or corrupt GGUF, bad `huginn` metadata or
- * tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of another
- * architecture), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
+ * `RD_ERR_INVALID_MODEL` (truncated or corrupt GGUF, bad metadata or
+ * tensors), `RD_ERR_UNSUPPORTED_ARCHITECTURE` (a valid GGUF of an
+ * architecture other than `huginn` and `llama`), `RD_ERR_BACKEND` (no such device), `RD_ERR_OUT_OF_MEMORY`,
  * `RD_ERR_CANCELLED` (the progress callback returned false).
  *
  * A tokenizer or chat template that is present but cannot be used (corrupt
