@@ -94,8 +94,9 @@ fn k_spec(tied: bool) -> TestModelSpec {
     }
 }
 
-/// The HF name of a GGUF tensor of a model with `p` prelude and `c` core blocks.
-fn hf_name(gguf: &str, p: usize, c: usize) -> String {
+/// The HF name of a GGUF tensor of a model with `p` prelude and `c` core
+/// blocks (`retrofitted`: pre-norm blocks, whose MLP norm is `norm_2`).
+fn hf_name(gguf: &str, p: usize, c: usize, retrofitted: bool) -> String {
     let fixed = [
         ("token_embd.weight", "transformer.wte.weight"),
         ("output.weight", "lm_head.weight"),
@@ -118,6 +119,7 @@ fn hf_name(gguf: &str, p: usize, c: usize) -> String {
     let part = match what {
         "attn_norm.weight" => "norm_1.weight",
         "attn_post_norm.weight" => "norm_2.weight",
+        "ffn_norm.weight" if retrofitted => "norm_2.weight",
         "ffn_norm.weight" => "norm_3.weight",
         "ffn_post_norm.weight" => "norm_4.weight",
         "attn_qkv.weight" => "attn.Wqkv.weight",
@@ -255,10 +257,10 @@ fn write_checkpoint(spec: &TestModelSpec, opts: &CkptOptions, dir: &Path) -> Pat
             continue;
         }
         let shape: Vec<usize> = t.shape.iter().rev().map(|&d| d as usize).collect();
-        tensors.insert(hf_name(&t.name, p, c), (shape, vals));
+        tensors.insert(hf_name(&t.name, p, c, spec.retrofitted), (shape, vals));
     }
     for (blk, (q, k)) in biases {
-        let name = hf_name(&format!("{blk}.attn_norm.weight"), p, c)
+        let name = hf_name(&format!("{blk}.attn_norm.weight"), p, c, spec.retrofitted)
             .replace("norm_1.weight", "attn.qk_bias");
         tensors.insert(name, (vec![2, 1, spec.n_head, hd], [q, k].concat()));
     }
@@ -353,6 +355,18 @@ fn write_checkpoint(spec: &TestModelSpec, opts: &CkptOptions, dir: &Path) -> Pat
         "rope_base": spec.rope_base,
         "torch_dtype": "float32",
     });
+    let config = if spec.retrofitted {
+        // As the retrofitting scripts write it: Huginn-0125's configuration
+        // with the source model's shapes, `rope_theta` (their `rope_base` is
+        // a leftover the modeling code does not read) and `init_values`.
+        let mut c = config;
+        c["rope_base"] = json!(500000.0);
+        c["rope_theta"] = json!(spec.rope_base);
+        c["init_values"] = json!({"std": 0.008_703_883, "embed_scale": 1.0});
+        c
+    } else {
+        config
+    };
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_string_pretty(&config).unwrap(),
@@ -462,6 +476,48 @@ fn f32_conversion_matches_direct_gguf_tied_and_untied() {
         }
         assert_eq!(b.get_str("general.name").unwrap(), Some("tiny-huginn"));
         // And so the same logits, at several iteration counts.
+        for iters in [1, 4] {
+            let (x, y) = (logits(&direct, iters), logits(&out, iters));
+            assert_eq!(max_abs_diff(&x, &y), 0.0, "tied {tied}, {iters} iterations");
+        }
+    }
+}
+
+#[test]
+fn retrofitted_checkpoint_converts_to_prenorm() {
+    for tied in [false, true] {
+        let dir = temp_dir(&format!("retro-tied-{tied}"));
+        let spec = TestModelSpec {
+            retrofitted: true,
+            qk_bias: false,
+            n_head: 4,
+            n_head_kv: 2,
+            ..small_spec(tied)
+        };
+        let direct = write_checkpoint(&spec, &CkptOptions::default(), &dir);
+        let (out, _) = run_convert(&dir, GgmlType::F32).unwrap();
+        let (a, b) = (
+            GgufFile::open(&direct).unwrap(),
+            GgufFile::open(&out).unwrap(),
+        );
+        assert_eq!(a.tensors().len(), b.tensors().len());
+        for t in a.tensors() {
+            let u = b.tensor(&t.name).unwrap();
+            assert_eq!((u.ty, &u.shape), (t.ty, &t.shape), "{}", t.name);
+            assert!(a.tensor_data(t) == b.tensor_data(u), "data of {}", t.name);
+        }
+        for key in [
+            "huginn.rope.freq_base",
+            "huginn.rope.pairing",
+            "huginn.block_type",
+            "huginn.embedding_scale",
+            "huginn.recurrence.state_init_std",
+            "huginn.norm_after_recurrence",
+            "huginn.attention.head_count_kv",
+        ] {
+            assert_eq!(a.get(key), b.get(key), "{key}");
+        }
+        assert_eq!(b.get_str("huginn.block_type").unwrap(), Some("prenorm"));
         for iters in [1, 4] {
             let (x, y) = (logits(&direct, iters), logits(&out, iters));
             assert_eq!(max_abs_diff(&x, &y), 0.0, "tied {tied}, {iters} iterations");

@@ -10,6 +10,21 @@ const MAX_DIM: usize = 1 << 20;
 /// Most blocks a configuration may declare.
 const MAX_BLOCKS: usize = 4096;
 
+/// How a checkpoint's blocks are built. `config.json` does not say (the
+/// retrofitted checkpoints keep Huginn-0125's `block_class_name`): the
+/// converter tells them apart by their tensors (see [`HfConfig::layout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Huginn-0125: sandwich blocks (`norm_1`..`norm_4`), RoPE over adjacent
+    /// pairs, the state normed before the coda.
+    Huginn,
+    /// A Llama model retrofitted with recurrence (McLeish et al. 2025): the
+    /// source model's pre-norm blocks (`norm_1` before attention, `norm_2`
+    /// before the MLP), its RoPE over head halves (`rope_theta`), no norm
+    /// between the recurrence and the coda.
+    Retrofitted,
+}
+
 /// The hyper-parameters of a Huginn checkpoint, as read from `config.json`.
 ///
 /// Keys absent from the file take the defaults of the authors' `RavenConfig`
@@ -32,8 +47,18 @@ pub struct HfConfig {
     pub n_ctx: usize,
     /// `norm_eps`.
     pub norm_eps: f32,
-    /// `rope_base`.
+    /// `rope_base`; for the retrofitted layout `rope_theta` when present
+    /// (their `rope_base` is a leftover the modeling code does not read).
     pub rope_base: f32,
+    /// `rope_theta`, if present.
+    pub rope_theta: Option<f32>,
+    /// `init_values.embed_scale`, if present (else `sqrt(n_embd)`).
+    pub embed_scale: Option<f32>,
+    /// `init_values.std`, if present (else `sqrt(2 / (5 n_embd))`).
+    pub state_init_std: Option<f32>,
+    /// Block layout; [`Layout::Huginn`] until the converter has looked at
+    /// the tensors.
+    pub layout: Layout,
     /// `n_layers_in_prelude`.
     pub n_prelude: usize,
     /// `n_layers_in_recurrent_block`.
@@ -88,6 +113,10 @@ impl HfConfig {
             n_ctx: optional_usize(m, &["block_size", "max_position_embeddings"])?.unwrap_or(4096),
             norm_eps: optional_f32(m, "norm_eps")?.unwrap_or(1e-6),
             rope_base: optional_f32(m, "rope_base")?.unwrap_or(50_000.0),
+            rope_theta: optional_f32(m, "rope_theta")?,
+            embed_scale: init_value(m, "embed_scale")?,
+            state_init_std: init_value(m, "std")?,
+            layout: Layout::Huginn,
             n_prelude: required_usize(m, &["n_layers_in_prelude"])?,
             n_core: required_usize(m, &["n_layers_in_recurrent_block"])?,
             n_coda: required_usize(m, &["n_layers_in_coda"])?,
@@ -105,6 +134,26 @@ impl HfConfig {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// RoPE base of this layout.
+    pub fn rope_base(&self) -> f32 {
+        match (self.layout, self.rope_theta) {
+            (Layout::Retrofitted, Some(theta)) => theta,
+            _ => self.rope_base,
+        }
+    }
+
+    /// Embedding multiplier.
+    pub fn embedding_scale(&self) -> f32 {
+        self.embed_scale
+            .unwrap_or_else(|| (self.n_embd as f32).sqrt())
+    }
+
+    /// Standard deviation of the random initial state (before scaling).
+    pub fn state_init_std(&self) -> f32 {
+        self.state_init_std
+            .unwrap_or_else(|| (2.0 / (5.0 * self.n_embd as f64)).sqrt() as f32)
     }
 
     fn validate(&self) -> Result<(), ConvertError> {
@@ -163,11 +212,31 @@ impl HfConfig {
                 format!("{} is not a finite non-negative number", self.norm_eps),
             ));
         }
-        if !(self.rope_base.is_finite() && self.rope_base > 0.0) {
-            return Err(ConvertError::config(
-                "rope_base",
-                format!("{} is not a finite positive number", self.rope_base),
-            ));
+        for (key, v) in [
+            ("rope_base", Some(self.rope_base)),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(ConvertError::config(
+                    key,
+                    format!("{v} is not a finite positive number"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("init_values.embed_scale", self.embed_scale),
+            ("init_values.std", self.state_init_std),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(ConvertError::config(
+                    key,
+                    format!("{v} is not a finite non-negative number"),
+                ));
+            }
         }
         Ok(())
     }
@@ -195,6 +264,15 @@ fn check_architecture(m: &Map<String, Json>) -> Result<(), ConvertError> {
     expect("mlp_class_name", &["GatedMLP"])?;
     expect("nonlin_name", &["SiLU"])?;
     expect("injection_type", &["linear"])?;
+    match m.get("rope_scaling") {
+        None | Some(Json::Null) => {}
+        Some(other) => {
+            return Err(ConvertError::config(
+                "rope_scaling",
+                format!("{other} is not supported yet (only checkpoints without RoPE scaling)"),
+            ));
+        }
+    }
     if optional_bool(m, "bias")? == Some(true) {
         return Err(ConvertError::config(
             "bias",
@@ -202,6 +280,19 @@ fn check_architecture(m: &Map<String, Json>) -> Result<(), ConvertError> {
         ));
     }
     Ok(())
+}
+
+/// A number of the `init_values` object, if present.
+fn init_value(m: &Map<String, Json>, key: &str) -> Result<Option<f32>, ConvertError> {
+    match m.get("init_values") {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Object(iv)) => optional_f32(iv, key)
+            .map_err(|_| ConvertError::config(&format!("init_values.{key}"), "not a number")),
+        Some(v) => Err(ConvertError::config(
+            "init_values",
+            format!("{v} is not an object"),
+        )),
+    }
 }
 
 fn first<'m>(m: &'m Map<String, Json>, keys: &[&str]) -> Option<(&'m Json, String)> {
@@ -274,6 +365,37 @@ mod tests {
         assert_eq!((c.rope_base, c.norm_eps), (50000.0, 1e-6));
         assert!(c.qk_bias && c.tie_embeddings);
         assert_eq!(c.mean_recurrence, 32);
+    }
+
+    #[test]
+    fn reads_retrofitted_keys() {
+        let mut m: Map<String, Json> = serde_json::from_str(HUGINN).unwrap();
+        m.insert("rope_theta".into(), 500000.0.into());
+        m.insert("rope_base".into(), 10000.0.into());
+        m.insert(
+            "init_values".into(),
+            serde_json::json!({"std": 0.0087, "embed_scale": 1.0}),
+        );
+        let mut c = HfConfig::from_map(&m).unwrap();
+        // Huginn's layout reads rope_base; the retrofitted one rope_theta.
+        assert_eq!(c.rope_base(), 10000.0);
+        c.layout = Layout::Retrofitted;
+        assert_eq!(c.rope_base(), 500000.0);
+        assert_eq!((c.embedding_scale(), c.state_init_std()), (1.0, 0.0087));
+        m.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"rope_type": "llama3", "factor": 32.0}),
+        );
+        let e = HfConfig::from_map(&m).unwrap_err().to_string();
+        assert!(e.contains("rope_scaling"), "{e}");
+        m.remove("rope_scaling");
+        m.insert("init_values".into(), serde_json::json!({"std": "x"}));
+        let e = HfConfig::from_map(&m).unwrap_err().to_string();
+        assert!(e.contains("init_values.std"), "{e}");
+        // Without init_values: Huginn's formulas.
+        let c = HfConfig::from_json(HUGINN).unwrap();
+        assert_eq!(c.embedding_scale(), (5280f32).sqrt());
+        assert!((c.state_init_std() - 0.008_703_883).abs() < 1e-9);
     }
 
     #[test]

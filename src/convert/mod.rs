@@ -170,8 +170,9 @@ pub fn convert(
         },
         _ => ConvertError::io(&config_path, e),
     })?;
-    let cfg = HfConfig::from_json(&config_text)?;
+    let mut cfg = HfConfig::from_json(&config_text)?;
     let mut ck = Checkpoint::open(dir)?;
+    cfg.layout = plan::detect_layout(&cfg, |n| ck.tensors().contains_key(n));
 
     // Every checkpoint tensor must be one the model has (or one we ignore).
     let expected = plan::expected(&cfg, true);
@@ -291,6 +292,9 @@ pub fn convert(
 /// The `general.*` and `huginn.*` keys of `docs/gguf.md` for `cfg`.
 fn model_metadata(cfg: &HfConfig, name: &str) -> Vec<(&'static str, Value)> {
     let u = |v: usize| Value::U32(v as u32);
+    // Huginn-0125's layout, or a Llama retrofitted with recurrence (pre-norm
+    // blocks, RoPE over head halves on unpermuted q/k, no norm before the coda).
+    let huginn = cfg.layout == config::Layout::Huginn;
     let d = cfg.n_embd;
     vec![
         ("general.architecture", Value::from("huginn")),
@@ -309,16 +313,22 @@ fn model_metadata(cfg: &HfConfig, name: &str) -> Vec<(&'static str, Value)> {
             "huginn.attention.layer_norm_rms_epsilon",
             Value::F32(cfg.norm_eps),
         ),
-        ("huginn.rope.freq_base", Value::F32(cfg.rope_base)),
-        ("huginn.rope.pairing", Value::from("adjacent")),
-        ("huginn.block_type", Value::from("sandwich")),
-        ("huginn.embedding_scale", Value::F32((d as f32).sqrt())),
+        ("huginn.rope.freq_base", Value::F32(cfg.rope_base())),
+        (
+            "huginn.rope.pairing",
+            Value::from(if huginn { "adjacent" } else { "neox" }),
+        ),
+        (
+            "huginn.block_type",
+            Value::from(if huginn { "sandwich" } else { "prenorm" }),
+        ),
+        ("huginn.embedding_scale", Value::F32(cfg.embedding_scale())),
         ("huginn.recurrence.default", u(cfg.mean_recurrence)),
         (
             "huginn.recurrence.state_init_std",
-            Value::F32((2.0 / (5.0 * d as f64)).sqrt() as f32),
+            Value::F32(cfg.state_init_std()),
         ),
-        ("huginn.norm_after_recurrence", Value::Bool(true)),
+        ("huginn.norm_after_recurrence", Value::Bool(huginn)),
     ]
 }
 

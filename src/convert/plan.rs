@@ -4,6 +4,7 @@
 use crate::gguf::GgmlType;
 
 use super::HfConfig;
+use super::config::Layout;
 
 /// Part of a checkpoint tensor that one GGUF tensor takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,22 @@ pub struct Expected {
 /// The name a checkpoint's block `i` of `part` has.
 fn block_prefix(part: &str, i: usize) -> String {
     format!("transformer.{part}.{i}")
+}
+
+/// The block layout of a checkpoint's tensors: pre-norm (retrofitted) when
+/// its first block has `norm_1` and `norm_2` but no `norm_3`, else Huginn's.
+pub fn detect_layout(cfg: &HfConfig, has: impl Fn(&str) -> bool) -> Layout {
+    let first = blocks(cfg).into_iter().next().map(|(p, _)| p);
+    match first {
+        Some(p)
+            if has(&format!("{p}.norm_1.weight"))
+                && has(&format!("{p}.norm_2.weight"))
+                && !has(&format!("{p}.norm_3.weight")) =>
+        {
+            Layout::Retrofitted
+        }
+        _ => Layout::Huginn,
+    }
 }
 
 /// Every block as (checkpoint prefix, GGUF index), in GGUF order.
@@ -199,17 +216,26 @@ fn plan_inner(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Plann
             vec![q, d],
             body,
         );
-        push(
-            g("attn_post_norm.weight"),
-            s("norm_2.weight"),
-            whole,
-            vector,
-            vec![d],
-            body,
-        );
+        // Huginn: norm_2 after the attention, norm_3 before the MLP, norm_4
+        // after it; retrofitted (pre-norm): norm_2 before the MLP.
+        let sandwich = cfg.layout == Layout::Huginn;
+        if sandwich {
+            push(
+                g("attn_post_norm.weight"),
+                s("norm_2.weight"),
+                whole,
+                vector,
+                vec![d],
+                body,
+            );
+        }
         push(
             g("ffn_norm.weight"),
-            s("norm_3.weight"),
+            s(if sandwich {
+                "norm_3.weight"
+            } else {
+                "norm_2.weight"
+            }),
             whole,
             vector,
             vec![d],
@@ -231,14 +257,16 @@ fn plan_inner(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Plann
             vec![ff, d],
             body,
         );
-        push(
-            g("ffn_post_norm.weight"),
-            s("norm_4.weight"),
-            whole,
-            vector,
-            vec![d],
-            body,
-        );
+        if sandwich {
+            push(
+                g("ffn_post_norm.weight"),
+                s("norm_4.weight"),
+                whole,
+                vector,
+                vec![d],
+                body,
+            );
+        }
     }
     push(
         "adapter.weight".into(),
@@ -362,6 +390,10 @@ mod tests {
             n_ctx: 4096,
             norm_eps: 1e-6,
             rope_base: 50000.0,
+            rope_theta: None,
+            embed_scale: None,
+            state_init_std: None,
+            layout: Layout::Huginn,
             n_prelude: 2,
             n_core: 4,
             n_coda: 2,
