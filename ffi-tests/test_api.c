@@ -204,6 +204,7 @@ static void test_version_and_status_strings(void) {
     CHECK(rd_last_error() != NULL);
     CHECK(rd_exit_default_threshold(RD_EXIT_KL) == 5e-4);
     CHECK(rd_exit_default_threshold(RD_EXIT_ARGMAX_STABILITY) == 5.0);
+    CHECK(rd_exit_default_threshold(RD_EXIT_GATE) == 0.9);
     CHECK(isnan(rd_exit_default_threshold(77)));
 }
 
@@ -527,6 +528,12 @@ static void test_iteration_budget(void) {
     REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &full, 24, &c, &st));
     double mean_full = st.mean_iterations;
     CHECK(mean_full == 32.0);
+    /* The gate criterion needs a model with a learned gate (Ouro). */
+    rd_compute_limits gate = full;
+    gate.exit_criterion = RD_EXIT_GATE;
+    gate.exit_threshold = rd_exit_default_threshold(RD_EXIT_GATE);
+    CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &gate, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(rd_last_error(), "gate") != NULL);
     rd_compute_limits kl = full;
     kl.exit_criterion = RD_EXIT_KL;
     kl.exit_threshold = rd_exit_default_threshold(RD_EXIT_KL);

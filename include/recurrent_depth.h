@@ -1046,6 +1046,13 @@ typedef struct rd_generate_stats {
 #define RD_EXIT_ARGMAX_STABILITY 6
 
 /**
+ * The model's learned exit gate (Ouro): the accumulated probability of
+ * having exited; exits when it reaches the threshold (default 0.9). Needs a
+ * model with a gate (`RD_ERR_INVALID_ARGUMENT` otherwise). Added in 0.4.
+ */
+#define RD_EXIT_GATE 7
+
+/**
  * Put the BOS token first when the tokenizer asks for one
  * (`rd_model_info.add_bos`).
  */

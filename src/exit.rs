@@ -14,6 +14,7 @@
 //! | `latent-diff` | `‖x_t - x_{t-1}‖ / ‖x_t‖` | value < threshold |
 //! | `cosine` | `1 - cos(x_t, x_{t-1})` | value < threshold |
 //! | `argmax-stability` | consecutive checks with an unchanged argmax | value >= threshold |
+//! | `gate` | a learned gate's exit probability, accumulated (Ouro) | value >= threshold |
 //!
 //! These are the authors' definitions (`raven_modeling_minimal.py`'s exit
 //! evaluators; docs/semantics.md): the KL divergence runs from the previous
@@ -65,11 +66,15 @@ pub enum ExitCriterion {
     Cosine,
     /// Number of consecutive checks with an unchanged argmax.
     ArgmaxStability,
+    /// The model's learned exit gate (Ouro): the probability, accumulated
+    /// over the steps so far, that the token has exited (see [`ExitGate`]).
+    /// Observed at every step; needs a model with a gate.
+    Gate,
 }
 
 impl ExitCriterion {
     /// Every criterion, in declaration order.
-    pub const ALL: [ExitCriterion; 7] = [
+    pub const ALL: [ExitCriterion; 8] = [
         ExitCriterion::None,
         ExitCriterion::Kl,
         ExitCriterion::MinpKl,
@@ -77,6 +82,7 @@ impl ExitCriterion {
         ExitCriterion::LatentDiff,
         ExitCriterion::Cosine,
         ExitCriterion::ArgmaxStability,
+        ExitCriterion::Gate,
     ];
 
     /// The criterion's name as parsed by [`FromStr`] (`"kl"`, `"minp-kl"`, ...).
@@ -89,12 +95,13 @@ impl ExitCriterion {
             ExitCriterion::LatentDiff => "latent-diff",
             ExitCriterion::Cosine => "cosine",
             ExitCriterion::ArgmaxStability => "argmax-stability",
+            ExitCriterion::Gate => "gate",
         }
     }
 
     /// The usual threshold (docs/semantics.md): kl 5e-4, minp-kl 1e-5,
-    /// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5;
-    /// 0 for `none` (unused).
+    /// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5,
+    /// gate 0.9; 0 for `none` (unused).
     pub fn default_threshold(self) -> f64 {
         match self {
             ExitCriterion::None => 0.0,
@@ -104,6 +111,7 @@ impl ExitCriterion {
             ExitCriterion::LatentDiff => 0.03,
             ExitCriterion::Cosine => 1e-3,
             ExitCriterion::ArgmaxStability => 5.0,
+            ExitCriterion::Gate => 0.9,
         }
     }
 
@@ -129,10 +137,20 @@ impl ExitCriterion {
         )
     }
 
-    /// Whether a check needs only the latent state: true for latent-diff and
-    /// cosine.
+    /// Whether a check needs only the latent state: true for latent-diff,
+    /// cosine and gate.
     pub fn needs_latent(self) -> bool {
-        matches!(self, ExitCriterion::LatentDiff | ExitCriterion::Cosine)
+        matches!(
+            self,
+            ExitCriterion::LatentDiff | ExitCriterion::Cosine | ExitCriterion::Gate
+        )
+    }
+
+    /// Whether the criterion accumulates over every step (gate), so that it
+    /// is observed after each one, whatever `min_iterations` and
+    /// `check_every` say (they still decide where it may exit).
+    pub fn observes_every_step(self) -> bool {
+        self == ExitCriterion::Gate
     }
 }
 
@@ -155,7 +173,7 @@ impl FromStr for ExitCriterion {
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "unknown exit criterion {s:?} (expected one of none, kl, minp-kl, \
-                     entropy-diff, latent-diff, cosine, argmax-stability)"
+                     entropy-diff, latent-diff, cosine, argmax-stability, gate)"
                 ))
             })
     }
@@ -229,11 +247,11 @@ impl ExitSpec {
     /// Whether a check's `value` (from [`ExitState::observe_logits`] or
     /// [`ExitState::observe_latent`]) means stop: `value < threshold` for kl,
     /// minp-kl, entropy-diff, latent-diff and cosine; `value >= threshold` for
-    /// argmax-stability; never for `none`. A NaN value never exits.
+    /// argmax-stability and gate; never for `none`. A NaN value never exits.
     pub fn should_exit(&self, value: f64) -> bool {
         match self.criterion {
             ExitCriterion::None => false,
-            ExitCriterion::ArgmaxStability => value >= self.threshold,
+            ExitCriterion::ArgmaxStability | ExitCriterion::Gate => value >= self.threshold,
             _ => value < self.threshold,
         }
     }
@@ -273,6 +291,35 @@ impl FromStr for ExitSpec {
     }
 }
 
+/// A learned exit gate (Ouro): after step `t` the gate gives
+/// `lambda_t = sigmoid(weight . x_t + bias)` on the step's (normed) state, the
+/// probability of stopping at `t` given that the token has not stopped
+/// before. The probability of having stopped by step `t` is
+/// `1 - prod_{j <= t} (1 - lambda_j)`, which the `gate` criterion compares
+/// with its threshold. (At the last step the authors give every remaining
+/// probability to it; here the last step always ends the token anyway.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitGate {
+    /// One weight per state feature.
+    pub weight: Vec<f32>,
+    /// The bias.
+    pub bias: f32,
+}
+
+impl ExitGate {
+    /// `sigmoid(weight . x + bias)`, in f64.
+    pub fn lambda(&self, x: &[f32]) -> f64 {
+        let z: f64 = self
+            .weight
+            .iter()
+            .zip(x)
+            .map(|(&w, &v)| f64::from(w) * f64::from(v))
+            .sum::<f64>()
+            + f64::from(self.bias);
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
 /// Per-token state of the exit check: the previous check's distribution and
 /// latent state. Allocated once (sized by vocabulary and model width) and
 /// reused for every token; call [`ExitState::reset`] at the start of each
@@ -301,6 +348,10 @@ pub struct ExitState {
     prev_latent: Vec<f32>,
     has_prev_latent: bool,
     checks: u64,
+    /// The model's exit gate, if set ([`ExitState::set_gate`]).
+    gate: Option<ExitGate>,
+    /// `prod (1 - lambda_j)` over this token's steps so far.
+    gate_survival: f64,
 }
 
 /// Summary of one log-softmax.
@@ -331,7 +382,15 @@ impl ExitState {
             prev_latent: vec![0.0; d_model],
             has_prev_latent: false,
             checks: 0,
+            gate: None,
+            gate_survival: 1.0,
         }
+    }
+
+    /// Sets the exit gate the `gate` criterion uses (a model's; without one
+    /// that criterion gives NaN, which never exits).
+    pub fn set_gate(&mut self, gate: Option<ExitGate>) {
+        self.gate = gate;
     }
 
     /// The vocabulary size the state was built for.
@@ -348,6 +407,7 @@ impl ExitState {
     pub fn reset(&mut self) {
         self.has_prev_logits = false;
         self.has_prev_latent = false;
+        self.gate_survival = 1.0;
         self.argmax_run = 0;
         self.checks = 0;
     }
@@ -420,7 +480,10 @@ impl ExitState {
                     0.0
                 }
             }
-            ExitCriterion::None | ExitCriterion::LatentDiff | ExitCriterion::Cosine => f64::NAN,
+            ExitCriterion::None
+            | ExitCriterion::LatentDiff
+            | ExitCriterion::Cosine
+            | ExitCriterion::Gate => f64::NAN,
         };
 
         self.argmax_run = if !first && cur.argmax == self.prev_argmax {
@@ -536,6 +599,13 @@ impl ExitState {
                     if d.is_nan() { d } else { d.max(0.0) }
                 }
             }
+            ExitCriterion::Gate => match &self.gate {
+                Some(g) if g.weight.len() == x.len() => {
+                    self.gate_survival *= 1.0 - g.lambda(x);
+                    1.0 - self.gate_survival
+                }
+                _ => f64::NAN,
+            },
             _ => f64::NAN,
         };
         self.prev_latent.copy_from_slice(x);

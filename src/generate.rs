@@ -90,6 +90,11 @@ impl ComputeLimits {
                 self.exit.criterion.name()
             )));
         }
+        if self.exit.criterion == ExitCriterion::Gate && model.exit_gate().is_none() {
+            return Err(Error::InvalidArgument(
+                "exit criterion \"gate\": the model has no learned exit gate".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -131,6 +136,7 @@ impl ComputeLimits {
     /// Whether the criterion is evaluated after step `t` (1-based).
     fn is_check(&self, t: usize) -> bool {
         t == self.max_iterations
+            || self.exit.criterion.observes_every_step()
             || (self.exit.criterion != ExitCriterion::None
                 && t >= self.min_iterations
                 && (t - self.min_iterations).is_multiple_of(self.check_every))
@@ -416,8 +422,10 @@ impl Session {
         let history_len = prompt.len() + max_tokens + params.draft.tokens;
         let mut history: Vec<u32> = Vec::with_capacity(history_len);
         history.extend_from_slice(prompt);
+        let mut exit = ExitState::new(cfg.n_vocab, cfg.n_embd);
+        exit.set_gate(self.model().exit_gate().cloned());
         let mut w = Work {
-            exit: ExitState::new(cfg.n_vocab, cfg.n_embd),
+            exit,
             state: vec![0.0; cfg.n_embd],
             prev_state: vec![0.0; cfg.n_embd],
             have_prev: false,

@@ -57,6 +57,10 @@ pub struct TestModelSpec {
     /// RoPE over the two halves of each head, no embedding scale, no norm
     /// between the recurrence and the coda, initial-state std 0.0087.
     pub retrofitted: bool,
+    /// An `ouro` file instead (every block looped, norms around each
+    /// sublayer, an exit gate): `n_core` blocks; `n_prelude` and `n_coda`
+    /// must be 0, q/k biases are not written.
+    pub ouro: bool,
 }
 
 impl Default for TestModelSpec {
@@ -79,6 +83,7 @@ impl Default for TestModelSpec {
             rope_base: 50000.0,
             norm_eps: 1e-6,
             retrofitted: false,
+            ouro: false,
         }
     }
 }
@@ -132,6 +137,9 @@ fn normals(rng: &mut SplitMix64, n: usize, std: f32, mean: f32) -> Vec<f32> {
 /// Builds the GGUF file in memory.
 pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
     spec.validate()?;
+    if spec.ouro {
+        return build_ouro(spec);
+    }
     let d = spec.n_embd;
     let hd = spec.head_dim();
     let q_dim = spec.n_head * hd;
@@ -280,6 +288,98 @@ pub fn build(spec: &TestModelSpec) -> Result<GgufWriter> {
     if !spec.tied {
         matrix(&mut w, &mut rng, "output.weight", d, spec.n_vocab, head_std)?;
     }
+    Ok(w)
+}
+
+/// An `ouro` test model: `n_core` looped blocks, an exit gate whose
+/// probabilities spread tokens over several loops.
+fn build_ouro(spec: &TestModelSpec) -> Result<GgufWriter> {
+    if spec.n_prelude != 0 || spec.n_coda != 0 || spec.retrofitted {
+        return Err(Error::InvalidArgument(
+            "an ouro test model has only looped (core) blocks".into(),
+        ));
+    }
+    let d = spec.n_embd;
+    let hd = spec.head_dim();
+    let (q_dim, kv_dim) = (spec.n_head * hd, spec.n_head_kv * hd);
+    let mut rng = SplitMix64::new(spec.seed);
+    let mut w = GgufWriter::new();
+    let u32v = |v: usize| Value::U32(v as u32);
+    w.add_kv("general.architecture", Value::String("ouro".into()))?;
+    w.add_kv(
+        "general.name",
+        Value::String(format!("ouro-test-seed{}", spec.seed)),
+    )?;
+    w.add_kv("ouro.context_length", u32v(spec.n_ctx))?;
+    w.add_kv("ouro.embedding_length", u32v(d))?;
+    w.add_kv("ouro.feed_forward_length", u32v(spec.n_ff))?;
+    w.add_kv("ouro.block_count", u32v(spec.n_core))?;
+    w.add_kv("ouro.attention.head_count", u32v(spec.n_head))?;
+    w.add_kv("ouro.attention.head_count_kv", u32v(spec.n_head_kv))?;
+    w.add_kv(
+        "ouro.attention.layer_norm_rms_epsilon",
+        Value::F32(spec.norm_eps),
+    )?;
+    w.add_kv("ouro.rope.freq_base", Value::F32(spec.rope_base))?;
+    w.add_kv("ouro.loop_count", u32v(spec.default_iterations))?;
+    let ty = spec.weight_type;
+    let matrix =
+        |w: &mut GgufWriter, rng: &mut SplitMix64, name: &str, n_in: usize, n_out: usize| {
+            let vals = normals(rng, n_in * n_out, 1.0 / (n_in as f32).sqrt(), 0.0);
+            let data = crate::ggml::quantize(ty, &vals, n_in)?;
+            w.add_tensor(name, ty, &[n_in as u64, n_out as u64], data)?;
+            Ok::<(), Error>(())
+        };
+    let vector =
+        |w: &mut GgufWriter, rng: &mut SplitMix64, name: &str, n: usize, std: f32, mean: f32| {
+            let vals = normals(rng, n, std, mean);
+            let data = crate::ggml::quantize(GgmlType::F32, &vals, n)?;
+            w.add_tensor(name, GgmlType::F32, &[n as u64], data)?;
+            Ok::<(), Error>(())
+        };
+    let head_std = 5.0 / (d as f32).sqrt();
+    let vals = normals(&mut rng, d * spec.n_vocab, head_std, 0.0);
+    w.add_tensor(
+        "token_embd.weight",
+        ty,
+        &[d as u64, spec.n_vocab as u64],
+        crate::ggml::quantize(ty, &vals, d)?,
+    )?;
+    for i in 0..spec.n_core {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        vector(&mut w, &mut rng, &n("attn_norm.weight"), d, 0.2, 1.0)?;
+        matrix(&mut w, &mut rng, &n("attn_q.weight"), d, q_dim)?;
+        matrix(&mut w, &mut rng, &n("attn_k.weight"), d, kv_dim)?;
+        matrix(&mut w, &mut rng, &n("attn_v.weight"), d, kv_dim)?;
+        matrix(&mut w, &mut rng, &n("attn_output.weight"), q_dim, d)?;
+        // Small post norms keep each loop a moderate change of the state.
+        vector(&mut w, &mut rng, &n("attn_post_norm.weight"), d, 0.2, 1.0)?;
+        vector(&mut w, &mut rng, &n("ffn_norm.weight"), d, 0.2, 1.0)?;
+        matrix(&mut w, &mut rng, &n("ffn_gate.weight"), d, spec.n_ff)?;
+        matrix(&mut w, &mut rng, &n("ffn_up.weight"), d, spec.n_ff)?;
+        matrix(&mut w, &mut rng, &n("ffn_down.weight"), spec.n_ff, d)?;
+        vector(&mut w, &mut rng, &n("ffn_post_norm.weight"), d, 0.2, 1.0)?;
+    }
+    vector(&mut w, &mut rng, "output_norm.weight", d, 0.2, 1.0)?;
+    if !spec.tied {
+        let vals = normals(&mut rng, d * spec.n_vocab, head_std, 0.0);
+        w.add_tensor(
+            "output.weight",
+            ty,
+            &[d as u64, spec.n_vocab as u64],
+            crate::ggml::quantize(ty, &vals, d)?,
+        )?;
+    }
+    // Gate logits of about N(-1, 1): exit probabilities of 0.1..0.6 per loop.
+    vector(
+        &mut w,
+        &mut rng,
+        "exit_gate.weight",
+        d,
+        1.0 / (d as f32).sqrt(),
+        0.0,
+    )?;
+    vector(&mut w, &mut rng, "exit_gate.bias", 1, 0.0, -1.0)?;
     Ok(w)
 }
 

@@ -9,11 +9,9 @@ mod common;
 
 use recurrent_depth::gguf::GgmlType;
 use recurrent_depth::model::{BlockType, Model};
-use recurrent_depth::npy;
 use recurrent_depth::session::{Session, SessionParams, StateInit};
 use recurrent_depth::testmodel::{self, TestModelSpec};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 const PROMPT: [u32; 11] = [5, 17, 200, 3, 99, 42, 7, 130, 64, 250, 11];
@@ -21,46 +19,6 @@ const N_DECODE: usize = 6;
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rd-retro-{}-{name}", std::process::id()))
-}
-
-/// The reference's logits (f32, `[n_tokens, vocab]`) and fed tokens.
-fn reference(model: &Path, iterations: usize, b: usize, init: &str) -> (Vec<f32>, Vec<u32>) {
-    // Unique names: the tests of this file run in parallel.
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (lo, to) = (
-        tmp(&format!("ref-logits-{k}.npy")),
-        tmp(&format!("ref-tokens-{k}.npy")),
-    );
-    let prompt: Vec<String> = PROMPT.iter().map(|t| t.to_string()).collect();
-    let script = format!(
-        "import sys, numpy as np\nsys.path.insert(0, 'tools')\nimport reference as r\n\
-         m = r.Model({model:?})\n\
-         logits, tokens, _, _ = r.run(m, [{}], {iterations}, {b}, {init}, {N_DECODE})\n\
-         np.save({lo:?}, logits.astype(np.float32))\n\
-         np.save({to:?}, np.asarray(tokens, dtype=np.int32))\n",
-        prompt.join(","),
-        init = if init == "zeros" {
-            "'zeros'".to_string()
-        } else {
-            init.to_string()
-        },
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let logits: npy::NpyArray<f32> = npy::read(&std::fs::read(&lo).unwrap()).unwrap();
-    let tokens: npy::NpyArray<i32> = npy::read(&std::fs::read(&to).unwrap()).unwrap();
-    let _ = (std::fs::remove_file(lo), std::fs::remove_file(to));
-    (logits.data, tokens.data.iter().map(|&t| t as u32).collect())
 }
 
 #[test]
@@ -106,7 +64,7 @@ fn prenorm_recurrence_matches_the_reference() {
         assert_eq!(model.config().block_type, BlockType::PreNorm);
         assert!(!model.config().norm_after_recurrence);
         for &(r, b, init) in &cases {
-            let (want, tokens) = reference(&path, r, b, init);
+            let (want, tokens) = common::reference_logits(&path, &PROMPT, r, b, init, N_DECODE);
             let (state_init, seed) = match init {
                 "zeros" => (StateInit::Zeros, 0),
                 s => (StateInit::Random, s.parse().unwrap()),
@@ -125,15 +83,7 @@ fn prenorm_recurrence_matches_the_reference() {
                 got.extend_from_slice(s.logits());
             }
             assert_eq!(got.len(), want.len());
-            let (lo, hi) = want
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-                / (hi - lo);
+            let err = common::rel_err(&got, &want);
             let v = spec.n_vocab;
             // The reference decoded greedily from its own logits.
             let greedy_same = (PROMPT.len() - 1..tokens.len() - 1)
@@ -162,7 +112,7 @@ fn prenorm_quantized_runs_close_to_f32() {
     };
     let path = tmp("q8.gguf");
     testmodel::write(&spec, &path).unwrap();
-    let (want, _) = reference(&path, 4, 4, "zeros");
+    let (want, _) = common::reference_logits(&path, &PROMPT, 4, 4, "zeros", N_DECODE);
     let model = Arc::new(Model::load(&path, &common::load_params(2)).unwrap());
     let sp = SessionParams {
         n_ctx: 64,

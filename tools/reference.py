@@ -121,6 +121,8 @@ class HParams:
     default_recurrence: int
     state_init_std: float
     norm_after_recurrence: bool
+    norm_after_step: bool = False       # ouro: output_norm ends every step
+    state_from_embedding: bool = False  # ouro: the state starts as the embedding
 
 
 def _field(reader: gguf.GGUFReader, key: str, default=None, required=False):
@@ -156,6 +158,9 @@ class Model:
     def __init__(self, path: str):
         reader = gguf.GGUFReader(path, "r")
         arch = _field(reader, "general.architecture", required=True)
+        if arch == "ouro":
+            self._init_ouro(reader)
+            return
         if arch != ARCH:
             raise ValueError(f"general.architecture is {arch!r}, expected {ARCH!r}")
 
@@ -207,6 +212,76 @@ class Model:
             norm_after_recurrence=bool(key("norm_after_recurrence", True)),
         )
         self._load_tensors(tensors)
+
+    def _init_ouro(self, reader) -> None:
+        """An `ouro` file (docs/gguf.md): every block looped, norms around each
+        sublayer, output_norm after every loop, the state starting as the
+        embedding; separate q/k/v and gate/up (fused here), an exit gate."""
+        def key(name, default=None, required=False):
+            return _field(reader, f"ouro.{name}", default, required)
+
+        d = int(key("embedding_length", required=True))
+        n_head = int(key("attention.head_count", required=True))
+        n_head_kv = int(key("attention.head_count_kv", n_head))
+        head_dim = int(key("attention.key_length", d // n_head))
+        tensors = {t.name: t for t in reader.tensors}
+        vocab = int(tensors["token_embd.weight"].shape[1])
+        n_layers = int(key("block_count", required=True))
+        self.hp = HParams(
+            d=d, ffn=int(key("feed_forward_length", required=True)), vocab=vocab,
+            context_length=int(key("context_length", required=True)),
+            n_prelude=0, n_core=n_layers, n_coda=0,
+            n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
+            eps=_as_f64(key("attention.layer_norm_rms_epsilon", required=True)),
+            rope_base=_as_f64(key("rope.freq_base", 10000.0)), rope_pairing="neox",
+            block_type="perinorm", embedding_scale=1.0,
+            default_recurrence=int(key("loop_count", 4)), state_init_std=0.0,
+            norm_after_recurrence=False, norm_after_step=True, state_from_embedding=True,
+        )
+        hp = self.hp
+        q, kv = n_head * head_dim, n_head_kv * head_dim
+        used = set()
+
+        def get(name, ggml_shape, optional=False):
+            t = tensors.get(name)
+            if t is None:
+                if optional:
+                    return None
+                raise ValueError(f"missing tensor {name}")
+            used.add(name)
+            shape = [int(n) for n in t.shape.tolist()]
+            if shape != list(ggml_shape):
+                raise ValueError(f"tensor {name}: ggml shape {shape}, expected {list(ggml_shape)}")
+            return dequantize_tensor(t)
+
+        self.token_embd = get("token_embd.weight", [d, vocab])
+        self.blocks = []
+        for n in range(n_layers):
+            p = f"blk.{n}."
+            self.blocks.append({
+                "attn_norm": get(p + "attn_norm.weight", [d]),
+                "attn_qkv": np.concatenate([get(p + "attn_q.weight", [d, q]),
+                                            get(p + "attn_k.weight", [d, kv]),
+                                            get(p + "attn_v.weight", [d, kv])], axis=0),
+                "attn_q_bias": None, "attn_k_bias": None,
+                "attn_output": get(p + "attn_output.weight", [q, d]),
+                "attn_post_norm": get(p + "attn_post_norm.weight", [d]),
+                "ffn_norm": get(p + "ffn_norm.weight", [d]),
+                "ffn_gate_up": np.concatenate([get(p + "ffn_gate.weight", [d, hp.ffn]),
+                                               get(p + "ffn_up.weight", [d, hp.ffn])], axis=0),
+                "ffn_down": get(p + "ffn_down.weight", [hp.ffn, d]),
+                "ffn_post_norm": get(p + "ffn_post_norm.weight", [d]),
+            })
+        self.adapter = None
+        self.output_norm = get("output_norm.weight", [d])
+        head = get("output.weight", [d, vocab], optional=True)
+        self.tied = head is None
+        self.output = self.token_embd if head is None else head
+        self.gate_w = get("exit_gate.weight", [d])
+        self.gate_b = float(get("exit_gate.bias", [1])[0])
+        extra = set(tensors) - used
+        if extra:
+            raise ValueError(f"unexpected tensor {sorted(extra)[0]}")
 
     # -- tensors ------------------------------------------------------------
 
@@ -411,10 +486,21 @@ def prenorm_block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray,
     return x + mlp(model, blk, rms_norm(x, blk["ffn_norm"], eps))
 
 
+def perinorm_block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray,
+                   cache: KVCache, cache_key) -> np.ndarray:
+    """x = x + n2(attn(n1(x)));  x = x + n4(mlp(n3(x)))  (Ouro)."""
+    eps = model.hp.eps
+    a = attention(model, blk, rms_norm(x, blk["attn_norm"], eps), positions, cache, cache_key)
+    x = x + rms_norm(a, blk["attn_post_norm"], eps)
+    m = mlp(model, blk, rms_norm(x, blk["ffn_norm"], eps))
+    return x + rms_norm(m, blk["ffn_post_norm"], eps)
+
+
 def block(model: Model, blk: dict, x: np.ndarray, positions: np.ndarray,
           cache: KVCache, cache_key) -> np.ndarray:
     """The model's block type applied to x."""
-    f = sandwich_block if model.hp.block_type == "sandwich" else prenorm_block
+    f = {"sandwich": sandwich_block, "prenorm": prenorm_block,
+         "perinorm": perinorm_block}[model.hp.block_type]
     return f(model, blk, x, positions, cache, cache_key)
 
 
@@ -476,9 +562,12 @@ class Session:
         """Recurrence step t (1-based): adapter, then every core block on slot (t-1) mod B."""
         model, hp = self.model, self.model.hp
         slot = (t - 1) % self.B
-        x = np.concatenate([x, e], axis=-1) @ model.adapter.T
+        if model.adapter is not None:
+            x = np.concatenate([x, e], axis=-1) @ model.adapter.T
         for j in range(hp.n_core):
             x = block(model, model.core_block(j), x, positions, self.cache, ("core", j, slot))
+        if hp.norm_after_step:
+            x = rms_norm(x, model.output_norm, hp.eps)
         return x
 
     def _fill_unreached(self, steps: int, positions: np.ndarray) -> None:
@@ -497,7 +586,8 @@ class Session:
             x = rms_norm(x, model.output_norm, hp.eps)
         for i in range(hp.n_coda):
             x = block(model, model.coda_block(i), x, positions, self.cache, ("coda", i))
-        x = rms_norm(x, model.output_norm, hp.eps)
+        if not hp.norm_after_step:      # (else every step ended with it)
+            x = rms_norm(x, model.output_norm, hp.eps)
         return x @ model.output.T
 
     def feed(self, ids, iterations: int) -> np.ndarray:
@@ -512,7 +602,7 @@ class Session:
         # 1. embedding and prelude
         e = self._prelude(ids, positions)
         # 2. recurrence: step t uses slot (t-1) mod B of every core layer
-        x = self.initial_state(n)
+        x = e.copy() if self.model.hp.state_from_embedding else self.initial_state(n)
         for t in range(1, iterations + 1):
             x = self._core_step(x, e, positions, t)
         self._fill_unreached(iterations, positions)
@@ -543,9 +633,10 @@ class Session:
         needs_logits = crit in LOGIT_CRITERIA
         needs_latent = crit in LATENT_CRITERIA
         exit_state = ExitState(self.model.hp.vocab, self.model.hp.d)
+        survival = 1.0      # gate: prod (1 - lambda_j) over this token's steps
 
         e = self._prelude(ids, positions)
-        x = self.initial_state(1)
+        x = e.copy() if self.model.hp.state_from_embedding else self.initial_state(1)
         if warm_state is not None:
             x = np.asarray(warm_state, dtype=np.float64).reshape(1, -1).copy()
         t = 0
@@ -563,6 +654,12 @@ class Session:
                 value = exit_state.observe_logits(crit, logits)
             elif needs_latent:
                 value = exit_state.observe_latent(crit, x[-1])
+            elif crit == "gate":
+                # lambda_t = sigmoid(w . x_t + b) on the step's normed state;
+                # the value is the probability of having exited by step t.
+                lam = 1.0 / (1.0 + math.exp(-(float(np.dot(self.model.gate_w, x[-1])) + self.model.gate_b)))
+                survival *= 1.0 - lam
+                value = 1.0 - survival
             checks.append(CheckRecord(t, value, None if logits is None or not needs_logits
                                       else top2_gap(logits)))
             if t >= lim.max_iterations:
@@ -614,12 +711,13 @@ def run(model: Model, prompt, iterations: int, kv_budget: int | None = None, ini
 # src/generate.rs and src/exit.rs)
 # ---------------------------------------------------------------------------
 
-EXIT_CRITERIA = ("none", "kl", "minp-kl", "entropy-diff", "latent-diff", "cosine", "argmax-stability")
+EXIT_CRITERIA = ("none", "kl", "minp-kl", "entropy-diff", "latent-diff", "cosine", "argmax-stability",
+                 "gate")
 LOGIT_CRITERIA = ("kl", "minp-kl", "entropy-diff", "argmax-stability")
 LATENT_CRITERIA = ("latent-diff", "cosine")
 DEFAULT_THRESHOLDS = {
     "none": 0.0, "kl": 5e-4, "minp-kl": 1e-5, "entropy-diff": 1e-3,
-    "latent-diff": 0.03, "cosine": 1e-3, "argmax-stability": 5.0,
+    "latent-diff": 0.03, "cosine": 1e-3, "argmax-stability": 5.0, "gate": 0.9,
 }
 MINP_KL_LEVEL = 0.1     # minp-kl sets p < 0.1 p_max to 1/V, then renormalises
 FIRST_CHECK_ENTROPY = 100.0  # entropy-diff's "previous entropy" at a token's first check
@@ -650,7 +748,7 @@ def should_exit(criterion: str, threshold: float, value: float) -> bool:
     'none'; a NaN value never exits."""
     if criterion == "none" or math.isnan(value):
         return False
-    if criterion == "argmax-stability":
+    if criterion in ("argmax-stability", "gate"):
         return value >= threshold
     return value < threshold
 
@@ -677,8 +775,9 @@ class ComputeLimits:
 
     def is_check(self, t: int) -> bool:
         """Whether the criterion is evaluated after step t (1-based): always at
-        max_iterations; with a criterion, at min, min + c, min + 2c, ..."""
-        return t == self.max_iterations or (
+        max_iterations; with a criterion, at min, min + c, min + 2c, ...;
+        gate (which accumulates over steps) after every step."""
+        return t == self.max_iterations or self.criterion == "gate" or (
             self.criterion != "none" and t >= self.min_iterations
             and (t - self.min_iterations) % self.check_every == 0)
 

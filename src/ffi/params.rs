@@ -82,6 +82,10 @@ pub const RD_EXIT_COSINE: rd_exit_criterion = 5;
 /// Logits: the argmax unchanged for `threshold` consecutive checks (an
 /// integer >= 1; usual: 5).
 pub const RD_EXIT_ARGMAX_STABILITY: rd_exit_criterion = 6;
+/// The model's learned exit gate (Ouro): the accumulated probability of
+/// having exited; exits when it reaches the threshold (default 0.9). Needs a
+/// model with a gate (`RD_ERR_INVALID_ARGUMENT` otherwise). Added in 0.4.
+pub const RD_EXIT_GATE: rd_exit_criterion = 7;
 
 /// Options of `rd_tokenize()` and `rd_generate_params.tokenize_flags`: a
 /// bitwise OR of `RD_TOKENIZE_*` values (0 for none). Unknown bits are an
@@ -444,6 +448,7 @@ fn criterion_of(c: rd_exit_criterion) -> Option<ExitCriterion> {
         RD_EXIT_LATENT_DIFF => ExitCriterion::LatentDiff,
         RD_EXIT_COSINE => ExitCriterion::Cosine,
         RD_EXIT_ARGMAX_STABILITY => ExitCriterion::ArgmaxStability,
+        RD_EXIT_GATE => ExitCriterion::Gate,
         _ => return None,
     })
 }

@@ -49,6 +49,11 @@ impl Tensor {
         self.raw().data as *const u8
     }
 
+    /// Whether the tensor has memory (a tensor no graph node uses never does).
+    pub(crate) fn is_allocated(&self) -> bool {
+        !self.data_ptr().is_null()
+    }
+
     /// Marks the tensor as a graph input (allocated before the graph's other tensors).
     pub(crate) fn set_input(self) {
         // SAFETY: valid tensor pointer.

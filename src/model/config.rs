@@ -14,6 +14,9 @@ pub enum Architecture {
     /// A plain Llama-family transformer (`llama`, as llama.cpp writes it):
     /// pre-norm blocks run once each, no recurrence.
     Llama,
+    /// Ouro (`ouro`): every block is looped, the state starts as the token
+    /// embedding and is normed after each loop; a learned exit gate.
+    Ouro,
 }
 
 impl Architecture {
@@ -22,6 +25,7 @@ impl Architecture {
         match self {
             Architecture::Huginn => "huginn",
             Architecture::Llama => "llama",
+            Architecture::Ouro => "ouro",
         }
     }
 }
@@ -33,6 +37,9 @@ pub enum BlockType {
     Sandwich,
     /// Llama: `x = x + attn(n1(x)); x = x + mlp(n2(x))`.
     PreNorm,
+    /// Ouro: `x = x + n2(attn(n1(x))); x = x + n4(mlp(n3(x)))` (norms around
+    /// each sublayer, the residual outside them).
+    PeriNorm,
 }
 
 /// RoPE pairing convention.
@@ -90,6 +97,12 @@ pub struct ModelConfig {
     pub state_init_std: f32,
     /// Whether `output_norm` is applied once after the recurrence.
     pub norm_after_recurrence: bool,
+    /// Whether every recurrence step ends with `output_norm` (Ouro); the
+    /// head then reads the state without another norm.
+    pub norm_after_step: bool,
+    /// Whether the state starts as the prelude's output (the token
+    /// embedding; Ouro) instead of zeros or a random draw.
+    pub state_from_embedding: bool,
     /// Whether the output head is tied to the token embedding.
     pub tied_embeddings: bool,
 }
@@ -108,6 +121,7 @@ impl ModelConfig {
         let cfg = match name.as_str() {
             "huginn" => arch::huginn::config(file)?,
             "llama" => arch::llama::config(file)?,
+            "ouro" => arch::ouro::config(file)?,
             "" => return Err(Error::UnsupportedArchitecture("(none)".into())),
             _ => return Err(Error::UnsupportedArchitecture(name)),
         };

@@ -81,19 +81,28 @@ impl GraphBuilder<'_> {
         inp: &BatchInputs,
         slots: &[KvLayer],
     ) -> Result<Tensor> {
-        let Some(adapter) = self.w.adapter else {
-            return Ok(e);
+        let mut x = match self.w.adapter {
+            Some(adapter) => {
+                let xe = self.ctx.concat(x, e, 0);
+                self.ctx.mul_mat(adapter, xe)
+            }
+            // No recurrence: the prelude's output is the state.
+            None if slots.is_empty() => return Ok(e),
+            // A loop without input injection (Ouro).
+            None => x,
         };
-        let xe = self.ctx.concat(x, e, 0);
-        let mut x = self.ctx.mul_mat(adapter, xe);
         for (j, layer) in slots.iter().enumerate() {
             let bw = &self.w.blocks[self.cfg.n_prelude + j];
             x = self.block(bw, x, inp, *layer)?;
         }
+        if self.cfg.norm_after_step {
+            x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
+        }
         Ok(x)
     }
 
-    /// Coda: `output_norm` (if configured), coda blocks, `output_norm`, head.
+    /// Coda: `output_norm` (if configured), coda blocks, `output_norm` (unless
+    /// every step already ended with it), head.
     /// With `last_only`, the head runs on the last position only (the coda blocks
     /// still process every position, as their K/V rows are needed later).
     pub fn coda(
@@ -117,7 +126,10 @@ impl GraphBuilder<'_> {
                 .ctx
                 .view_2d(x, self.cfg.n_embd as i64, 1, nb1, (inp.n - 1) * nb1);
         }
-        let x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
+        if !self.cfg.norm_after_step {
+            // (With a norm after every step the state is already normed.)
+            x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
+        }
         Ok(self.ctx.mul_mat(self.w.head(), x))
     }
 
@@ -132,6 +144,7 @@ impl GraphBuilder<'_> {
         match self.cfg.block_type {
             BlockType::Sandwich => arch::huginn::block(self, bw, x, inp, kv),
             BlockType::PreNorm => arch::llama::block(self, bw, x, inp, kv),
+            BlockType::PeriNorm => arch::ouro::block(self, bw, x, inp, kv),
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Model {
     // Field order is drop order: weights (which may point into the file's
     // mapping) and the backend go before the file.
     pub(crate) weights: Weights,
+    /// The learned exit gate, on the host (Ouro).
+    exit_gate: Option<crate::exit::ExitGate>,
     backend_name: String,
     device_description: String,
     config: ModelConfig,
@@ -170,11 +172,16 @@ impl Model {
         let backend = Backend::new(params.backend, params.n_threads)?;
         let repack = params.repack == Repack::Auto;
         let weights = Weights::load(&file, &config, &backend, repack, progress)?;
+        let exit_gate = match config.architecture {
+            config::Architecture::Ouro => Some(arch::ouro::exit_gate(&file)?),
+            _ => None,
+        };
         let mut params = params.clone();
         params.n_threads = backend.n_threads();
         params.backend = backend.kind();
         Ok(Model {
             weights,
+            exit_gate,
             backend_name: backend.name(),
             device_description: backend.description(),
             config,
@@ -202,6 +209,11 @@ impl Model {
                 .map(block)
                 .sum::<usize>();
         check as f64 / step.max(1) as f64
+    }
+
+    /// The model's learned exit gate (Ouro), used by the `gate` criterion.
+    pub fn exit_gate(&self) -> Option<&crate::exit::ExitGate> {
+        self.exit_gate.as_ref()
     }
 
     /// Hyper-parameters.

@@ -2,7 +2,7 @@
 //! against the configuration, then the data is used where it is mapped (CPU,
 //! and devices that can wrap host memory such as Metal) or uploaded once (Vulkan).
 
-use super::arch::{huginn, llama};
+use super::arch::{huginn, llama, ouro};
 use super::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Buffer, Context, RepackBuffers, Tensor};
@@ -257,6 +257,7 @@ impl Weights {
         let arch = match cfg.architecture {
             Architecture::Huginn => huginn::bind(&mut b, cfg)?,
             Architecture::Llama => llama::bind(&mut b, cfg)?,
+            Architecture::Ouro => ouro::bind(&mut b, cfg)?,
         };
         if let Some(extra) = file
             .tensors()

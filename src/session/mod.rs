@@ -808,8 +808,14 @@ impl Session {
             splits = compute.n_splits();
             argmax_t = graph.argmax;
             let inp = graph.inputs;
-            inp.pos.write_i32(&pos[..n])?;
-            inp.mask.write_f32(0, &mask[..n * n_kv])?;
+            // A graph without attention (the head alone, after a latent exit
+            // of a model without coda blocks) leaves these out.
+            if inp.pos.is_allocated() {
+                inp.pos.write_i32(&pos[..n])?;
+            }
+            if inp.mask.is_allocated() {
+                inp.mask.write_f32(0, &mask[..n * n_kv])?;
+            }
             if let Some(ids_t) = inp.ids {
                 ids_t.write_i32(&ids[..n])?;
             }
@@ -929,15 +935,17 @@ impl Session {
                 let x0 = gb.ctx.new_tensor(GgmlType::F32, &[d, n as i64])?;
                 x0.set_input();
                 ids_t = Some(ids);
-                // Without recurrence the state is the prelude's output: no x0.
-                x0_t = cfg.has_recurrence().then_some(x0);
+                // Without recurrence, or when the loop starts from the
+                // embedding (Ouro), the state is the prelude's output: no x0.
+                let from_embedding = !cfg.has_recurrence() || cfg.state_from_embedding;
+                x0_t = (!from_embedding).then_some(x0);
                 let e = gb.prelude(ids, &inp, &self.prelude_kv)?;
                 if seg.n_steps > 0 || seg.coda == CodaMode::None {
                     let dst = gb.ctx.view_2d(self.embed_store, d, n as i64, row, at);
                     let st = gb.ctx.cpy(e, dst);
                     gb.graph.expand(st)?;
                 }
-                (x0, e)
+                (if cfg.state_from_embedding { e } else { x0 }, e)
             } else {
                 let x = gb.ctx.view_2d(self.state_store, d, n as i64, row, at);
                 let e = gb.ctx.view_2d(self.embed_store, d, n as i64, row, at);

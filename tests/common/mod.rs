@@ -196,3 +196,67 @@ pub fn smollm2_or_skip() -> Option<PathBuf> {
     }
     found
 }
+
+/// Runs the independent reference (tools/reference.py) on `model`: `prompt`
+/// in one chunk, then `n_decode` greedy tokens, each at `iterations` with a
+/// KV budget `b` and initial state `init` ("zeros" or a seed). Returns the
+/// logits (f32, `[n_tokens, vocab]`) and the tokens fed.
+pub fn reference_logits(
+    model: &Path,
+    prompt: &[u32],
+    iterations: usize,
+    b: usize,
+    init: &str,
+    n_decode: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    // Unique names: tests run in parallel.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = |what: &str| {
+        std::env::temp_dir().join(format!("rd-ref-{}-{k}-{what}.npy", std::process::id()))
+    };
+    let (lo, to) = (tmp("logits"), tmp("tokens"));
+    let prompt: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
+    let init = if init == "zeros" {
+        "'zeros'".to_string()
+    } else {
+        init.to_string()
+    };
+    let script = format!(
+        "import sys, numpy as np\nsys.path.insert(0, 'tools')\nimport reference as r\n\
+         m = r.Model({model:?})\n\
+         logits, tokens, _, _ = r.run(m, [{}], {iterations}, {b}, {init}, {n_decode})\n\
+         np.save({lo:?}, logits.astype(np.float32))\n\
+         np.save({to:?}, np.asarray(tokens, dtype=np.int32))\n",
+        prompt.join(","),
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logits: recurrent_depth::npy::NpyArray<f32> =
+        recurrent_depth::npy::read(&std::fs::read(&lo).unwrap()).unwrap();
+    let tokens: recurrent_depth::npy::NpyArray<i32> =
+        recurrent_depth::npy::read(&std::fs::read(&to).unwrap()).unwrap();
+    let _ = (std::fs::remove_file(lo), std::fs::remove_file(to));
+    (logits.data, tokens.data.iter().map(|&t| t as u32).collect())
+}
+
+/// Largest |a - b| over the range of `want`.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let (lo, hi) = want
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / (hi - lo)
+}

@@ -18,6 +18,9 @@ public enum ExitCriterion: Equatable, Sendable {
     case cosine(threshold: Double = 1e-3)
     /// The argmax unchanged for this many consecutive checks.
     case argmaxStability(checks: Int = 5)
+    /// The model's learned exit gate (Ouro): exit once the accumulated exit
+    /// probability reaches the threshold.
+    case gate(threshold: Double = 0.9)
 
     var code: rd_exit_criterion {
         switch self {
@@ -28,13 +31,15 @@ public enum ExitCriterion: Equatable, Sendable {
         case .latentDiff: return rd_exit_criterion(RD_EXIT_LATENT_DIFF)
         case .cosine: return rd_exit_criterion(RD_EXIT_COSINE)
         case .argmaxStability: return rd_exit_criterion(RD_EXIT_ARGMAX_STABILITY)
+        case .gate: return rd_exit_criterion(RD_EXIT_GATE)
         }
     }
 
     var threshold: Double {
         switch self {
         case .none: return 0
-        case .kl(let t), .minPKL(let t), .entropyDiff(let t), .latentDiff(let t), .cosine(let t): return t
+        case .kl(let t), .minPKL(let t), .entropyDiff(let t), .latentDiff(let t), .cosine(let t),
+             .gate(let t): return t
         case .argmaxStability(let checks): return Double(checks)
         }
     }

@@ -231,7 +231,7 @@ pub struct RunArgs {
     /// Most core iterations per generated token (default: the model's).
     #[arg(long)]
     pub max_iterations: Option<usize>,
-    /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability.
+    /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate (a model's learned exit gate: Ouro).
     #[arg(long, default_value = "none")]
     pub exit: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached (0 =
@@ -330,6 +330,10 @@ pub struct MakeArgs {
     /// the coda (`huginn.block_type = prenorm`).
     #[arg(long)]
     pub retrofitted: bool,
+    /// An `ouro` file: every block looped (use --blocks 0,N,0), norms around
+    /// each sublayer, an exit gate.
+    #[arg(long)]
+    pub ouro: bool,
     /// Default recurrence stored in the file.
     #[arg(long, default_value_t = 8)]
     pub default_iterations: usize,
@@ -394,7 +398,7 @@ pub struct ChatArgs {
     /// Fewest core iterations per token.
     #[arg(long, default_value_t = 4)]
     pub min_iterations: usize,
-    /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability).
+    /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate).
     #[arg(long, default_value = "kl:5e-4")]
     pub exit: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached (0 =

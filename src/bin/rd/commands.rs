@@ -367,6 +367,7 @@ fn make(a: MakeArgs) -> Result<()> {
         weight_type: a.weight_type,
         default_iterations: a.default_iterations,
         retrofitted: a.retrofitted,
+        ouro: a.ouro,
         ..TestModelSpec::default()
     };
     match &a.tokenizer {

@@ -67,6 +67,8 @@ pub(crate) fn config(file: &GgufFile) -> Result<ModelConfig> {
             .f32("recurrence.state_init_std")?
             .unwrap_or((2.0 / (5.0 * n_embd as f32)).sqrt()),
         norm_after_recurrence: k.bool("norm_after_recurrence")?.unwrap_or(true),
+        norm_after_step: false,
+        state_from_embedding: false,
         tied_embeddings: file.tensor("output.weight").is_none(),
     };
     let blocks = k.req("block_count")?;
@@ -95,7 +97,7 @@ pub(crate) fn bind(b: &mut Binder, cfg: &ModelConfig) -> Result<ArchTensors> {
     // Sandwich blocks have norms after the residual adds; pre-norm ones none.
     let post_norm = |b: &mut Binder, name: &str| -> Result<Option<Tensor>> {
         match cfg.block_type {
-            BlockType::Sandwich => b.get(name, &[d], Kind::Vector).map(Some),
+            BlockType::Sandwich | BlockType::PeriNorm => b.get(name, &[d], Kind::Vector).map(Some),
             BlockType::PreNorm => Ok(None),
         }
     };

@@ -79,6 +79,8 @@ pub(crate) fn config(file: &GgufFile) -> Result<ModelConfig> {
         default_iterations: 1,
         state_init_std: 0.0,
         norm_after_recurrence: false,
+        norm_after_step: false,
+        state_from_embedding: false,
         tied_embeddings: file.tensor("output.weight").is_none(),
     })
 }

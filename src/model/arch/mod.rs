@@ -7,6 +7,7 @@
 
 pub(crate) mod huginn;
 pub(crate) mod llama;
+pub(crate) mod ouro;
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;

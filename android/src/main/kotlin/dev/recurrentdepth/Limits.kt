@@ -29,6 +29,9 @@ sealed class ExitCriterion(internal val code: Int, open val threshold: Double) {
     /** The argmax unchanged for [checks] consecutive checks. */
     data class ArgmaxStability(val checks: Int = 5) :
         ExitCriterion(RdNative.EXIT_ARGMAX_STABILITY, checks.toDouble())
+
+    /** The model's learned exit gate (Ouro): exit once the accumulated exit probability reaches [threshold]. */
+    data class Gate(override val threshold: Double = 0.9) : ExitCriterion(RdNative.EXIT_GATE, threshold)
 }
 
 /**
