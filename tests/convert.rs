@@ -525,6 +525,139 @@ fn retrofitted_checkpoint_converts_to_prenorm() {
     }
 }
 
+/// The Hugging Face name of a tensor of an `ouro` GGUF.
+fn ouro_hf_name(gguf: &str) -> String {
+    let fixed = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output.weight", "lm_head.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("exit_gate.weight", "model.early_exit_gate.weight"),
+        ("exit_gate.bias", "model.early_exit_gate.bias"),
+    ];
+    if let Some((_, hf)) = fixed.iter().find(|(g, _)| *g == gguf) {
+        return hf.to_string();
+    }
+    let rest = gguf.strip_prefix("blk.").unwrap();
+    let (n, what) = rest.split_once('.').unwrap();
+    let part = match what {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_post_norm.weight" => "input_layernorm_2.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "ffn_post_norm.weight" => "post_attention_layernorm_2.weight",
+        other => panic!("unexpected tensor {other}"),
+    };
+    format!("model.layers.{n}.{part}")
+}
+
+#[test]
+fn ouro_checkpoint_converts() {
+    for tied in [false, true] {
+        let dir = temp_dir(&format!("ouro-tied-{tied}"));
+        let spec = TestModelSpec {
+            ouro: true,
+            n_prelude: 0,
+            n_core: 3,
+            n_coda: 0,
+            n_head: 4,
+            n_head_kv: 2,
+            qk_bias: false,
+            default_iterations: 4,
+            ..small_spec(tied)
+        };
+        let direct = dir.join("direct.gguf");
+        testmodel::write(&spec, &direct).unwrap();
+        let gguf = GgufFile::open(&direct).unwrap();
+        let views: Vec<(String, Vec<usize>, Vec<u8>)> = gguf
+            .tensors()
+            .iter()
+            .map(|t| {
+                let mut shape: Vec<usize> = t.shape.iter().rev().map(|&d| d as usize).collect();
+                if t.name == "exit_gate.weight" {
+                    shape.insert(0, 1); // nn.Linear(hidden, 1): (1, hidden)
+                }
+                let vals = f32s(gguf.tensor_data(t));
+                (ouro_hf_name(&t.name), shape, encode(&vals, Dtype::BF16))
+            })
+            .collect();
+        let tensors: Vec<(String, TensorView)> = views
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::BF16, s.clone(), d).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(tensors, None, &dir.join("model.safetensors")).unwrap();
+        let config = json!({
+            "architectures": ["OuroForCausalLM"],
+            "model_type": "ouro",
+            "hidden_size": spec.n_embd,
+            "num_hidden_layers": spec.n_core,
+            "num_attention_heads": spec.n_head,
+            "num_key_value_heads": spec.n_head_kv,
+            "intermediate_size": spec.n_ff,
+            "hidden_act": "silu",
+            "rms_norm_eps": spec.norm_eps,
+            "vocab_size": spec.n_vocab,
+            "max_position_embeddings": spec.n_ctx,
+            "rope_theta": spec.rope_base,
+            "rope_scaling": null,
+            "tie_word_embeddings": tied,
+            "total_ut_steps": 4,
+            "early_exit_threshold": 1.0,
+            "torch_dtype": "bfloat16",
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let (out, report) = run_convert(&dir, GgmlType::F32).unwrap();
+        let expected_head = if tied {
+            HeadDecision::Tied
+        } else {
+            HeadDecision::Separate
+        };
+        assert_eq!(report.head, Some(expected_head));
+        let b = GgufFile::open(&out).unwrap();
+        assert_eq!(gguf.tensors().len(), b.tensors().len());
+        for key in [
+            "general.architecture",
+            "ouro.context_length",
+            "ouro.embedding_length",
+            "ouro.feed_forward_length",
+            "ouro.block_count",
+            "ouro.attention.head_count",
+            "ouro.attention.head_count_kv",
+            "ouro.attention.layer_norm_rms_epsilon",
+            "ouro.rope.freq_base",
+            "ouro.loop_count",
+        ] {
+            assert_eq!(gguf.get(key), b.get(key), "{key}");
+        }
+        // Widened from BF16: equal to the direct file's values rounded to BF16.
+        for t in gguf.tensors() {
+            let u = b.tensor(&t.name).unwrap();
+            assert_eq!((u.ty, &u.shape), (t.ty, &t.shape), "{}", t.name);
+            let want: Vec<f32> = f32s(gguf.tensor_data(t))
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            assert_eq!(f32s(b.tensor_data(u)), want, "data of {}", t.name);
+        }
+        // The converted model runs, with its exit gate.
+        let m = Model::load(&out, &LoadParams::default()).unwrap();
+        assert!(m.exit_gate().is_some());
+        assert_eq!(m.config().default_iterations, 4);
+        let x = logits(&out, 4);
+        assert!(x.iter().all(|v| v.is_finite()));
+    }
+}
+
 #[test]
 fn half_precision_sources_are_widened_exactly() {
     for dtype in [Dtype::BF16, Dtype::F16] {
@@ -823,13 +956,16 @@ fn requantize_matches_direct_conversion() {
     let reference = logits(&f32_out, 3);
     let err = rel_err(&reference, &logits(&out, 3));
     assert!(err < 0.2, "{err}");
-    // Non-huginn input is refused.
+    // Input of another architecture is refused.
     let bad = dir.join("not-huginn.gguf");
     let mut w = recurrent_depth::gguf::GgufWriter::new();
-    w.add_kv("general.architecture", "llama").unwrap();
+    w.add_kv("general.architecture", "gpt2").unwrap();
     w.write_to_file(&bad).unwrap();
     let err = convert::requantize(&bad, &out, GgmlType::Q4_K, 0, &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("not \"huginn\""), "{err}");
+    assert!(
+        err.to_string().contains("not huginn, ouro or llama"),
+        "{err}"
+    );
 }
 
 /// Converts after `edit` damaged a fresh checkpoint; returns the error text.

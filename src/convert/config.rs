@@ -23,6 +23,9 @@ pub enum Layout {
     /// before the MLP), its RoPE over head halves (`rope_theta`), no norm
     /// between the recurrence and the coda.
     Retrofitted,
+    /// Ouro (`model_type` `ouro`): Llama-style tensor names, every layer
+    /// looped `total_ut_steps` times, four norms per layer, an exit gate.
+    Ouro,
 }
 
 /// The hyper-parameters of a Huginn checkpoint, as read from `config.json`.
@@ -97,6 +100,9 @@ impl HfConfig {
     }
 
     fn from_map(m: &Map<String, Json>) -> Result<HfConfig, ConvertError> {
+        if m.get("model_type").and_then(Json::as_str) == Some("ouro") {
+            return Self::from_ouro_map(m);
+        }
         check_architecture(m)?;
         let n_embd = required_usize(m, &["n_embd", "hidden_size"])?;
         let n_head = required_usize(m, &["n_heads", "num_attention_heads"])?;
@@ -126,6 +132,77 @@ impl HfConfig {
                 Some(t) => t,
                 None => optional_bool(m, "tie_word_embeddings")?.unwrap_or(true),
             },
+            name: ["name", "_name_or_path"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(Json::as_str))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// An Ouro `config.json` (the Hugging Face `OuroConfig` keys).
+    fn from_ouro_map(m: &Map<String, Json>) -> Result<HfConfig, ConvertError> {
+        let expect = |key: &str, allowed: &[&str]| -> Result<(), ConvertError> {
+            match m.get(key) {
+                None | Some(Json::Null) => Ok(()),
+                Some(Json::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+                Some(other) => Err(ConvertError::config(
+                    key,
+                    format!(
+                        "{other} is not supported (expected {})",
+                        allowed.join(" or ")
+                    ),
+                )),
+            }
+        };
+        expect("hidden_act", &["silu"])?;
+        if let Some(v) = m.get("rope_scaling").filter(|v| !v.is_null()) {
+            return Err(ConvertError::config(
+                "rope_scaling",
+                format!("{v} is not supported (only checkpoints without RoPE scaling)"),
+            ));
+        }
+        if optional_bool(m, "use_sliding_window")? == Some(true)
+            || m.get("layer_types")
+                .and_then(Json::as_array)
+                .is_some_and(|a| a.iter().any(|t| t.as_str() != Some("full_attention")))
+        {
+            return Err(ConvertError::config(
+                "layer_types",
+                "sliding-window attention layers are not supported",
+            ));
+        }
+        let n_embd = required_usize(m, &["hidden_size"])?;
+        let n_head = required_usize(m, &["num_attention_heads"])?;
+        if let Some(hd) = optional_usize(m, &["head_dim"])?
+            && hd * n_head != n_embd
+        {
+            return Err(ConvertError::config(
+                "head_dim",
+                format!("{hd} x {n_head} heads differs from hidden_size {n_embd} (not supported)"),
+            ));
+        }
+        let cfg = HfConfig {
+            n_embd,
+            n_head,
+            n_head_kv: optional_usize(m, &["num_key_value_heads"])?.unwrap_or(n_head),
+            n_ff: required_usize(m, &["intermediate_size"])?,
+            n_vocab: required_usize(m, &["vocab_size"])?,
+            n_ctx: optional_usize(m, &["max_position_embeddings"])?.unwrap_or(4096),
+            norm_eps: optional_f32(m, "rms_norm_eps")?.unwrap_or(1e-6),
+            rope_base: optional_f32(m, "rope_theta")?.unwrap_or(10_000.0),
+            rope_theta: None,
+            embed_scale: Some(1.0),
+            state_init_std: Some(0.0),
+            layout: Layout::Ouro,
+            n_prelude: 0,
+            n_core: required_usize(m, &["num_hidden_layers"])?,
+            n_coda: 0,
+            mean_recurrence: optional_usize(m, &["total_ut_steps"])?.unwrap_or(4),
+            qk_bias: false,
+            tie_embeddings: optional_bool(m, "tie_word_embeddings")?.unwrap_or(true),
             name: ["name", "_name_or_path"]
                 .iter()
                 .find_map(|k| m.get(*k).and_then(Json::as_str))

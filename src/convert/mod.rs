@@ -8,7 +8,9 @@
 //! `docs/gguf.md` in two passes: first the header (metadata and every tensor's
 //! name, type and shape), then the data, tensor by tensor and in chunks of rows,
 //! so memory stays a few tens of MiB whatever the model size (see
-//! `docs/convert.md`). [`requantize`] rewrites a `huginn` GGUF in another type.
+//! `docs/convert.md`). Ouro checkpoints (`model_type` `ouro`) become `ouro`
+//! files. [`requantize`] rewrites a `huginn`, `ouro` or `llama` GGUF in
+//! another type.
 
 mod checkpoint;
 mod config;
@@ -172,7 +174,9 @@ pub fn convert(
     })?;
     let mut cfg = HfConfig::from_json(&config_text)?;
     let mut ck = Checkpoint::open(dir)?;
-    cfg.layout = plan::detect_layout(&cfg, |n| ck.tensors().contains_key(n));
+    if cfg.layout != config::Layout::Ouro {
+        cfg.layout = plan::detect_layout(&cfg, |n| ck.tensors().contains_key(n));
+    }
 
     // Every checkpoint tensor must be one the model has (or one we ignore).
     let expected = plan::expected(&cfg, true);
@@ -228,7 +232,12 @@ pub fn convert(
         .or_else(|| cfg.name.clone())
         .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "huginn".to_string());
-    for (k, v) in model_metadata(&cfg, &name) {
+    let metadata = if cfg.layout == config::Layout::Ouro {
+        ouro_metadata(&cfg, &name)
+    } else {
+        model_metadata(&cfg, &name)
+    };
+    for (k, v) in metadata {
         w.add_kv(k, v)?;
     }
     let tokenizer = if dir.join("tokenizer.json").is_file() {
@@ -332,11 +341,32 @@ fn model_metadata(cfg: &HfConfig, name: &str) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The `general.*` and `ouro.*` keys of `docs/gguf.md` for an Ouro `cfg`.
+fn ouro_metadata(cfg: &HfConfig, name: &str) -> Vec<(&'static str, Value)> {
+    let u = |v: usize| Value::U32(v as u32);
+    vec![
+        ("general.architecture", Value::from("ouro")),
+        ("general.name", Value::from(name)),
+        ("ouro.context_length", u(cfg.n_ctx)),
+        ("ouro.embedding_length", u(cfg.n_embd)),
+        ("ouro.feed_forward_length", u(cfg.n_ff)),
+        ("ouro.block_count", u(cfg.n_core)),
+        ("ouro.attention.head_count", u(cfg.n_head)),
+        ("ouro.attention.head_count_kv", u(cfg.n_head_kv)),
+        (
+            "ouro.attention.layer_norm_rms_epsilon",
+            Value::F32(cfg.norm_eps),
+        ),
+        ("ouro.rope.freq_base", Value::F32(cfg.rope_base)),
+        ("ouro.loop_count", u(cfg.mean_recurrence)),
+    ]
+}
+
 /// Decides what happens to `lm_head.weight` (shape and dtype already checked).
 fn decide_head(ck: &mut Checkpoint, cfg: &HfConfig) -> Result<HeadDecision> {
     let (Some(head), Some(wte)) = (
         ck.tensors().get(plan::LM_HEAD).cloned(),
-        ck.tensors().get(plan::WTE).cloned(),
+        ck.tensors().get(plan::wte(cfg)).cloned(),
     ) else {
         if cfg.tie_embeddings {
             return Ok(HeadDecision::Tied);
@@ -382,7 +412,7 @@ fn same_bytes(ck: &mut Checkpoint, a: &SourceTensor, b: &SourceTensor) -> Result
 fn source_bytes(ck: &Checkpoint, p: &Planned) -> u64 {
     let len = ck.tensors().get(&p.source).map_or(0, |t| t.len);
     match p.piece {
-        Piece::Whole => len,
+        Piece::Whole | Piece::Row => len,
         Piece::QkHalf(_) => len / 2,
     }
 }
@@ -406,7 +436,7 @@ fn convert_tensor(
 ) -> Result<()> {
     let elem = src.float_size().unwrap_or(4);
     let (first, count) = match p.piece {
-        Piece::Whole => (0, src.n_elements()),
+        Piece::Whole | Piece::Row => (0, src.n_elements()),
         Piece::QkHalf(h) => {
             let half = src.n_elements() / 2;
             (h * half, half)
@@ -600,9 +630,9 @@ pub fn requantize(
     }
     let file = GgufFile::open(input)?;
     let arch = file.get_str("general.architecture")?.unwrap_or("");
-    if arch != "huginn" {
+    if !["huginn", "ouro", "llama"].contains(&arch) {
         return Err(ConvertError::BadInput(format!(
-            "general.architecture is {arch:?}, not \"huginn\""
+            "general.architecture is {arch:?}, not huginn, ouro or llama"
         ))
         .into());
     }

@@ -13,6 +13,9 @@ pub enum Piece {
     Whole,
     /// Half `i` (0: q, 1: k) of `attn.qk_bias`, flattened.
     QkHalf(usize),
+    /// The whole tensor, a single row `(1, n)` stored as a vector `[n]`
+    /// (Ouro's exit gate).
+    Row,
 }
 
 /// Whether a tensor is a weight matrix (stored in the requested type) or a
@@ -98,8 +101,19 @@ fn blocks(cfg: &HfConfig) -> Vec<(String, usize)> {
 
 /// Name of the checkpoint's token embedding.
 pub const WTE: &str = "transformer.wte.weight";
+/// Name of an Ouro checkpoint's token embedding.
+pub const OURO_WTE: &str = "model.embed_tokens.weight";
 /// Name of the checkpoint's output head.
 pub const LM_HEAD: &str = "lm_head.weight";
+
+/// The token embedding's name in a checkpoint of `cfg`'s layout.
+pub fn wte(cfg: &HfConfig) -> &'static str {
+    if cfg.layout == Layout::Ouro {
+        OURO_WTE
+    } else {
+        WTE
+    }
+}
 /// Checkpoint tensors that are recomputed at run time and never stored.
 pub const IGNORED: &[&str] = &["freqs_cis", "transformer.freqs_cis"];
 
@@ -120,6 +134,7 @@ pub fn expected(cfg: &HfConfig, with_head: bool) -> Vec<Expected> {
 fn torch_shape(cfg: &HfConfig, p: &Planned) -> Vec<usize> {
     match p.piece {
         Piece::QkHalf(_) => vec![2, 1, cfg.n_head, cfg.head_dim()],
+        Piece::Row => vec![1, p.shape[0] as usize],
         Piece::Whole => p.shape.iter().rev().map(|&d| d as usize).collect(),
     }
 }
@@ -131,6 +146,9 @@ pub fn plan(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Planned
 }
 
 fn plan_inner(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Planned> {
+    if cfg.layout == Layout::Ouro {
+        return plan_ouro(cfg, with_head, requested);
+    }
     let d = cfg.n_embd as u64;
     let hd = cfg.head_dim() as u64;
     let q = cfg.n_head as u64 * hd;
@@ -294,6 +312,158 @@ fn plan_inner(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Plann
             Role::Head,
         );
     }
+    out
+}
+
+/// The output tensors of an Ouro checkpoint (docs/gguf.md, `ouro` schema).
+fn plan_ouro(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Planned> {
+    let d = cfg.n_embd as u64;
+    let hd = cfg.head_dim() as u64;
+    let (q, kv) = (cfg.n_head as u64 * hd, cfg.n_head_kv as u64 * hd);
+    let ff = cfg.n_ff as u64;
+    let vocab = cfg.n_vocab as u64;
+    let mut out = Vec::new();
+    let mut push =
+        |name: String, source: String, piece: Piece, shape: Vec<u64>, role: Option<Role>| {
+            let (kind, (ty, note)) = match role {
+                None => (Kind::Vector, (GgmlType::F32, None)),
+                Some(role) => (Kind::Matrix, storage_type(requested, role, shape[0])),
+            };
+            out.push(Planned {
+                name,
+                source,
+                piece,
+                kind,
+                shape,
+                ty,
+                note,
+            });
+        };
+    let embd_role = if with_head {
+        Role::Embedding
+    } else {
+        Role::Head
+    };
+    push(
+        "token_embd.weight".into(),
+        OURO_WTE.into(),
+        Piece::Whole,
+        vec![d, vocab],
+        Some(embd_role),
+    );
+    let body = Some(Role::Body);
+    for i in 0..cfg.n_core {
+        let s = |x: &str| format!("model.layers.{i}.{x}");
+        let g = |x: &str| format!("blk.{i}.{x}");
+        let w = Piece::Whole;
+        push(
+            g("attn_norm.weight"),
+            s("input_layernorm.weight"),
+            w,
+            vec![d],
+            None,
+        );
+        push(
+            g("attn_q.weight"),
+            s("self_attn.q_proj.weight"),
+            w,
+            vec![d, q],
+            body,
+        );
+        push(
+            g("attn_k.weight"),
+            s("self_attn.k_proj.weight"),
+            w,
+            vec![d, kv],
+            body,
+        );
+        push(
+            g("attn_v.weight"),
+            s("self_attn.v_proj.weight"),
+            w,
+            vec![d, kv],
+            body,
+        );
+        push(
+            g("attn_output.weight"),
+            s("self_attn.o_proj.weight"),
+            w,
+            vec![q, d],
+            body,
+        );
+        push(
+            g("attn_post_norm.weight"),
+            s("input_layernorm_2.weight"),
+            w,
+            vec![d],
+            None,
+        );
+        push(
+            g("ffn_norm.weight"),
+            s("post_attention_layernorm.weight"),
+            w,
+            vec![d],
+            None,
+        );
+        push(
+            g("ffn_gate.weight"),
+            s("mlp.gate_proj.weight"),
+            w,
+            vec![d, ff],
+            body,
+        );
+        push(
+            g("ffn_up.weight"),
+            s("mlp.up_proj.weight"),
+            w,
+            vec![d, ff],
+            body,
+        );
+        push(
+            g("ffn_down.weight"),
+            s("mlp.down_proj.weight"),
+            w,
+            vec![ff, d],
+            body,
+        );
+        push(
+            g("ffn_post_norm.weight"),
+            s("post_attention_layernorm_2.weight"),
+            w,
+            vec![d],
+            None,
+        );
+    }
+    push(
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        Piece::Whole,
+        vec![d],
+        None,
+    );
+    if with_head {
+        push(
+            "output.weight".into(),
+            LM_HEAD.into(),
+            Piece::Whole,
+            vec![d, vocab],
+            Some(Role::Head),
+        );
+    }
+    push(
+        "exit_gate.weight".into(),
+        "model.early_exit_gate.weight".into(),
+        Piece::Row,
+        vec![d],
+        None,
+    );
+    push(
+        "exit_gate.bias".into(),
+        "model.early_exit_gate.bias".into(),
+        Piece::Whole,
+        vec![1],
+        None,
+    );
     out
 }
 
