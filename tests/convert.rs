@@ -44,6 +44,8 @@ struct CkptOptions {
     tie_in_config: Option<bool>,
     /// Store the RoPE table, as the authors' model does.
     freqs_cis: bool,
+    /// `rope_scaling` in config.json.
+    rope_scaling: Option<serde_json::Value>,
 }
 
 impl Default for CkptOptions {
@@ -54,6 +56,7 @@ impl Default for CkptOptions {
             duplicate_head: false,
             tie_in_config: None,
             freqs_cis: true,
+            rope_scaling: None,
         }
     }
 }
@@ -363,6 +366,9 @@ fn write_checkpoint(spec: &TestModelSpec, opts: &CkptOptions, dir: &Path) -> Pat
         c["rope_base"] = json!(500000.0);
         c["rope_theta"] = json!(spec.rope_base);
         c["init_values"] = json!({"std": 0.008_703_883, "embed_scale": 1.0});
+        if let Some(rs) = &opts.rope_scaling {
+            c["rope_scaling"] = rs.clone();
+        }
         c
     } else {
         config
@@ -656,6 +662,96 @@ fn ouro_checkpoint_converts() {
         let x = logits(&out, 4);
         assert!(x.iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn retrofitted_llama3_rope_scaling() {
+    let dir = temp_dir("retro-llama3");
+    let spec = TestModelSpec {
+        retrofitted: true,
+        qk_bias: false,
+        n_embd: 128,
+        n_head: 4,
+        n_head_kv: 2,
+        ..small_spec(false)
+    };
+    // With head_dim 32, base 50000 and an original context of 256, pairs 0-3
+    // keep their frequency, 4-5 are interpolated and 6-15 divided by 8.
+    let opts = CkptOptions {
+        rope_scaling: Some(json!({
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 256
+        })),
+        ..CkptOptions::default()
+    };
+    write_checkpoint(&spec, &opts, &dir);
+    let (out, _) = run_convert(&dir, GgmlType::F32).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    let t = f.tensor("rope_freqs.weight").unwrap();
+    assert_eq!(t.shape, vec![16]);
+    let got = f32s(f.tensor_data(t));
+    for (i, &g) in got.iter().enumerate() {
+        let freq = 50000f64.powf(-2.0 * i as f64 / 32.0);
+        let wavelen = 2.0 * std::f64::consts::PI / freq;
+        let want = if wavelen < 64.0 {
+            1.0
+        } else if wavelen > 256.0 {
+            8.0
+        } else {
+            let smooth = (256.0 / wavelen - 1.0) / 3.0;
+            1.0 / ((1.0 - smooth) / 8.0 + smooth)
+        };
+        assert!((g as f64 - want).abs() < 1e-5, "pair {i}: {g} vs {want}");
+    }
+    assert_eq!(got[..4], [1.0; 4]);
+    assert!(got[4] > 1.0 && got[5] < 8.0 && got[4] < got[5]);
+    assert_eq!(got[6..], [8.0; 10]);
+    // The runtime applies them as the independent reference does.
+    let prompt = [1u32, 17, 250, 3, 99, 42, 7, 11, 12, 13];
+    for r in [1, 4] {
+        let (want, _) = recurrent_depth_reference(&out, &prompt, r);
+        let model = Arc::new(Model::load(&out, &LoadParams::default()).unwrap());
+        let params = SessionParams {
+            kv_budget: r,
+            ..SessionParams::default()
+        };
+        let got = Session::new(model, &params)
+            .unwrap()
+            .eval_all_logits(&prompt, r)
+            .unwrap();
+        let err = rel_err(&want, &got);
+        assert!(err < 1e-4, "{r} iterations: {err:.3e}");
+    }
+}
+
+/// The independent reference's logits for `prompt` (one chunk, `r` steps, B = r).
+fn recurrent_depth_reference(model: &Path, prompt: &[u32], r: usize) -> (Vec<f32>, Vec<u32>) {
+    let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
+    let out = dir_file(model, "ref.npy");
+    let script = format!(
+        "import sys, numpy as np\nsys.path.insert(0, 'tools')\nimport reference as r\n\
+         m = r.Model({model:?})\nl, t, _, _ = r.run(m, [{}], {r}, {r})\n\
+         np.save({out:?}, l.astype(np.float32))\n",
+        ids.join(",")
+    );
+    let run = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let a: recurrent_depth::npy::NpyArray<f32> =
+        recurrent_depth::npy::read(&std::fs::read(&out).unwrap()).unwrap();
+    (a.data, prompt.to_vec())
+}
+
+fn dir_file(p: &Path, name: &str) -> PathBuf {
+    p.parent().unwrap().join(name)
 }
 
 #[test]

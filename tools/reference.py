@@ -331,6 +331,8 @@ class Model:
         out = get("output.weight", [hp.d, hp.vocab], True, optional=True)
         self.tied = out is None
         self.output = self.token_embd if out is None else out                   # [vocab, d]
+        # Llama 3's RoPE frequency divisors (retrofitted Llama 3.x models).
+        self.rope_factors = get("rope_freqs.weight", [hp.head_dim // 2], False, optional=True)
 
         unknown = [name for name in tensors if name not in used]
         if unknown:
@@ -360,17 +362,21 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
-def rope(x: np.ndarray, positions: np.ndarray, base: float, pairing: str) -> np.ndarray:
+def rope(x: np.ndarray, positions: np.ndarray, base: float, pairing: str,
+         factors: np.ndarray | None = None) -> np.ndarray:
     """Rotary embedding of x [n, heads, head_dim] at integer `positions` [n].
 
     Pair i (i = 0..head_dim/2-1) is rotated by angle pos * base^(-2i/head_dim):
         x0' = x0 cos - x1 sin,   x1' = x0 sin + x1 cos
     "adjacent" pairs are (x[2i], x[2i+1]) (ggml normal mode, Huginn);
-    "neox" pairs are (x[i], x[i + head_dim/2]).
+    "neox" pairs are (x[i], x[i + head_dim/2]). `factors` [head_dim/2]
+    divide the frequencies (Llama 3's RoPE scaling).
     """
     head_dim = x.shape[-1]
     half = head_dim // 2
     inv_freq = base ** (-2.0 * np.arange(half, dtype=np.float64) / head_dim)   # [half]
+    if factors is not None:     # pair i turns at base^(-2i/head_dim) / factors[i]
+        inv_freq = inv_freq / np.asarray(factors, dtype=np.float64)
     angle = positions.astype(np.float64)[:, None] * inv_freq[None, :]          # [n, half]
     cos = np.cos(angle)[:, None, :]                                              # [n, 1, half]
     sin = np.sin(angle)[:, None, :]
@@ -439,8 +445,9 @@ def attention(model: Model, blk: dict, h: np.ndarray, positions: np.ndarray,
     if blk["attn_q_bias"] is not None:                # per head, per dim; before RoPE
         q = q + blk["attn_q_bias"].reshape(H, hd)
         k = k + blk["attn_k_bias"].reshape(Hkv, hd)
-    q = rope(q, positions, hp.rope_base, hp.rope_pairing)
-    k = rope(k, positions, hp.rope_base, hp.rope_pairing)
+    factors = getattr(model, "rope_factors", None)
+    q = rope(q, positions, hp.rope_base, hp.rope_pairing, factors)
+    k = rope(k, positions, hp.rope_base, hp.rope_pairing, factors)
 
     cache.write(cache_key, positions, k, v)
     n_kv = int(positions[-1]) + 1

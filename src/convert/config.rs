@@ -28,6 +28,97 @@ pub enum Layout {
     Ouro,
 }
 
+/// Llama 3's RoPE frequency scaling: long wavelengths are divided by
+/// `factor`, short ones kept, those in between interpolated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Llama3Rope {
+    /// `factor`.
+    pub factor: f32,
+    /// `low_freq_factor`.
+    pub low_freq_factor: f32,
+    /// `high_freq_factor`.
+    pub high_freq_factor: f32,
+    /// `original_max_position_embeddings`.
+    pub original_context: f32,
+}
+
+impl Llama3Rope {
+    /// The divisor of each rotated pair's frequency (`head_dim / 2` values,
+    /// stored as `rope_freqs.weight`): pair `i` turns at
+    /// `base^(-2i/head_dim) / divisor_i`.
+    pub fn divisors(&self, base: f32, head_dim: usize) -> Vec<f32> {
+        let (low, high) = (
+            f64::from(self.low_freq_factor),
+            f64::from(self.high_freq_factor),
+        );
+        let orig = f64::from(self.original_context);
+        let factor = f64::from(self.factor);
+        let (low_wavelen, high_wavelen) = (orig / low, orig / high);
+        (0..head_dim / 2)
+            .map(|i| {
+                let freq = f64::from(base).powf(-2.0 * i as f64 / head_dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                let d = if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth = (orig / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                d as f32
+            })
+            .collect()
+    }
+}
+
+/// Reads `rope_scaling`: absent or null, or Llama 3's.
+fn rope_scaling(m: &Map<String, Json>) -> Result<Option<Llama3Rope>, ConvertError> {
+    let rs = match m.get("rope_scaling") {
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::Object(rs)) => rs,
+        Some(v) => {
+            return Err(ConvertError::config(
+                "rope_scaling",
+                format!("{v} is not an object"),
+            ));
+        }
+    };
+    let kind = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    if kind != "llama3" {
+        return Err(ConvertError::config(
+            "rope_scaling",
+            format!("type {kind:?} is not supported (only llama3)"),
+        ));
+    }
+    let num = |k: &str| -> Result<f32, ConvertError> {
+        match optional_f32(rs, k) {
+            Ok(Some(v)) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(ConvertError::config(
+                &format!("rope_scaling.{k}"),
+                "missing or not a positive number",
+            )),
+        }
+    };
+    let r = Llama3Rope {
+        factor: num("factor")?,
+        low_freq_factor: num("low_freq_factor")?,
+        high_freq_factor: num("high_freq_factor")?,
+        original_context: num("original_max_position_embeddings")?,
+    };
+    if r.high_freq_factor <= r.low_freq_factor {
+        return Err(ConvertError::config(
+            "rope_scaling.high_freq_factor",
+            "must exceed low_freq_factor",
+        ));
+    }
+    Ok(Some(r))
+}
+
 /// The hyper-parameters of a Huginn checkpoint, as read from `config.json`.
 ///
 /// Keys absent from the file take the defaults of the authors' `RavenConfig`
@@ -62,6 +153,9 @@ pub struct HfConfig {
     /// Block layout; [`Layout::Huginn`] until the converter has looked at
     /// the tensors.
     pub layout: Layout,
+    /// Llama 3's RoPE scaling (`rope_scaling` with `rope_type` `llama3`), if
+    /// any; only the retrofitted layout accepts it.
+    pub rope_llama3: Option<Llama3Rope>,
     /// `n_layers_in_prelude`.
     pub n_prelude: usize,
     /// `n_layers_in_recurrent_block`.
@@ -123,6 +217,7 @@ impl HfConfig {
             embed_scale: init_value(m, "embed_scale")?,
             state_init_std: init_value(m, "std")?,
             layout: Layout::Huginn,
+            rope_llama3: rope_scaling(m)?,
             n_prelude: required_usize(m, &["n_layers_in_prelude"])?,
             n_core: required_usize(m, &["n_layers_in_recurrent_block"])?,
             n_coda: required_usize(m, &["n_layers_in_coda"])?,
@@ -197,6 +292,7 @@ impl HfConfig {
             embed_scale: Some(1.0),
             state_init_std: Some(0.0),
             layout: Layout::Ouro,
+            rope_llama3: None,
             n_prelude: 0,
             n_core: required_usize(m, &["num_hidden_layers"])?,
             n_coda: 0,
@@ -341,15 +437,6 @@ fn check_architecture(m: &Map<String, Json>) -> Result<(), ConvertError> {
     expect("mlp_class_name", &["GatedMLP"])?;
     expect("nonlin_name", &["SiLU"])?;
     expect("injection_type", &["linear"])?;
-    match m.get("rope_scaling") {
-        None | Some(Json::Null) => {}
-        Some(other) => {
-            return Err(ConvertError::config(
-                "rope_scaling",
-                format!("{other} is not supported yet (only checkpoints without RoPE scaling)"),
-            ));
-        }
-    }
     if optional_bool(m, "bias")? == Some(true) {
         return Err(ConvertError::config(
             "bias",

@@ -177,6 +177,13 @@ pub fn convert(
     if cfg.layout != config::Layout::Ouro {
         cfg.layout = plan::detect_layout(&cfg, |n| ck.tensors().contains_key(n));
     }
+    if cfg.layout == config::Layout::Huginn && cfg.rope_llama3.is_some() {
+        return Err(ConvertError::config(
+            "rope_scaling",
+            "Llama 3 RoPE scaling in a checkpoint with Huginn's sandwich blocks",
+        )
+        .into());
+    }
 
     // Every checkpoint tensor must be one the model has (or one we ignore).
     let expected = plan::expected(&cfg, true);
@@ -259,6 +266,20 @@ pub fn convert(
     let bytes_written = write_file(out, &mut w, |sink| {
         let mut done = 0u64;
         for (index, p) in planned.iter().enumerate() {
+            if p.piece == Piece::RopeFactors {
+                // Computed, not read: Llama 3's frequency divisors.
+                let divisors = cfg
+                    .rope_llama3
+                    .map(|r| r.divisors(cfg.rope_base(), cfg.head_dim()))
+                    .unwrap_or_default();
+                sink.begin(&p.name)?;
+                sink.write(&crate::ggml::quantize(
+                    GgmlType::F32,
+                    &divisors,
+                    divisors.len(),
+                )?)?;
+                continue;
+            }
             let src = ck
                 .tensors()
                 .get(&p.source)
@@ -414,6 +435,7 @@ fn source_bytes(ck: &Checkpoint, p: &Planned) -> u64 {
     match p.piece {
         Piece::Whole | Piece::Row => len,
         Piece::QkHalf(_) => len / 2,
+        Piece::RopeFactors => 0,
     }
 }
 
@@ -436,7 +458,7 @@ fn convert_tensor(
 ) -> Result<()> {
     let elem = src.float_size().unwrap_or(4);
     let (first, count) = match p.piece {
-        Piece::Whole | Piece::Row => (0, src.n_elements()),
+        Piece::Whole | Piece::Row | Piece::RopeFactors => (0, src.n_elements()),
         Piece::QkHalf(h) => {
             let half = src.n_elements() / 2;
             (h * half, half)

@@ -16,6 +16,9 @@ pub enum Piece {
     /// The whole tensor, a single row `(1, n)` stored as a vector `[n]`
     /// (Ouro's exit gate).
     Row,
+    /// Not in the checkpoint: Llama 3's RoPE frequency divisors, computed
+    /// from `rope_scaling` (`rope_freqs.weight`).
+    RopeFactors,
 }
 
 /// Whether a tensor is a weight matrix (stored in the requested type) or a
@@ -122,7 +125,7 @@ pub const IGNORED: &[&str] = &["freqs_cis", "transformer.freqs_cis"];
 pub fn expected(cfg: &HfConfig, with_head: bool) -> Vec<Expected> {
     plan_inner(cfg, with_head, GgmlType::F32)
         .into_iter()
-        .filter(|p| p.piece != Piece::QkHalf(1))
+        .filter(|p| p.piece != Piece::QkHalf(1) && p.piece != Piece::RopeFactors)
         .map(|p| Expected {
             shape: torch_shape(cfg, &p),
             name: p.source,
@@ -135,6 +138,7 @@ fn torch_shape(cfg: &HfConfig, p: &Planned) -> Vec<usize> {
     match p.piece {
         Piece::QkHalf(_) => vec![2, 1, cfg.n_head, cfg.head_dim()],
         Piece::Row => vec![1, p.shape[0] as usize],
+        Piece::RopeFactors => Vec::new(),
         Piece::Whole => p.shape.iter().rev().map(|&d| d as usize).collect(),
     }
 }
@@ -285,6 +289,16 @@ fn plan_inner(cfg: &HfConfig, with_head: bool, requested: GgmlType) -> Vec<Plann
                 body,
             );
         }
+    }
+    if let (Layout::Retrofitted, Some(_)) = (cfg.layout, cfg.rope_llama3) {
+        push(
+            "rope_freqs.weight".into(),
+            String::new(),
+            Piece::RopeFactors,
+            Kind::Vector,
+            vec![hd / 2],
+            Role::Body,
+        );
     }
     push(
         "adapter.weight".into(),
@@ -564,6 +578,7 @@ mod tests {
             embed_scale: None,
             state_init_std: None,
             layout: Layout::Huginn,
+            rope_llama3: None,
             n_prelude: 2,
             n_core: 4,
             n_coda: 2,

@@ -135,7 +135,8 @@ pub(crate) fn bind(b: &mut Binder, cfg: &ModelConfig) -> Result<ArchTensors> {
         adapter: Some(b.get("adapter.weight", &[2 * d, d], Kind::Matrix)?),
         output_norm: b.get("output_norm.weight", &[d], Kind::Vector)?,
         output: b.opt("output.weight", &[d, cfg.n_vocab], Kind::Matrix)?,
-        rope_factors: None,
+        // Llama 3's frequency divisors (retrofitted Llama 3.x models).
+        rope_factors: b.opt("rope_freqs.weight", &[cfg.n_rot / 2], Kind::Vector)?,
     })
 }
 
