@@ -191,6 +191,32 @@ fn no_rust_allocation_per_token() {
             failures.push(format!("{name}: {n}"));
         }
     }
+    // Ouro: loops from the embedding, the gate criterion read every step.
+    let opath = std::env::temp_dir().join(format!("rd-alloc-ouro-{}.gguf", std::process::id()));
+    let ospec = TestModelSpec {
+        n_ctx: 512,
+        n_prelude: 0,
+        n_core: 3,
+        n_coda: 0,
+        qk_bias: false,
+        ouro: true,
+        ..TestModelSpec::default()
+    };
+    testmodel::write(&ospec, &opath).unwrap();
+    let ouro = Arc::new(Model::load(&opath, &common::cpu_params(1)).unwrap());
+    let _ = std::fs::remove_file(&opath);
+    let mut gate = limits(1, 4, ExitCriterion::Gate, 1);
+    gate.exit.threshold = 0.5;
+    for (name, b, params) in [
+        ("ouro, gate 0.5, B=4", 4, plain(gate)),
+        ("ouro, fixed 4, B=1", 1, plain(ComputeLimits::fixed(4))),
+    ] {
+        let n = calls_per_window(&ouro, b, &params);
+        eprintln!("{name}: {n} allocator calls in tokens 2..{N_TOKENS}");
+        if n != 0 {
+            failures.push(format!("{name}: {n}"));
+        }
+    }
     // A model without recurrence (a plain llama file), greedy and sampled.
     if let Some(p) = common::smollm2_or_skip() {
         let smol = Arc::new(Model::load(&p, &common::cpu_params(1)).unwrap());

@@ -229,3 +229,42 @@ fn gate_needs_a_gate_and_quantized_ouro_runs() {
     assert!(agree * 10 >= PROMPT.len() * 8);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn speculative_decoding_equals_plain_decoding() {
+    let path = tmp("spec.gguf");
+    testmodel::write(&spec(35, true, 2, GgmlType::F32), &path).unwrap();
+    let m = model(&path);
+    let run = |draft: usize| {
+        let sp = SessionParams {
+            n_ctx: 64,
+            kv_budget: 4,
+            ..SessionParams::default()
+        };
+        let mut s = Session::new(Arc::clone(&m), &sp).unwrap();
+        let params = GenerateParams {
+            max_tokens: 24,
+            limits: ComputeLimits::fixed(4),
+            sampling: SamplingParams::greedy(),
+            draft: recurrent_depth::generate::DraftParams {
+                tokens: draft,
+                iterations: 1,
+                adaptive: false,
+            },
+            ..GenerateParams::default()
+        };
+        let mut tokens = Vec::new();
+        let stats = s
+            .generate(&PROMPT, &params, |ev, _| {
+                tokens.push(ev.token);
+                true
+            })
+            .unwrap();
+        (tokens, stats.verify_passes)
+    };
+    let (plain, _) = run(0);
+    let (spec_tokens, passes) = run(3);
+    assert!(passes > 0);
+    assert_eq!(spec_tokens, plain);
+    let _ = std::fs::remove_file(&path);
+}
