@@ -239,20 +239,7 @@ impl HfConfig {
 
     /// An Ouro `config.json` (the Hugging Face `OuroConfig` keys).
     fn from_ouro_map(m: &Map<String, Json>) -> Result<HfConfig, ConvertError> {
-        let expect = |key: &str, allowed: &[&str]| -> Result<(), ConvertError> {
-            match m.get(key) {
-                None | Some(Json::Null) => Ok(()),
-                Some(Json::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
-                Some(other) => Err(ConvertError::config(
-                    key,
-                    format!(
-                        "{other} is not supported (expected {})",
-                        allowed.join(" or ")
-                    ),
-                )),
-            }
-        };
-        expect("hidden_act", &["silu"])?;
+        expect_str(m, "hidden_act", &["silu"])?;
         if let Some(v) = m.get("rope_scaling").filter(|v| !v.is_null()) {
             return Err(ConvertError::config(
                 "rope_scaling",
@@ -415,22 +402,25 @@ impl HfConfig {
     }
 }
 
+/// A string key that, when present, must be one of `allowed`.
+fn expect_str(m: &Map<String, Json>, key: &str, allowed: &[&str]) -> Result<(), ConvertError> {
+    match m.get(key) {
+        None | Some(Json::Null) => Ok(()),
+        Some(Json::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+        Some(other) => Err(ConvertError::config(
+            key,
+            format!(
+                "{other} is not supported (expected {})",
+                allowed.join(" or ")
+            ),
+        )),
+    }
+}
+
 /// Rejects configurations of other model families, and Huginn variants whose
 /// blocks this runtime does not implement, with the key that says so.
 fn check_architecture(m: &Map<String, Json>) -> Result<(), ConvertError> {
-    let expect = |key: &str, allowed: &[&str]| -> Result<(), ConvertError> {
-        match m.get(key) {
-            None | Some(Json::Null) => Ok(()),
-            Some(Json::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
-            Some(other) => Err(ConvertError::config(
-                key,
-                format!(
-                    "{other} is not supported (expected {})",
-                    allowed.join(" or ")
-                ),
-            )),
-        }
-    };
+    let expect = |key: &str, allowed: &[&str]| expect_str(m, key, allowed);
     expect("model_type", &["huginn_raven"])?;
     expect("block_class_name", &["SandwichBlock"])?;
     expect("norm_class_name", &["RMSNorm_llama"])?;

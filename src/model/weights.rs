@@ -207,6 +207,42 @@ impl<'a> Binder<'a> {
     }
 }
 
+/// The separate projections of block `i` in the llama.cpp layout
+/// (`attn_q`, `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`,
+/// `ffn_down`), shared by the architectures that store them so.
+pub(crate) struct SplitProjections {
+    pub qkv: QkvWeights,
+    pub attn_output: Tensor,
+    pub gate_up: GateUpWeights,
+    pub ffn_down: Tensor,
+}
+
+impl Binder<'_> {
+    /// Binds block `i`'s separate projections.
+    pub(crate) fn split_projections(
+        &mut self,
+        i: usize,
+        cfg: &ModelConfig,
+    ) -> Result<SplitProjections> {
+        let d = cfg.n_embd;
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let n = |s: &str| format!("blk.{i}.{s}");
+        Ok(SplitProjections {
+            qkv: QkvWeights::Split {
+                q: self.get(&n("attn_q.weight"), &[d, q_dim], Kind::Matrix)?,
+                k: self.get(&n("attn_k.weight"), &[d, kv_dim], Kind::Matrix)?,
+                v: self.get(&n("attn_v.weight"), &[d, kv_dim], Kind::Matrix)?,
+            },
+            attn_output: self.get(&n("attn_output.weight"), &[q_dim, d], Kind::Matrix)?,
+            gate_up: GateUpWeights::Split {
+                gate: self.get(&n("ffn_gate.weight"), &[d, cfg.n_ff], Kind::Matrix)?,
+                up: self.get(&n("ffn_up.weight"), &[d, cfg.n_ff], Kind::Matrix)?,
+            },
+            ffn_down: self.get(&n("ffn_down.weight"), &[cfg.n_ff, d], Kind::Matrix)?,
+        })
+    }
+}
+
 /// Writes each tensor's bytes from the file into its allocated buffer,
 /// reporting the fraction of `total` bytes done after each.
 fn write_all(

@@ -17,7 +17,7 @@ use crate::ggml::Tensor;
 use crate::gguf::GgufFile;
 use crate::model::config::{Architecture, BlockType, ModelConfig, RopePairing};
 use crate::model::graph::{BatchInputs, GraphBuilder, KvLayer};
-use crate::model::weights::{ArchTensors, Binder, BlockWeights, GateUpWeights, Kind, QkvWeights};
+use crate::model::weights::{ArchTensors, Binder, BlockWeights, Kind};
 
 /// Reads the `llama.*` keys.
 pub(crate) fn config(file: &GgufFile) -> Result<ModelConfig> {
@@ -93,24 +93,18 @@ pub(crate) fn bind(b: &mut Binder, cfg: &ModelConfig) -> Result<ArchTensors> {
     let mut blocks = Vec::with_capacity(cfg.n_blocks());
     for i in 0..cfg.n_blocks() {
         let n = |s: &str| format!("blk.{i}.{s}");
+        let p = b.split_projections(i, cfg)?;
         blocks.push(BlockWeights {
             attn_norm: b.get(&n("attn_norm.weight"), &[d], Kind::Vector)?,
-            qkv: QkvWeights::Split {
-                q: b.get(&n("attn_q.weight"), &[d, q_dim], Kind::Matrix)?,
-                k: b.get(&n("attn_k.weight"), &[d, kv_dim], Kind::Matrix)?,
-                v: b.get(&n("attn_v.weight"), &[d, kv_dim], Kind::Matrix)?,
-            },
+            qkv: p.qkv,
             q_bias: b.opt(&n("attn_q.bias"), &[q_dim], Kind::Vector)?,
             k_bias: b.opt(&n("attn_k.bias"), &[kv_dim], Kind::Vector)?,
             v_bias: b.opt(&n("attn_v.bias"), &[kv_dim], Kind::Vector)?,
-            attn_output: b.get(&n("attn_output.weight"), &[q_dim, d], Kind::Matrix)?,
+            attn_output: p.attn_output,
             attn_post_norm: None,
             ffn_norm: b.get(&n("ffn_norm.weight"), &[d], Kind::Vector)?,
-            gate_up: GateUpWeights::Split {
-                gate: b.get(&n("ffn_gate.weight"), &[d, cfg.n_ff], Kind::Matrix)?,
-                up: b.get(&n("ffn_up.weight"), &[d, cfg.n_ff], Kind::Matrix)?,
-            },
-            ffn_down: b.get(&n("ffn_down.weight"), &[cfg.n_ff, d], Kind::Matrix)?,
+            gate_up: p.gate_up,
+            ffn_down: p.ffn_down,
             ffn_post_norm: None,
         });
     }
