@@ -149,6 +149,17 @@ fn smollm2_matches_llama_cpp() {
         100.0 * rate,
         worst
     );
+    if common::on_gpu() {
+        // A GPU multiplies quantized weights by f32 activations where the CPU
+        // (both runtimes') first quantizes them to Q8_1: measured on lavapipe
+        // against llama.cpp's CPU, 97.0% top-1 and 4.2e-2 of the range.
+        assert!(rate >= 0.95, "top-1 agreement {rate}");
+        assert!(
+            worst < 0.1,
+            "largest difference {worst:.3e} of the logit range"
+        );
+        return;
+    }
     assert!(rate >= 0.99, "top-1 agreement {rate}");
     assert!(
         worst < 1e-2,
