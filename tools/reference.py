@@ -152,6 +152,27 @@ def dequantize_tensor(t) -> np.ndarray:
     return np.asarray(data, dtype=np.float64).reshape(shape)
 
 
+def _tensor_getter(tensors: dict, used: set):
+    """get(name, ggml_shape, matrix, optional=False): a tensor of the file
+    as float64 (PyTorch order), checked for shape and type (matrices any
+    supported type, vectors F32), its name recorded in `used`."""
+    def get(name, ggml_shape, matrix, optional=False):
+        t = tensors.get(name)
+        if t is None:
+            if optional:
+                return None
+            raise ValueError(f"missing tensor {name}")
+        used.add(name)
+        shape = [int(n) for n in t.shape.tolist()]
+        if shape != list(ggml_shape):
+            raise ValueError(f"tensor {name}: ggml shape {shape}, expected {list(ggml_shape)}")
+        allowed = MATRIX_TYPES if matrix else {QT.F32}
+        if t.tensor_type not in allowed:
+            raise ValueError(f"tensor {name}: type {t.tensor_type.name} not allowed here")
+        return dequantize_tensor(t)
+    return get
+
+
 class Model:
     """Hyper-parameters and float64 weights of a `huginn` GGUF file."""
 
@@ -242,43 +263,33 @@ class Model:
         q, kv = n_head * head_dim, n_head_kv * head_dim
         used = set()
 
-        def get(name, ggml_shape, optional=False):
-            t = tensors.get(name)
-            if t is None:
-                if optional:
-                    return None
-                raise ValueError(f"missing tensor {name}")
-            used.add(name)
-            shape = [int(n) for n in t.shape.tolist()]
-            if shape != list(ggml_shape):
-                raise ValueError(f"tensor {name}: ggml shape {shape}, expected {list(ggml_shape)}")
-            return dequantize_tensor(t)
+        get = _tensor_getter(tensors, used)
 
-        self.token_embd = get("token_embd.weight", [d, vocab])
+        self.token_embd = get("token_embd.weight", [d, vocab], True)
         self.blocks = []
         for n in range(n_layers):
             p = f"blk.{n}."
             self.blocks.append({
-                "attn_norm": get(p + "attn_norm.weight", [d]),
-                "attn_qkv": np.concatenate([get(p + "attn_q.weight", [d, q]),
-                                            get(p + "attn_k.weight", [d, kv]),
-                                            get(p + "attn_v.weight", [d, kv])], axis=0),
+                "attn_norm": get(p + "attn_norm.weight", [d], False),
+                "attn_qkv": np.concatenate([get(p + "attn_q.weight", [d, q], True),
+                                            get(p + "attn_k.weight", [d, kv], True),
+                                            get(p + "attn_v.weight", [d, kv], True)], axis=0),
                 "attn_q_bias": None, "attn_k_bias": None,
-                "attn_output": get(p + "attn_output.weight", [q, d]),
-                "attn_post_norm": get(p + "attn_post_norm.weight", [d]),
-                "ffn_norm": get(p + "ffn_norm.weight", [d]),
-                "ffn_gate_up": np.concatenate([get(p + "ffn_gate.weight", [d, hp.ffn]),
-                                               get(p + "ffn_up.weight", [d, hp.ffn])], axis=0),
-                "ffn_down": get(p + "ffn_down.weight", [hp.ffn, d]),
-                "ffn_post_norm": get(p + "ffn_post_norm.weight", [d]),
+                "attn_output": get(p + "attn_output.weight", [q, d], True),
+                "attn_post_norm": get(p + "attn_post_norm.weight", [d], False),
+                "ffn_norm": get(p + "ffn_norm.weight", [d], False),
+                "ffn_gate_up": np.concatenate([get(p + "ffn_gate.weight", [d, hp.ffn], True),
+                                               get(p + "ffn_up.weight", [d, hp.ffn], True)], axis=0),
+                "ffn_down": get(p + "ffn_down.weight", [hp.ffn, d], True),
+                "ffn_post_norm": get(p + "ffn_post_norm.weight", [d], False),
             })
         self.adapter = None
-        self.output_norm = get("output_norm.weight", [d])
-        head = get("output.weight", [d, vocab], optional=True)
+        self.output_norm = get("output_norm.weight", [d], False)
+        head = get("output.weight", [d, vocab], True, optional=True)
         self.tied = head is None
         self.output = self.token_embd if head is None else head
-        self.gate_w = get("exit_gate.weight", [d])
-        self.gate_b = float(get("exit_gate.bias", [1])[0])
+        self.gate_w = get("exit_gate.weight", [d], False)
+        self.gate_b = float(get("exit_gate.bias", [1], False)[0])
         extra = set(tensors) - used
         if extra:
             raise ValueError(f"unexpected tensor {sorted(extra)[0]}")
@@ -290,20 +301,7 @@ class Model:
         q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
         used = set()
 
-        def get(name, ggml_shape, matrix, optional=False):
-            t = tensors.get(name)
-            if t is None:
-                if optional:
-                    return None
-                raise ValueError(f"missing tensor {name}")
-            used.add(name)
-            shape = [int(n) for n in t.shape.tolist()]
-            if shape != list(ggml_shape):
-                raise ValueError(f"tensor {name}: ggml shape {shape}, expected {list(ggml_shape)}")
-            allowed = MATRIX_TYPES if matrix else {QT.F32}
-            if t.tensor_type not in allowed:
-                raise ValueError(f"tensor {name}: type {t.tensor_type.name} not allowed here")
-            return dequantize_tensor(t)
+        get = _tensor_getter(tensors, used)
 
         self.token_embd = get("token_embd.weight", [hp.d, hp.vocab], True)      # [vocab, d]
         self.blocks = []
