@@ -48,7 +48,12 @@ done
 [ "$W/membw" -nt tools/peer/membw.c ] || cc -O2 -pthread -o "$W/membw" tools/peer/membw.c
 
 tok_list() { python3 -c "import sys; n, v = int(sys.argv[1]), int(sys.argv[2]); print(','.join(str((i * 7919 + 13) % v) for i in range(n)))" "$1" "$2"; }
-stat_of() { python3 -c "import json, sys; print(json.loads(sys.stdin.read().splitlines()[-1])['stats'][sys.argv[1]])" "$1"; }
+# The JSON is parsed only after rd has exited: a parser started in the same
+# pipe (python3's start-up costs ~50 ms of CPU) would take one of the cores rd
+# is measured on. (Until 2026-12-03 it did, and rd's prefill looked ~35% slower.)
+stat_of() { python3 -c "import json, sys; print(json.loads(sys.argv[2].splitlines()[-1])['stats'][sys.argv[1]])" "$1" "$2"; }
+# rd's output, captured whole before anything reads it.
+rd_json() { local out; out=$("$RD_BIN" run "$@" "${EXTRA[@]}" --json); printf '%s' "$out"; }
 median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 # --- equal work: SmolLM2 vs the flat Huginn model ----------------------------
@@ -67,12 +72,16 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
     if [ "$ty" = q8_0 ]; then LM="$W/smol_q8_0.gguf"; else LM="$SMOL_Q4_1"; fi
     declare -A rd=() ll=()
     for rep in $(seq 1 "$REPS"); do
-      rd[decode]+=" $("$RD_BIN" run -m "$RDM" --threads "$T" --iterations 1 --ctx 256 --json \
-        --prompt-tokens "$P_DECODE" --max-tokens 65 "${EXTRA[@]}" | stat_of decode_tokens_per_s)"
-      ll[decode]+=" $("$W/llama_timing" "$LM" 16 64 "$T" | awk '{print $2}')"
-      rd[prefill]+=" $("$RD_BIN" run -m "$RDM" --threads "$T" --iterations 1 --ctx 256 --json \
-        --prompt-tokens "$P_PREFILL" --max-tokens 1 "${EXTRA[@]}" | stat_of prefill_tokens_per_s)"
-      ll[prefill]+=" $("$W/llama_timing" "$LM" 128 0 "$T" | awk '{print $1}')"
+      out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
+        --prompt-tokens "$P_DECODE" --max-tokens 65)
+      rd[decode]+=" $(stat_of decode_tokens_per_s "$out")"
+      out=$("$W/llama_timing" "$LM" 16 64 "$T")
+      ll[decode]+=" $(awk '{print $2}' <<< "$out")"
+      out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
+        --prompt-tokens "$P_PREFILL" --max-tokens 1)
+      rd[prefill]+=" $(stat_of prefill_tokens_per_s "$out")"
+      out=$("$W/llama_timing" "$LM" 128 0 "$T")
+      ll[prefill]+=" $(awk '{print $1}' <<< "$out")"
     done
     for mode in decode prefill; do
       # shellcheck disable=SC2086
@@ -104,8 +113,9 @@ PY
   for rep in $(seq 1 "$REPS"); do
     ms=()
     for r in $LO $HI; do
-      tps=$("$RD_BIN" run -m "$HM" --threads "$T" --iterations $r --kv-budget 1 --ctx 64 --json \
-        --prompt-tokens 1 --max-tokens 5 "${EXTRA[@]}" | stat_of decode_tokens_per_s)
+      out=$(rd_json -m "$HM" --threads "$T" --iterations $r --kv-budget 1 --ctx 64 \
+        --prompt-tokens 1 --max-tokens 5)
+      tps=$(stat_of decode_tokens_per_s "$out")
       ms+=("$(python3 -c "print(1000 / $tps)")")
     done
     steps+=" $(python3 -c "print((${ms[1]} - ${ms[0]}) / ($HI - $LO))")"
