@@ -1082,6 +1082,21 @@ static void test_model_load_options(void) {
     CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_OK);
     rd_model_free(m);
     m = NULL;
+    /* 0.4: prefetch off maps lazily (same model); a 0.3 caller (56 bytes,
+     * garbage where prefetch is) gets the default. */
+    mp = rd_model_default_params();
+    CHECK(mp.prefetch);
+    mp.backend = RD_BACKEND_CPU;
+    mp.prefetch = false;
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_OK);
+    rd_model_free(m);
+    m = NULL;
+    memset(&mp.prefetch, 0x5a, sizeof mp.prefetch);
+    mp.struct_size = offsetof(rd_model_params, prefetch);
+    CHECK(mp.struct_size == 56 || sizeof(void *) != 8);
+    CHECK_STATUS(rd_model_load(g_model_path, &mp, &m), RD_OK);
+    rd_model_free(m);
+    m = NULL;
     /* A caller built against the 0.1 header (no device_index) still loads. */
     mp = rd_model_default_params();
     mp.backend = RD_BACKEND_CPU;
@@ -1260,11 +1275,20 @@ static void test_progress_callback(void) {
     mp.progress_user_data = &pr;
     rd_model *m = NULL;
     REQUIRE_OK(rd_model_load(g_model_path, &mp, &m));
-    /* 0 before opening, 0.5 parsed, 0.95 weights placed (mapped: one step),
-     * 1 done. */
-    CHECK(pr.calls == 4 && pr.values[0] == 0.0f && pr.values[1] == 0.5f &&
-          pr.values[2] == 0.95f && pr.values[3] == 1.0f);
+    /* 0 before opening, 0.5 parsed, then (prefetching the mapped weights)
+     * one report per tensor, increasing, up to 0.95 placed and 1 done. */
+    CHECK(pr.calls > 8 && pr.values[0] == 0.0f && pr.values[1] == 0.5f);
+    for (int i = 1; i < 8; i++) CHECK(pr.values[i] >= pr.values[i - 1]);
     rd_model_free(m);
+    /* Mapped lazily: nothing to report between parsing and placing. */
+    progress_t lazy = {.cancel_at = -1};
+    mp.prefetch = false;
+    mp.progress_user_data = &lazy;
+    REQUIRE_OK(rd_model_load(g_model_path, &mp, &m));
+    CHECK(lazy.calls == 4 && lazy.values[0] == 0.0f && lazy.values[1] == 0.5f &&
+          lazy.values[2] == 0.95f && lazy.values[3] == 1.0f);
+    rd_model_free(m);
+    mp.prefetch = true;
     /* Without mmap: increasing values (per tensor when the weights are
      * copied to a device), ending at 1. */
     progress_t up = {.cancel_at = -1};

@@ -261,6 +261,21 @@ typedef struct rd_model_params {
      * callers built against an older header get the default.
      */
     rd_repack repack;
+    /**
+     * Reserved (the tail padding of the 0.3 layout); ignored.
+     */
+    uint32_t _reserved2;
+    /**
+     * Read every weight used in place from the mapped file once during the
+     * load (default true; progress is reported per tensor meanwhile), so
+     * that the first tokens do not wait on page faults. Every token reads
+     * every weight, so this moves that time rather than adding to it; the
+     * pages stay reclaimable file cache. False: a faster load and slower
+     * first tokens. Only for weights used in place (the CPU and Metal with
+     * `use_mmap`). Added in 0.4; callers built against an older header get
+     * true.
+     */
+    bool prefetch;
 } rd_model_params;
 
 /**

@@ -60,6 +60,42 @@ fn cpu_weights_are_used_where_they_are_mapped() {
     assert_eq!(m2.config(), m.config());
 }
 
+#[test]
+fn prefetch_reads_the_mapping_with_progress_and_changes_no_logit() {
+    let p = small_model("prefetch.gguf", GgmlType::Q8_0);
+    let run = |prefetch: bool| {
+        let mut reports = Vec::new();
+        let m = Model::load_with_progress(&p, &LoadParams { prefetch, ..cpu() }, &mut |f| {
+            reports.push(f);
+            true
+        })
+        .unwrap();
+        assert!(m.weights_are_mapped());
+        let mut s = Session::new(Arc::new(m), &SessionParams::default()).unwrap();
+        (s.eval_all_logits(&[1, 7, 42, 99], 3).unwrap(), reports)
+    };
+    let (lazy, lazy_reports) = run(false);
+    let (read, read_reports) = run(true);
+    assert_eq!(lazy, read);
+    // Prefetching reports per tensor, in order, before the final 1.
+    assert!(
+        read_reports.len() > lazy_reports.len() + 5,
+        "{read_reports:?}"
+    );
+    assert!(
+        read_reports.windows(2).all(|w| w[0] <= w[1]),
+        "{read_reports:?}"
+    );
+    assert_eq!(read_reports.last(), Some(&1.0));
+    // A progress callback refusing mid-prefetch cancels the load.
+    let mut calls = 0;
+    let r = Model::load_with_progress(&p, &cpu(), &mut |_| {
+        calls += 1;
+        calls < 3
+    });
+    assert!(matches!(r, Err(Error::Cancelled)), "{:?}", r.err());
+}
+
 /// Whether ggml has interleaved Q4_0 kernels on this CPU.
 fn cpu_repacks_q4_0() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -168,6 +168,17 @@ pub struct rd_model_params {
     /// kernels, an `rd_repack` (default `RD_REPACK_AUTO`). Added in 0.3;
     /// callers built against an older header get the default.
     pub repack: rd_repack,
+    /// Reserved (the tail padding of the 0.3 layout); ignored.
+    pub _reserved2: u32,
+    /// Read every weight used in place from the mapped file once during the
+    /// load (default true; progress is reported per tensor meanwhile), so
+    /// that the first tokens do not wait on page faults. Every token reads
+    /// every weight, so this moves that time rather than adding to it; the
+    /// pages stay reclaimable file cache. False: a faster load and slower
+    /// first tokens. Only for weights used in place (the CPU and Metal with
+    /// `use_mmap`). Added in 0.4; callers built against an older header get
+    /// true.
+    pub prefetch: bool,
 }
 
 /// Weight repacking for the CPU (`rd_model_params.repack`).
@@ -190,10 +201,12 @@ pub const RD_REPACK_OFF: rd_repack = 1;
 unsafe impl Versioned for rd_model_params {
     const NAME: &'static str = "rd_model_params";
     // 0.1 ended before `device_index`; 0.2 after it (48 bytes with its tail
-    // padding, which `_reserved` now names).
+    // padding, which `_reserved` now names); 0.3 after `repack` (56 bytes,
+    // its tail padding now `_reserved2`).
     const RELEASED_SIZES: &'static [usize] = &[
         std::mem::offset_of!(rd_model_params, device_index),
         std::mem::offset_of!(rd_model_params, repack),
+        std::mem::offset_of!(rd_model_params, prefetch),
     ];
     fn defaults() -> Self {
         let d = LoadParams::default();
@@ -208,6 +221,8 @@ unsafe impl Versioned for rd_model_params {
             device_index: 0,
             _reserved: 0,
             repack: RD_REPACK_AUTO,
+            _reserved2: 0,
+            prefetch: d.prefetch,
         }
     }
 }
@@ -239,6 +254,7 @@ impl rd_model_params {
             n_threads: self.n_threads as usize,
             use_mmap: self.use_mmap,
             repack,
+            prefetch: self.prefetch,
         })
     }
 }
@@ -728,5 +744,25 @@ mod tests {
         p.struct_size = size_of::<rd_sampling_params>() + 8;
         // SAFETY: as above (the size is rejected before reading further).
         assert!(unsafe { read_struct(&raw const p, "p") }.is_err());
+    }
+
+    #[test]
+    fn a_0_3_model_params_struct_gets_prefetch() {
+        // A caller built against the 0.3 header: 56 bytes, nothing after
+        // `repack` set by it (here: garbage where 0.4 has `prefetch`).
+        assert_eq!(std::mem::offset_of!(rd_model_params, prefetch), 56);
+        let mut p = rd_model_default_params();
+        p.struct_size = 56;
+        p.repack = RD_REPACK_OFF;
+        p.prefetch = false;
+        // SAFETY: `p` is a valid struct of at least `struct_size` bytes.
+        let read = unsafe { read_struct(&raw const p, "p") }.unwrap();
+        let load = read.to_load_params().unwrap();
+        assert_eq!(load.repack, Repack::Off);
+        assert!(load.prefetch, "a 0.3 caller must get the default");
+        p.struct_size = size_of::<rd_model_params>();
+        // SAFETY: as above.
+        let read = unsafe { read_struct(&raw const p, "p") }.unwrap();
+        assert!(!read.to_load_params().unwrap().prefetch);
     }
 }

@@ -273,6 +273,7 @@ impl Weights {
         cfg: &ModelConfig,
         backend: &Backend,
         repack: bool,
+        prefetch: bool,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Weights> {
         let n_tensors = file.tensors().len();
@@ -326,7 +327,14 @@ impl Weights {
             backend.check_fits(bytes.len(), "the memory-mapped weights")?;
             let buffer = backend.host_buffer_from_ptr(bytes.as_ptr(), bytes.len(), max_tensor)?;
             for (t, info) in &bound {
-                buffer.place(*t, file.tensor_data(info).as_ptr())?;
+                let data = file.tensor_data(info);
+                buffer.place(*t, data.as_ptr())?;
+                if prefetch {
+                    touch_pages(data);
+                    if !progress(done as f32 / total.max(1) as f32) {
+                        return Err(Error::Cancelled);
+                    }
+                }
                 done += t.nbytes();
             }
             (buffer, true)
@@ -369,4 +377,16 @@ impl Weights {
     pub(crate) fn head(&self) -> Tensor {
         self.output.unwrap_or(self.token_embd)
     }
+}
+
+/// Reads one byte of every page of `data`, so that the pages of a mapped file
+/// are read in (or found in the page cache) and mapped now rather than on
+/// first use by a graph.
+fn touch_pages(data: &[u8]) {
+    const PAGE: usize = 4096;
+    let mut sum = 0u8;
+    for chunk in data.chunks(PAGE) {
+        sum = sum.wrapping_add(chunk[0]);
+    }
+    std::hint::black_box(sum);
 }

@@ -185,6 +185,10 @@ pub struct ModelArgs {
     /// this CPU has them) or off (every weight used in place from the file).
     #[arg(long, default_value = "auto")]
     pub repack: Repack,
+    /// Map the weights lazily instead of reading them once while loading
+    /// (a faster load, slower first tokens).
+    #[arg(long)]
+    pub no_prefetch: bool,
     /// KV recurrence budget B (slots per core block; default: the iteration count, i.e. the full cache).
     #[arg(long)]
     pub kv_budget: Option<usize>,

@@ -48,6 +48,7 @@ fn open(a: &ModelArgs, iterations: Option<usize>) -> Result<(Session, usize)> {
             n_threads: a.threads,
             use_mmap: true,
             repack: a.repack,
+            prefetch: !a.no_prefetch,
         },
     )?;
     let iterations = iterations.unwrap_or(model.config().default_iterations);
