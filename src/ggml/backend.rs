@@ -383,6 +383,9 @@ fn new_threadpool(n_threads: usize, poll: u32) -> Result<NonNull<sys::ggml_threa
     let tp = unsafe {
         let mut p = sys::ggml_threadpool_params_default(n_threads as i32);
         p.poll = poll.min(100);
+        // Start paused: the first graph resumes it. Until then (loading,
+        // planning) idle threads sleep instead of spinning on a core.
+        p.paused = true;
         sys::ggml_threadpool_new(&mut p)
     };
     NonNull::new(tp).ok_or_else(|| Error::Backend("cannot create the CPU threadpool".into()))
