@@ -170,7 +170,7 @@ public final class HostTest {
     }
 
     static long load() {
-        return RdNative.modelLoad(modelPath, RdNative.BACKEND_CPU, 2, true, false, true);
+        return RdNative.modelLoad(modelPath, RdNative.BACKEND_CPU, 2, true, false, true, true);
     }
 
     static long newSession(long model, int nCtx) {
@@ -286,7 +286,7 @@ public final class HostTest {
                 want = greedyReference(f.session, 8);
             }
             for (boolean mmap : new boolean[] {true, false}) {
-                long m = RdNative.modelLoadFd(fd, off, len, RdNative.BACKEND_CPU, 2, mmap, false, true);
+                long m = RdNative.modelLoadFd(fd, off, len, RdNative.BACKEND_CPU, 2, mmap, false, true, true);
                 try {
                     long s = newSession(m, RdNative.N_CTX_FROM_MODEL);
                     try {
@@ -299,11 +299,11 @@ public final class HostTest {
                 }
             }
             expectRd(RdException.Status.IO,
-                    () -> RdNative.modelLoadFd(fd, off, len + (1 << 20), RdNative.BACKEND_CPU, 1, true, false, true));
+                    () -> RdNative.modelLoadFd(fd, off, len + (1 << 20), RdNative.BACKEND_CPU, 1, true, false, true, true));
             expectRd(RdException.Status.INVALID_MODEL,
-                    () -> RdNative.modelLoadFd(fd, off + 1, len - 1, RdNative.BACKEND_CPU, 1, true, false, true));
+                    () -> RdNative.modelLoadFd(fd, off + 1, len - 1, RdNative.BACKEND_CPU, 1, true, false, true, true));
             expectRd(RdException.Status.INVALID_ARGUMENT,
-                    () -> RdNative.modelLoadFd(-1, 0, 0, RdNative.BACKEND_CPU, 1, true, false, true));
+                    () -> RdNative.modelLoadFd(-1, 0, 0, RdNative.BACKEND_CPU, 1, true, false, true, true));
         });
 
         test("state save and restore, truncate, threads, logprobs", () -> {
@@ -623,24 +623,24 @@ public final class HostTest {
 
         test("errors become exceptions", () -> {
             expectRd(RdException.Status.IO, () -> RdNative.modelLoad(
-                    "/nonexistent/model.gguf", RdNative.BACKEND_CPU, 0, true, false, true));
+                    "/nonexistent/model.gguf", RdNative.BACKEND_CPU, 0, true, false, true, true));
             File junk = File.createTempFile("rd-hosttest", ".gguf");
             junk.deleteOnExit();
             try (FileOutputStream out = new FileOutputStream(junk)) {
                 out.write("GGUF but not really".getBytes(StandardCharsets.US_ASCII));
             }
             expectRd(RdException.Status.INVALID_MODEL, () -> RdNative.modelLoad(
-                    junk.getPath(), RdNative.BACKEND_CPU, 0, true, false, true));
+                    junk.getPath(), RdNative.BACKEND_CPU, 0, true, false, true, true));
             // A path with non-ASCII characters reaches the library intact.
             RdException e = expectRd(RdException.Status.IO, () -> RdNative.modelLoad(
-                    "/nonexistent/mod\u00e8le-\ud83d\ude00.gguf", RdNative.BACKEND_CPU, 0, true, false, true));
+                    "/nonexistent/mod\u00e8le-\ud83d\ude00.gguf", RdNative.BACKEND_CPU, 0, true, false, true, true));
             check(e.getMessage().contains("mod\u00e8le-\ud83d\ude00"), "UTF-8 message: " + e.getMessage());
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelLoad(
-                    "a\u0000b", RdNative.BACKEND_CPU, 0, true, false, true));
+                    "a\u0000b", RdNative.BACKEND_CPU, 0, true, false, true, true));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelLoad(
-                    null, RdNative.BACKEND_CPU, 0, true, false, true));
+                    null, RdNative.BACKEND_CPU, 0, true, false, true, true));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelLoad(
-                    modelPath, 77, 0, true, false, true));
+                    modelPath, 77, 0, true, false, true, true));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.modelInfo(0));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.sessionReset(0));
             expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.cancel(0));
@@ -719,7 +719,7 @@ public final class HostTest {
             System.out.println("(no -Drd.tokmodel: the tokenizer tests are left out)");
         } else {
             test("tokenize and detokenize", () -> {
-                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true);
+                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true, true);
                 try {
                     int[] mi = RdNative.modelInfo(m);
                     checkEq(1, mi[RdNative.MI_HAS_TOKENIZER], "has_tokenizer");
@@ -761,7 +761,7 @@ public final class HostTest {
             });
 
             test("chat template", () -> {
-                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true);
+                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true, true);
                 try {
                     String[] roles = {"system", "user"};
                     String[] contents = {"Be brief.", "Gr\u00fc\u00dfe \ud83d\ude00"};
@@ -786,7 +786,7 @@ public final class HostTest {
             });
 
             test("generate from text: events carry text", () -> {
-                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true);
+                long m = RdNative.modelLoad(tokModelPath, RdNative.BACKEND_CPU, 2, true, false, true, true);
                 long s = newSession(m, RdNative.N_CTX_FROM_MODEL);
                 try {
                     String prompt = RdNative.chatApplyTemplate(

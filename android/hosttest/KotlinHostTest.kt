@@ -104,11 +104,11 @@ fun main() {
         }
     }
 
-    test("repack off, thread polling, attention: same tokens") {
+    test("repack and prefetch off, thread polling, attention: same tokens") {
         val want = load().use { m ->
             m.newSession().use { it.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 8).toList() }
         }
-        Model.load(modelPath, Backend.CPU, threads = 2, repack = false).use { m ->
+        Model.load(modelPath, Backend.CPU, threads = 2, repack = false, prefetch = false).use { m ->
             for (attention in Attention.values()) {
                 m.newSession(threadPoll = 0, attention = attention).use { s ->
                     val got = s.generate(PROMPT, ComputeLimits.fixed(4), maxTokens = 8).toList()

@@ -19,19 +19,24 @@ public final class Model: @unchecked Sendable {
     public static var libraryVersion: String { String(cString: rd_version()) }
 
     /// Loads a huginn GGUF file (`rd_model_load`). Blocks while the file is
-    /// parsed and validated (the weights are mapped, not read): call it off
+    /// parsed and validated and the weights are mapped (and, with `prefetch`, read once): call it off
     /// the main actor. `threads` 0 uses one thread per physical core.
     /// `repack` converts the matrices the CPU has interleaved kernels for into
     /// memory the app owns (faster products); false keeps every weight in the
-    /// shared, reclaimable page cache (docs/performance.md).
+    /// shared, reclaimable page cache (docs/performance.md). `prefetch` reads
+    /// the weights used in place once while loading, so that the first
+    /// tokens do not wait on page faults (false: a faster load, slower first
+    /// tokens).
     public init(path: String, backend: Backend = .auto, threads: Int = 0,
-                useMmap: Bool = true, useMlock: Bool = false, repack: Bool = true) throws {
+                useMmap: Bool = true, useMlock: Bool = false, repack: Bool = true,
+                prefetch: Bool = true) throws {
         var params = rd_model_default_params()
         params.backend = backend.code
         params.n_threads = UInt32(clamping: threads)
         params.use_mmap = useMmap
         params.use_mlock = useMlock
         params.repack = rd_repack(repack ? RD_REPACK_AUTO : RD_REPACK_OFF)
+        params.prefetch = prefetch
         var model: OpaquePointer?
         try check(rd_model_load(path, &params, &model))
         guard let model else { throw RecurrentDepthError(RD_ERR_PANIC) }
@@ -45,12 +50,13 @@ public final class Model: @unchecked Sendable {
     /// `offset` is a multiple of 32, otherwise copied once.
     public init(fileDescriptor: Int32, offset: UInt64, length: UInt64 = 0,
                 backend: Backend = .auto, threads: Int = 0, useMmap: Bool = true,
-                repack: Bool = true) throws {
+                repack: Bool = true, prefetch: Bool = true) throws {
         var params = rd_model_default_params()
         params.backend = backend.code
         params.n_threads = UInt32(clamping: threads)
         params.use_mmap = useMmap
         params.repack = rd_repack(repack ? RD_REPACK_AUTO : RD_REPACK_OFF)
+        params.prefetch = prefetch
         var model: OpaquePointer?
         try check(rd_model_load_fd(fileDescriptor, offset, length, &params, &model))
         guard let model else { throw RecurrentDepthError(RD_ERR_PANIC) }

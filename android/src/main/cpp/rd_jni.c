@@ -105,27 +105,28 @@ static jdouble jni_exit_default_threshold(JNIEnv *env, jclass cls, jint criterio
 /* ---- model ---------------------------------------------------------------- */
 
 static rd_model_params model_params(jint backend, jint n_threads, jboolean use_mmap,
-                                    jboolean use_mlock, jboolean repack) {
+                                    jboolean use_mlock, jboolean repack, jboolean prefetch) {
     rd_model_params mp = rd_model_default_params();
     mp.backend = (rd_backend)backend;
     mp.n_threads = (uint32_t)n_threads;
     mp.use_mmap = use_mmap == JNI_TRUE;
     mp.use_mlock = use_mlock == JNI_TRUE;
     mp.repack = repack == JNI_TRUE ? RD_REPACK_AUTO : RD_REPACK_OFF;
+    mp.prefetch = prefetch == JNI_TRUE;
     return mp;
 }
 
 /* rd_model_load_fd: an APK asset's (fd, offset, length); the fd stays the caller's. */
 static jlong jni_model_load_fd(JNIEnv *env, jclass cls, jint fd, jlong offset, jlong length,
                                jint backend, jint n_threads, jboolean use_mmap,
-                               jboolean use_mlock, jboolean repack) {
+                               jboolean use_mlock, jboolean repack, jboolean prefetch) {
     (void)cls;
     if (offset < 0 || length < 0) {
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: offset and length must be >= 0");
         return 0;
     }
     if (!non_negative(env, n_threads, "nThreads")) return 0;
-    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock, repack);
+    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock, repack, prefetch);
     rd_model *model = NULL;
     rd_status st = rd_model_load_fd(fd, (uint64_t)offset, (uint64_t)length, &mp, &model);
     return check(env, st) ? to_handle(model) : 0;
@@ -133,7 +134,7 @@ static jlong jni_model_load_fd(JNIEnv *env, jclass cls, jint fd, jlong offset, j
 
 static jlong jni_model_load(JNIEnv *env, jclass cls, jbyteArray path_utf8, jint backend,
                             jint n_threads, jboolean use_mmap, jboolean use_mlock,
-                            jboolean repack) {
+                            jboolean repack, jboolean prefetch) {
     (void)cls;
     if (path_utf8 == NULL) {
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: path is null");
@@ -153,7 +154,7 @@ static jlong jni_model_load(JNIEnv *env, jclass cls, jbyteArray path_utf8, jint 
         throw_rd(env, RD_ERR_INVALID_ARGUMENT, "rd_jni: path contains a NUL character");
         return 0;
     }
-    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock, repack);
+    rd_model_params mp = model_params(backend, n_threads, use_mmap, use_mlock, repack, prefetch);
     rd_model *model = NULL;
     rd_status st = rd_model_load(path, &mp, &model);
     free(path);
@@ -651,8 +652,8 @@ static const JNINativeMethod k_methods[] = {
     {"version", "()Ljava/lang/String;", FN(jni_version)},
     {"statusString", "(I)Ljava/lang/String;", FN(jni_status_string)},
     {"exitDefaultThreshold", "(I)D", FN(jni_exit_default_threshold)},
-    {"modelLoadUtf8", "([BIIZZZ)J", FN(jni_model_load)},
-    {"modelLoadFd", "(IJJIIZZZ)J", FN(jni_model_load_fd)},
+    {"modelLoadUtf8", "([BIIZZZZ)J", FN(jni_model_load)},
+    {"modelLoadFd", "(IJJIIZZZZ)J", FN(jni_model_load_fd)},
     {"modelFree", "(J)V", FN(jni_model_free)},
     {"modelInfo", "(J)[I", FN(jni_model_info)},
     {"modelArchitecture", "(J)Ljava/lang/String;", FN(jni_model_architecture)},

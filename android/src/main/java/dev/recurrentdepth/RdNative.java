@@ -137,19 +137,19 @@ final class RdNative {
 
     /**
      * rd_model_load. {@code pathUtf8} is the file name's bytes (no NUL);
-     * see {@link #modelLoad(String, int, int, boolean, boolean, boolean)}.
-     * {@code repack}: RD_REPACK_AUTO when true, RD_REPACK_OFF when false.
-     * Returns the rd_model handle.
+     * see {@link #modelLoad(String, int, int, boolean, boolean, boolean, boolean)}.
+     * {@code repack}: RD_REPACK_AUTO when true, RD_REPACK_OFF when false;
+     * {@code prefetch}: rd_model_params.prefetch. Returns the rd_model handle.
      */
     static native long modelLoadUtf8(
             byte[] pathUtf8, int backend, int nThreads, boolean useMmap, boolean useMlock,
-            boolean repack);
+            boolean repack, boolean prefetch);
 
     /** rd_model_load with the path encoded as UTF-8. */
     static long modelLoad(
             String path, int backend, int nThreads, boolean useMmap, boolean useMlock,
-            boolean repack) {
-        return modelLoadUtf8(utf8(path), backend, nThreads, useMmap, useMlock, repack);
+            boolean repack, boolean prefetch) {
+        return modelLoadUtf8(utf8(path), backend, nThreads, useMmap, useMlock, repack, prefetch);
     }
 
     /**
@@ -160,7 +160,7 @@ final class RdNative {
      */
     static native long modelLoadFd(
             int fd, long offset, long length, int backend, int nThreads, boolean useMmap,
-            boolean useMlock, boolean repack);
+            boolean useMlock, boolean repack, boolean prefetch);
 
     /** rd_model_free (0 is ignored). */
     static native void modelFree(long model);

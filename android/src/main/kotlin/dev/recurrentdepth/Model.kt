@@ -25,12 +25,15 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
 
         /**
          * Loads a huginn GGUF file (rd_model_load). Blocks while the file is
-         * parsed and validated (the weights are mapped, not read): call it off
+         * parsed and validated and the weights are mapped (and, with [prefetch], read once): call it off
          * the main thread. [threads] = 0 uses one thread per physical core;
          * on phones the big cores alone are usually faster (docs/android.md).
          * [repack] converts the matrices the CPU has interleaved kernels for
          * into memory the app owns (faster products; false keeps every weight
          * in the shared, reclaimable page cache: docs/performance.md).
+         * [prefetch] reads the weights used in place once while loading, so
+         * that the first tokens do not wait on page faults (false: a faster
+         * load, slower first tokens).
          *
          * @throws RdException IO (missing or unreadable file), INVALID_MODEL,
          *     UNSUPPORTED_ARCHITECTURE, BACKEND, OUT_OF_MEMORY, INVALID_ARGUMENT
@@ -44,7 +47,8 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
             useMmap: Boolean = true,
             useMlock: Boolean = false,
             repack: Boolean = true,
-        ): Model = Model(RdNative.modelLoad(path, backend.code, threads, useMmap, useMlock, repack))
+            prefetch: Boolean = true,
+        ): Model = Model(RdNative.modelLoad(path, backend.code, threads, useMmap, useMlock, repack, prefetch))
 
         /**
          * Loads a model stored as [length] bytes of the open file [fd] from
@@ -68,7 +72,9 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
             threads: Int = 0,
             useMmap: Boolean = true,
             repack: Boolean = true,
-        ): Model = Model(RdNative.modelLoadFd(fd, offset, length, backend.code, threads, useMmap, false, repack))
+            prefetch: Boolean = true,
+        ): Model =
+            Model(RdNative.modelLoadFd(fd, offset, length, backend.code, threads, useMmap, false, repack, prefetch))
     }
 
     private val lock = Any()
