@@ -25,8 +25,8 @@ class Model private constructor(private var handle: Long) : AutoCloseable {
 
         /**
          * Loads a huginn GGUF file (rd_model_load). Blocks while the file is
-         * parsed and validated and the weights are mapped (and, with [prefetch], read once): call it off
-         * the main thread. [threads] = 0 uses one thread per physical core;
+         * parsed and validated and the weights are mapped (and, with
+         * [prefetch], read once): call it off the main thread. [threads] = 0 uses one thread per physical core;
          * on phones the big cores alone are usually faster (docs/android.md).
          * [repack] converts the matrices the CPU has interleaved kernels for
          * into memory the app owns (faster products; false keeps every weight
