@@ -20,7 +20,8 @@ public final class Model: @unchecked Sendable {
 
     /// Loads a huginn GGUF file (`rd_model_load`). Blocks while the file is
     /// parsed and validated and the weights are mapped (and, with
-    /// `prefetch`, read once): call it off the main actor. `threads` 0 uses one thread per physical core.
+    /// `prefetch`, read once): call it off the main actor. `threads` 0 uses
+    /// one thread per physical core.
     /// `repack` converts the matrices the CPU has interleaved kernels for into
     /// memory the app owns (faster products); false keeps every weight in the
     /// shared, reclaimable page cache (docs/performance.md). `prefetch` reads
