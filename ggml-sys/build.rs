@@ -9,7 +9,9 @@
 //! name another ggml directory instead (an offline mirror of the same files).
 //!
 //! Other inputs: `GGML_SYS_ARM_ARCH` (the `-march` of aarch64 builds, see
-//! README.md), `VULKAN_SDK` (where the Vulkan loader lives, feature `vulkan`).
+//! README.md), `GGML_SYS_X86_LEVEL` (`v3`, the default, or `avx512`: the
+//! instruction sets of x86-64 builds, see README.md), `VULKAN_SDK` (where the
+//! Vulkan loader lives, feature `vulkan`).
 
 use std::env;
 use std::fs;
@@ -30,6 +32,7 @@ fn main() {
     for var in [
         "GGML_SYS_SOURCE_DIR",
         "GGML_SYS_ARM_ARCH",
+        "GGML_SYS_X86_LEVEL",
         "VULKAN_SDK",
         "CARGO_HOME",
     ] {
@@ -247,13 +250,31 @@ fn build(work: &Path) -> PathBuf {
     }
     match arch.as_str() {
         "x86_64" => {
-            // x86-64-v3 without AVX-512: every x86 CPU since Haswell / Zen 1.
+            // Default: x86-64-v3 without AVX-512, every x86 CPU since Haswell
+            // / Zen 1. `avx512` adds AVX-512 (F, CD, VL, DQ, BW), VBMI and VNNI:
+            // Ice Lake / Zen 4 and later only, faster quantized dot products.
+            let level = env::var("GGML_SYS_X86_LEVEL").unwrap_or_else(|_| "v3".into());
+            let avx512 = match level.as_str() {
+                "v3" => false,
+                "avx512" => true,
+                other => panic!("GGML_SYS_X86_LEVEL={other:?}: expected v3 or avx512"),
+            };
             for isa in ["SSE42", "AVX", "AVX2", "BMI2", "FMA", "F16C"] {
                 cfg.define(format!("GGML_{isa}"), "ON");
             }
-            for isa in ["AVX512", "AVX_VNNI", "AMX_TILE", "AMX_INT8", "AMX_BF16"] {
+            for isa in ["AVX512", "AVX512_VBMI", "AVX512_VNNI"] {
+                cfg.define(format!("GGML_{isa}"), on(avx512));
+            }
+            for isa in [
+                "AVX512_BF16",
+                "AVX_VNNI",
+                "AMX_TILE",
+                "AMX_INT8",
+                "AMX_BF16",
+            ] {
                 cfg.define(format!("GGML_{isa}"), "OFF");
             }
+            println!("cargo:rustc-env=GGML_SYS_X86_LEVEL={level}");
         }
         "aarch64" if os != "macos" && os != "ios" => {
             let arm = env::var("GGML_SYS_ARM_ARCH").unwrap_or_else(|_| DEFAULT_ARM_ARCH.into());

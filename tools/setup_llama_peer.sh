@@ -24,9 +24,15 @@ if [ -z "$SRC" ]; then
 fi
 [ -n "$SRC" ] || { echo "llama-cpp-sys-2 $VER source not found" >&2; exit 1; }
 B="$D/build"
+ISA=()
+if [ "${GGML_SYS_X86_LEVEL:-v3}" = avx512 ]; then
+  # As ggml-sys with GGML_SYS_X86_LEVEL=avx512 (ggml-sys/README.md).
+  B="$D/build-avx512"
+  ISA=(-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON)
+fi
 if [ ! -f "$B/bin/libllama.so" ]; then
   # Same instruction sets as ggml-sys's x86-64 build (GGML_NATIVE off).
-  cmake -S "$SRC" -B "$B" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF \
+  cmake -S "$SRC" -B "$B" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF "${ISA[@]}" \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_APP=OFF \
     -DBUILD_SHARED_LIBS=ON >"$D/cmake.log"

@@ -22,6 +22,13 @@ include!("bindings.rs");
 /// Version of the registry package whose ggml this crate builds.
 pub const GGML_SOURCE: &str = "llama-cpp-sys-2 0.1.161 (ggml 0.26.0)";
 
+/// Instruction-set level the x86-64 build compiled ggml for: `v3` or
+/// `avx512` (`GGML_SYS_X86_LEVEL`; empty elsewhere).
+pub const X86_LEVEL: &str = match option_env!("GGML_SYS_X86_LEVEL") {
+    Some(l) => l,
+    None => "",
+};
+
 /// `-march` the aarch64 build compiled ggml with (empty elsewhere).
 pub const ARM_ARCH: &str = match option_env!("GGML_SYS_ARM_ARCH") {
     Some(a) => a,

@@ -106,6 +106,25 @@ const REQUIRED_CPU_FEATURES: &[&str] = &["sse4.2", "avx", "avx2", "bmi2", "fma",
 #[cfg(not(target_arch = "x86_64"))]
 const REQUIRED_CPU_FEATURES: &[&str] = &[];
 
+/// The AVX-512 extensions an `avx512` x86-64 build adds
+/// (`GGML_SYS_X86_LEVEL`, ggml-sys/README.md).
+#[cfg(target_arch = "x86_64")]
+fn required_x86_level_features() -> &'static [&'static str] {
+    if sys::X86_LEVEL == "avx512" {
+        &[
+            "avx512f",
+            "avx512cd",
+            "avx512vl",
+            "avx512dq",
+            "avx512bw",
+            "avx512vbmi",
+            "avx512vnni",
+        ]
+    } else {
+        &[]
+    }
+}
+
 /// The extensions aarch64 ggml was compiled for, from its `-march`.
 #[cfg(target_arch = "aarch64")]
 fn required_arm_features() -> Vec<&'static str> {
@@ -136,6 +155,13 @@ fn cpu_has(feature: &str) -> bool {
             "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
             "fma" => std::arch::is_x86_feature_detected!("fma"),
             "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            "avx512cd" => std::arch::is_x86_feature_detected!("avx512cd"),
+            "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+            "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+            "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
             _ => false,
         }
     }
@@ -168,6 +194,8 @@ pub(crate) fn check_cpu_features() -> Result<()> {
     let mut required: Vec<&str> = REQUIRED_CPU_FEATURES.to_vec();
     #[cfg(target_arch = "aarch64")]
     required.extend(required_arm_features());
+    #[cfg(target_arch = "x86_64")]
+    required.extend(required_x86_level_features());
     let missing = missing_features(&required, cpu_has);
     if missing.is_empty() {
         return Ok(());
