@@ -145,35 +145,48 @@ fn required_arm_features() -> Vec<&'static str> {
     v
 }
 
+/// `feature` checked against `names` with `std::arch`'s detection macro
+/// `detect` (which only takes literals, hence one arm per name).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! detected {
+    ($feature:expr, $detect:ident, [$($name:tt),* $(,)?]) => {
+        match $feature {
+            $($name => std::arch::$detect!($name),)*
+            _ => false,
+        }
+    };
+}
+
 fn cpu_has(feature: &str) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        match feature {
-            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
-            "avx" => std::arch::is_x86_feature_detected!("avx"),
-            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
-            "fma" => std::arch::is_x86_feature_detected!("fma"),
-            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
-            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-            "avx512cd" => std::arch::is_x86_feature_detected!("avx512cd"),
-            "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-            "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
-            "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
-            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
-            _ => false,
-        }
+        detected!(
+            feature,
+            is_x86_feature_detected,
+            [
+                "sse4.2",
+                "avx",
+                "avx2",
+                "bmi2",
+                "fma",
+                "f16c",
+                "avx512f",
+                "avx512cd",
+                "avx512vl",
+                "avx512dq",
+                "avx512bw",
+                "avx512vbmi",
+                "avx512vnni",
+            ]
+        )
     }
     #[cfg(target_arch = "aarch64")]
     {
-        match feature {
-            "dotprod" => std::arch::is_aarch64_feature_detected!("dotprod"),
-            "fp16" => std::arch::is_aarch64_feature_detected!("fp16"),
-            "i8mm" => std::arch::is_aarch64_feature_detected!("i8mm"),
-            "sve" => std::arch::is_aarch64_feature_detected!("sve"),
-            _ => false,
-        }
+        detected!(
+            feature,
+            is_aarch64_feature_detected,
+            ["dotprod", "fp16", "i8mm", "sve"]
+        )
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {

@@ -34,8 +34,10 @@ pub struct LoadParams {
     /// faults: every token of a dense model reads every weight, so this
     /// moves that cost to the load rather than adding to it. Only weights
     /// used in place (the CPU and Metal with `use_mmap`); pages stay clean,
-    /// reclaimable file cache. False maps lazily: a faster load, slower first
-    /// tokens (a 128-token prompt prefills ~10% slower on the CPU).
+    /// reclaimable file cache. False maps lazily: a faster load, and the
+    /// first graphs take the page faults (on a file already in the page
+    /// cache the difference was within measurement noise here;
+    /// docs/performance.md).
     pub prefetch: bool,
 }
 
