@@ -59,6 +59,17 @@ fn exit(
     s
 }
 
+/// The default KL exit from `min` iterations behind a latent screen.
+fn screened(name: &str, min: usize, screen: ExitCriterion, threshold: f64) -> Strategy {
+    exit(name, ExitCriterion::Kl, 5e-4, |s| {
+        s.limits.min_iterations = min;
+        s.limits.exit_screen = ExitSpec {
+            criterion: screen,
+            threshold,
+        };
+    })
+}
+
 fn operand(rng: &mut SplitMix64, max_digits: u32) -> u64 {
     let n = 1 + (rng.next_u64() % max_digits as u64) as u32;
     if n == 1 {
@@ -97,9 +108,10 @@ fn main() {
     let mut strategies: Vec<Strategy> =
         [1, 2, 4, 6, 8, 12, 16, 32].into_iter().map(fixed).collect();
     strategies.extend(extra_strategies());
-    // RD_BENCH_ONLY=text keeps fixed 8 and the strategies whose name has it.
+    // RD_BENCH_ONLY=text keeps fixed 8 and the strategies whose name has it
+    // (or one of several texts separated by `|`).
     if !only.is_empty() {
-        strategies.retain(|s| s.name == "fixed 8" || s.name.contains(&only));
+        strategies.retain(|s| s.name == "fixed 8" || only.split('|').any(|o| s.name.contains(o)));
     }
 
     let mut session = Session::new(Arc::clone(&model), &SessionParams::default()).expect("session");
@@ -195,6 +207,48 @@ fn run(
 fn extra_strategies() -> Vec<Strategy> {
     vec![
         exit("kl 5e-4, 2..32 (defaults)", ExitCriterion::Kl, 5e-4, |_| {}),
+        screened(
+            "kl 5e-4, 2..32, screen cosine 1e-2",
+            2,
+            ExitCriterion::Cosine,
+            1e-2,
+        ),
+        screened(
+            "kl 5e-4, 2..32, screen cosine 3e-2",
+            2,
+            ExitCriterion::Cosine,
+            3e-2,
+        ),
+        screened(
+            "kl 5e-4, 2..32, screen cosine 1e-1",
+            2,
+            ExitCriterion::Cosine,
+            1e-1,
+        ),
+        screened(
+            "kl 5e-4, 1..32, screen cosine 1e-2",
+            1,
+            ExitCriterion::Cosine,
+            1e-2,
+        ),
+        screened(
+            "kl 5e-4, 1..32, screen cosine 3e-2",
+            1,
+            ExitCriterion::Cosine,
+            3e-2,
+        ),
+        screened(
+            "kl 5e-4, 1..32, screen latent-diff 0.1",
+            1,
+            ExitCriterion::LatentDiff,
+            0.1,
+        ),
+        screened(
+            "kl 5e-4, 1..32, screen latent-diff 0.3",
+            1,
+            ExitCriterion::LatentDiff,
+            0.3,
+        ),
         exit(
             "kl 5e-4, 2..32, automatic check_every",
             ExitCriterion::Kl,

@@ -328,6 +328,10 @@ static void test_exits_and_sampling(void) {
                      limits_of(1, 40, RD_EXIT_COSINE, 1, true), NULL, 300);
     check_generation("argmax-stability, check_every 3", 1, 2,
                      limits_of(3, 24, RD_EXIT_ARGMAX_STABILITY, 3, false), NULL, 300);
+    rd_compute_limits screened = limits_of(1, 32, RD_EXIT_KL, 1, false);
+    screened.exit_screen_criterion = RD_EXIT_COSINE;
+    screened.exit_screen_threshold = 1e-2;
+    check_generation("kl exit 1..32 behind a cosine screen, B=2", 1, 2, screened, NULL, 300);
     rd_sampling_params sp = rd_sampling_default_params();
     sp.seed = 7;
     sp.repeat_penalty = 1.1f;

@@ -506,6 +506,18 @@ static void test_eval_and_logits(void) {
 }
 
 /* (b) the budget is respected and reported per token; exits lower it. */
+/* Limits of 2..20 iterations: `exit` at its usual threshold behind the
+ * screen `screen` at 0.1. */
+static rd_compute_limits lat_screen_of(rd_exit_criterion exit, rd_exit_criterion screen) {
+    rd_compute_limits l = fixed_limits(20);
+    l.min_iterations = 2;
+    l.exit_criterion = exit;
+    l.exit_threshold = rd_exit_default_threshold(exit);
+    l.exit_screen_criterion = screen;
+    l.exit_screen_threshold = 0.1;
+    return l;
+}
+
 static void test_iteration_budget(void) {
     rd_session *s = open_session(MODEL_CTX, 1);
     if (!s) return;
@@ -550,6 +562,47 @@ static void test_iteration_budget(void) {
         /* An early exit happened because the value fell below the threshold. */
         if (c.iterations[i] < 32) CHECK(c.exit_values[i] < kl.exit_threshold);
     }
+
+    /* A screen before the KL exit: closed (threshold 0), every token runs the
+     * maximum; open at once (+inf), the same tokens and iterations as without
+     * it; a screen before a latent criterion, or an unknown one, is refused. */
+    rd_compute_limits closed = kl;
+    closed.exit_screen_criterion = RD_EXIT_COSINE;
+    closed.exit_screen_threshold = 0.0;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &closed, 8, &c, &st));
+    for (size_t i = 1; i < c.n; i++) CHECK(c.iterations[i] == 32);
+    uint32_t kl_iters[24];
+    rd_token kl_tokens[24];
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &kl, 12, &c, &st));
+    size_t n_kl = c.n;
+    memcpy(kl_iters, c.iterations, n_kl * sizeof kl_iters[0]);
+    memcpy(kl_tokens, c.tokens, n_kl * sizeof kl_tokens[0]);
+    rd_compute_limits open = kl;
+    open.exit_screen_criterion = RD_EXIT_LATENT_DIFF;
+    open.exit_screen_threshold = INFINITY;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &open, 12, &c, &st));
+    CHECK(c.n == n_kl);
+    CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
+    CHECK(memcmp(c.tokens, kl_tokens, n_kl * sizeof kl_tokens[0]) == 0);
+    rd_compute_limits bad_screen = lat_screen_of(RD_EXIT_COSINE, RD_EXIT_COSINE);
+    CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &bad_screen, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(rd_last_error(), "screen") != NULL);
+    bad_screen = lat_screen_of(RD_EXIT_KL, 42);
+    CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &bad_screen, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
+    /* A caller built against 0.3 (40 bytes) gets no screen, whatever lies after. */
+    rd_compute_limits old = kl;
+    old.struct_size = 40;
+    old.exit_screen_criterion = 0xdead;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &old, 12, &c, &st));
+    CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
 
     /* check_every: exits only at min + k * check_every (or at max). */
     rd_compute_limits ce = kl;

@@ -421,6 +421,23 @@ typedef struct rd_compute_limits {
      * prompt position (default false: the prompt runs the full budget).
      */
     bool exit_in_prefill;
+    /**
+     * Threshold of `exit_screen_criterion` (as `exit_threshold`; see
+     * `rd_exit_default_threshold()`; default 0). Added in 0.4.
+     */
+    double exit_screen_threshold;
+    /**
+     * A screen before a criterion on the next-token distribution
+     * (`RD_EXIT_KL`, `RD_EXIT_MINP_KL`, `RD_EXIT_ENTROPY_DIFF`,
+     * `RD_EXIT_ARGMAX_STABILITY`): `RD_EXIT_COSINE` or
+     * `RD_EXIT_LATENT_DIFF`, which compare states and run no coda. Until it
+     * passes its threshold a token's checks only compare states; from
+     * there on the exit criterion is checked as without a screen. Default
+     * `RD_EXIT_NONE`: no screen. Any other value, or a screen before a
+     * criterion that is not on the distribution, is an invalid argument
+     * (docs/semantics.md, "Screened exits"). Added in 0.4.
+     */
+    rd_exit_criterion exit_screen_criterion;
 } rd_compute_limits;
 
 /**

@@ -31,6 +31,16 @@ pub struct ComputeLimits {
     pub max_iterations: usize,
     /// Early-exit criterion and threshold.
     pub exit: ExitSpec,
+    /// A screen for a criterion on the next-token distribution: a latent
+    /// criterion (`cosine` or `latent-diff`, which reads the state and
+    /// needs no coda) that must pass its threshold before `exit` is
+    /// evaluated at all. Until it passes, check steps only compare states;
+    /// from the check where it passes to the end of the token, `exit` is
+    /// checked as without a screen (its first check compares with the
+    /// uniform distribution, as at any token's first check). Default
+    /// `none`: no screen, `exit` is checked at every check step
+    /// (docs/semantics.md, "Screened exits").
+    pub exit_screen: ExitSpec,
     /// Evaluate the criterion every this many steps once `min_iterations` is
     /// reached; 0 = automatic (see [`ComputeLimits::resolve_check_every`]).
     pub check_every: usize,
@@ -46,6 +56,7 @@ impl Default for ComputeLimits {
             min_iterations: 1,
             max_iterations: 32,
             exit: ExitSpec::default(),
+            exit_screen: ExitSpec::default(),
             check_every: 1,
             exit_in_prefill: false,
             warm_start: false,
@@ -63,7 +74,8 @@ impl ComputeLimits {
         }
     }
 
-    /// Checks ranges: 1 <= min <= max <= MAX_ITERATIONS, a valid threshold.
+    /// Checks ranges: 1 <= min <= max <= MAX_ITERATIONS, valid thresholds,
+    /// and a screen only of a latent criterion, before a logits criterion.
     pub fn validate(&self) -> Result<()> {
         if self.max_iterations == 0 || self.max_iterations > MAX_ITERATIONS {
             return Err(Error::InvalidArgument(format!(
@@ -77,7 +89,38 @@ impl ComputeLimits {
                 self.min_iterations, self.max_iterations
             )));
         }
-        self.exit.validate()
+        self.exit.validate()?;
+        let screen = self.exit_screen.criterion;
+        if screen != ExitCriterion::None {
+            if !matches!(screen, ExitCriterion::Cosine | ExitCriterion::LatentDiff) {
+                return Err(Error::InvalidArgument(format!(
+                    "exit screen {:?}: a screen is a latent criterion (cosine or latent-diff)",
+                    screen.name()
+                )));
+            }
+            if !self.exit.criterion.needs_logits() {
+                return Err(Error::InvalidArgument(format!(
+                    "exit screen {:?} with exit criterion {:?}: a screen only goes before a \
+                     criterion on the next-token distribution (kl, minp-kl, entropy-diff, \
+                     argmax-stability)",
+                    screen.name(),
+                    self.exit.criterion.name()
+                )));
+            }
+            self.exit_screen.validate().map_err(|e| match e {
+                Error::InvalidArgument(m) => Error::InvalidArgument(format!("exit screen: {m}")),
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether a screen goes before the exit criterion (see
+    /// [`ComputeLimits::exit_screen`]).
+    pub fn is_screened(&self) -> bool {
+        self.exit_screen.criterion.needs_latent()
+            && self.exit_screen.criterion != ExitCriterion::Gate
+            && self.exit.criterion.needs_logits()
     }
 
     /// [`ComputeLimits::validate`], and whether `model` can honour the
@@ -143,14 +186,16 @@ impl ComputeLimits {
     }
 
     /// The graphs a token runs from after step `t` to the next check: calls
-    /// `f` with each segment and returns the step of that check.
+    /// `f` with each segment and returns the step of that check. With
+    /// `logits` the check's graph ends with the coda and head (always at
+    /// `max_iterations`).
     fn segments_to_next_check(
         &self,
         t: usize,
         on_device: bool,
+        logits: bool,
         mut f: impl FnMut(Segment) -> Result<()>,
     ) -> Result<usize> {
-        let needs_logits = self.exit.criterion.needs_logits();
         let mut target = t + 1;
         while !self.is_check(target) {
             target += 1;
@@ -159,7 +204,7 @@ impl ComputeLimits {
         while t < target {
             let n = (target - t).min(STEPS_PER_GRAPH);
             let at_target = t + n == target;
-            let coda = if at_target && (needs_logits || target == self.max_iterations) {
+            let coda = if at_target && (logits || target == self.max_iterations) {
                 CodaMode::Last
             } else {
                 CodaMode::None
@@ -191,17 +236,27 @@ impl ComputeLimits {
     /// (whatever step it exits at) to `out`, each with the number of
     /// exit-statistic checks its token ran before it.
     fn token_segments(&self, on_device: bool, out: &mut Vec<(Segment, usize)>) -> Result<()> {
-        let mut t = 0;
-        let mut checks = 0;
-        while t < self.max_iterations {
-            t = self.segments_to_next_check(t, on_device, |seg| {
-                out.push((seg, checks));
-                checks += seg.exit_stats as usize;
-                Ok(())
-            })?;
+        let needs_logits = self.exit.criterion.needs_logits();
+        // A screened token runs the check graphs without the coda until its
+        // screen passes, with it after: the same segments, both ways.
+        let ways: &[bool] = if self.is_screened() {
+            &[true, false]
+        } else {
+            &[needs_logits]
+        };
+        for &logits in ways {
+            let mut t = 0;
+            let mut checks = 0;
+            while t < self.max_iterations {
+                t = self.segments_to_next_check(t, on_device, logits, |seg| {
+                    out.push((seg, checks));
+                    checks += seg.exit_stats as usize;
+                    Ok(())
+                })?;
+            }
         }
-        if self.exit.criterion.needs_latent() && !self.exit.criterion.needs_logits() {
-            out.push((Self::latent_exit_coda(t), checks));
+        if (self.exit.criterion.needs_latent() && !needs_logits) || self.is_screened() {
+            out.push((Self::latent_exit_coda(self.max_iterations), 0));
         }
         Ok(())
     }
@@ -684,7 +739,7 @@ impl Session {
     /// can compute; on a GPU a check then reads those, not the logits.
     fn token_exit_on_device(&self, limits: &ComputeLimits) -> bool {
         let c = limits.exit.criterion;
-        c.needs_logits() && self.exit_on_device() && c.device_computable()
+        c.needs_logits() && self.exit_on_device() && c.device_computable() && !limits.is_screened()
     }
 
     /// Runs one batch (a prompt chunk or one token) under `limits`; returns the
@@ -704,18 +759,35 @@ impl Session {
         let spec = limits.exit;
         let needs_logits = spec.criterion.needs_logits();
         let on_device = self.token_exit_on_device(limits);
+        // Until the screen (if any) passes, checks compare states only.
+        let mut screening = limits.is_screened();
         let mut t = 0;
         let mut value = f64::NAN;
         loop {
             // Up to the next step at which something must be observed.
-            t = limits.segments_to_next_check(t, on_device, |seg| {
+            let logits = needs_logits && !screening;
+            t = limits.segments_to_next_check(t, on_device, logits, |seg| {
                 self.run_segment(seg, None)?;
                 if self.take_cancel() {
                     return Err(Error::Cancelled);
                 }
                 Ok(())
             })?;
-            if on_device {
+            if screening {
+                if t >= limits.max_iterations {
+                    // The last step's graph ran the coda: the token ends.
+                    break;
+                }
+                self.read_last_state(&mut w.state)?;
+                let screen = w.exit.observe_latent(&limits.exit_screen, &w.state);
+                if !limits.exit_screen.should_exit(screen) {
+                    continue;
+                }
+                // Passed: the coda on this state, and the criterion's first check.
+                screening = false;
+                self.run_segment(ComputeLimits::latent_exit_coda(t), None)?;
+                value = w.exit.observe_logits(&spec, self.logits());
+            } else if on_device {
                 let st = self.last_exit_stats();
                 value = w
                     .exit

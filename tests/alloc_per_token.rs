@@ -118,6 +118,11 @@ fn no_rust_allocation_per_token() {
         limits: l,
         ..GenerateParams::default()
     };
+    let mut screened = limits(1, 32, ExitCriterion::Kl, 1);
+    screened.exit_screen = ExitSpec {
+        criterion: ExitCriterion::Cosine,
+        threshold: 1e-2,
+    };
     let mut warm = limits(1, 40, ExitCriterion::Cosine, 1);
     warm.warm_start = true;
     let sampled = GenerateParams {
@@ -151,6 +156,7 @@ fn no_rust_allocation_per_token() {
             plain(limits(2, 32, ExitCriterion::Kl, 1)),
         ),
         ("cosine 1..40, warm start", 1, plain(warm)),
+        ("kl 1..32 behind a cosine screen, B=2", 2, plain(screened)),
         (
             "argmax-stability every 3",
             2,

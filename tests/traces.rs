@@ -69,6 +69,7 @@ fn cases(file: &str) -> Vec<Case> {
                 min_iterations: num(r, "min_iterations"),
                 max_iterations: num(r, "max_iterations"),
                 exit: col(r, "exit").parse().unwrap(),
+                exit_screen: ExitSpec::default(),
                 check_every: num(r, "check_every"),
                 // Only the authors' traces have the column: their generation
                 // checks exits during the prompt too.
@@ -180,11 +181,22 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
         // Both places an exit value can be computed: the default for the
         // device (host f64 on the CPU, in the graph on a GPU) and, for the
         // criteria the graph can compute, the other one.
-        let mut modes = vec![None];
+        let mut modes = vec![(None, false)];
         if c.limits.exit.criterion.device_computable() {
-            modes.push(Some(!common::on_gpu()));
+            modes.push((Some(!common::on_gpu()), false));
         }
-        for exit_on_device in modes {
+        // Behind a screen that passes at once, a criterion on the
+        // distribution must decide exactly as without one: the same checks,
+        // with the coda in a graph of its own after the state is compared.
+        if c.limits.exit.criterion.needs_logits() {
+            modes.push((None, true));
+        }
+        for (exit_on_device, screened) in modes {
+            let mut limits = c.limits;
+            if screened {
+                limits.exit_screen =
+                    ExitSpec::with_threshold(ExitCriterion::Cosine, f64::INFINITY).unwrap();
+            }
             let params = SessionParams {
                 n_ctx: 64,
                 kv_budget: c.kv_budget,
@@ -194,7 +206,7 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
             let mut s = Session::new(Arc::clone(&model), &params).unwrap();
             let gp = GenerateParams {
                 max_tokens: c.tokens.len(),
-                limits: c.limits,
+                limits,
                 prefill_iterations: Some(c.prefill_iterations),
                 sampling: SamplingParams::greedy(),
                 ..GenerateParams::default()
@@ -203,12 +215,12 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
             let tokens: Vec<u32> = trace.iter().map(|t| t.0).collect();
             let iterations: Vec<usize> = trace.iter().map(|t| t.1).collect();
             println!(
-                "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?} (exit on device: {exit_on_device:?})",
+                "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?} (exit on device: {exit_on_device:?}, screened: {screened})",
                 c.name, ""
             );
             if tokens != c.tokens || iterations != c.iterations {
                 failures.push(format!(
-                "{} (exit on device {exit_on_device:?}): expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
+                "{} (exit on device {exit_on_device:?}, screened {screened}): expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
                 c.name,
                 c.tokens,
                 c.iterations,
@@ -297,6 +309,7 @@ fn limits(min: usize, max: usize, exit: &str, check_every: usize) -> ComputeLimi
         min_iterations: min,
         max_iterations: max,
         exit: exit.parse().unwrap(),
+        exit_screen: ExitSpec::default(),
         check_every,
         exit_in_prefill: false,
         warm_start: false,
@@ -405,6 +418,80 @@ fn iterations_stay_on_the_check_grid() {
 }
 
 #[test]
+fn a_closed_screen_runs_every_token_to_max() {
+    // A screen of threshold 0 never passes (a distance is never below 0):
+    // every token runs `max` steps and ends in the same logits as a fixed
+    // budget, so greedy tokens are those of `fixed(max)`.
+    let m = small_model("screen-closed");
+    for (b, min, max, every) in [(1, 1, 7, 1), (3, 2, 9, 2), (2, 3, 20, 1)] {
+        let mut s = session(&m, b, 64);
+        let (want, _) = run(&mut s, &PROMPT, &params(ComputeLimits::fixed(max), 8)).unwrap();
+        for screen in ["cosine:0", "latent-diff:0"] {
+            let l = ComputeLimits {
+                exit_screen: screen.parse().unwrap(),
+                ..limits(min, max, "kl:1e-1", every)
+            };
+            let mut s = session(&m, b, 64);
+            let (t, _) = run(&mut s, &PROMPT, &params(l, 8)).unwrap();
+            assert_eq!(decode_iterations(&t), vec![max; 7], "{screen} B={b}");
+            let tokens = |t: &Trace| t.iter().map(|e| e.0).collect::<Vec<_>>();
+            assert_eq!(tokens(&t), tokens(&want), "{screen} B={b}");
+            // The criterion never ran: no value to report.
+            assert!(t.iter().skip(1).all(|e| e.2.is_nan()), "{screen} B={b}");
+        }
+    }
+}
+
+#[test]
+fn a_screen_only_delays_the_first_exit() {
+    // Screened, the first decoded token (same prompt, same cache) can only
+    // exit where the unscreened criterion could: at a check after its
+    // screen passed, never before the unscreened exit and never before the
+    // second check (the screen has nothing to compare at the first).
+    let m = small_model("screen-delay");
+    let (mut early, mut later) = (0, 0);
+    for (min, max, exit, every) in [
+        (1, 16, "kl:1e-2", 1),
+        (2, 16, "kl:1e-3", 2),
+        (1, 12, "entropy-diff:1e-2", 1),
+        (2, 14, "argmax-stability:2", 1),
+    ] {
+        for screen in [
+            "cosine:1e-2",
+            "cosine:1e-1",
+            "latent-diff:0.3",
+            "latent-diff:1",
+        ] {
+            let mut s = session(&m, 2, 64);
+            let (plain, _) =
+                run(&mut s, &PROMPT, &params(limits(min, max, exit, every), 3)).unwrap();
+            let l = ComputeLimits {
+                exit_screen: screen.parse().unwrap(),
+                ..limits(min, max, exit, every)
+            };
+            let mut s = session(&m, 2, 64);
+            let (t, _) = run(&mut s, &PROMPT, &params(l, 3)).unwrap();
+            let (got, unscreened) = (t[1].1, plain[1].1);
+            early += usize::from(got < max);
+            later += usize::from(got > unscreened);
+            assert!(
+                got >= unscreened && got >= (min + every).min(max),
+                "{exit} {screen}: exit at {got}, unscreened {unscreened}, min {min} every {every}"
+            );
+            for it in decode_iterations(&t) {
+                assert!((min..=max).contains(&it), "{exit} {screen}: {it}");
+                assert!(
+                    it == max || (it - min) % every == 0,
+                    "{exit} {screen}: {it}"
+                );
+            }
+        }
+    }
+    // The cases are live: screens pass, and some exits come later.
+    assert!(early > 0 && later > 0, "early {early}, later {later}");
+}
+
+#[test]
 fn budget_one_memory_does_not_grow_with_iterations() {
     let m = small_model("budget");
     let mut sizes = Vec::new();
@@ -434,6 +521,27 @@ fn invalid_limits_are_rejected() {
     let mut s = session(&m, 2, 64);
     let ok = limits(2, 8, "kl:1e-3", 1);
     let bad = [
+        (
+            "a screen that is not latent",
+            ComputeLimits {
+                exit_screen: "entropy-diff".parse().unwrap(),
+                ..ok
+            },
+        ),
+        (
+            "a screen before a latent criterion",
+            ComputeLimits {
+                exit_screen: "cosine".parse().unwrap(),
+                ..limits(2, 8, "latent-diff", 1)
+            },
+        ),
+        (
+            "a screen without a criterion",
+            ComputeLimits {
+                exit_screen: "latent-diff".parse().unwrap(),
+                ..limits(2, 8, "none", 1)
+            },
+        ),
         (
             "min > max",
             ComputeLimits {

@@ -433,12 +433,30 @@ pub struct rd_compute_limits {
     /// Allow the exit criterion during prompt prefill, decided on the last
     /// prompt position (default false: the prompt runs the full budget).
     pub exit_in_prefill: bool,
+    /// Threshold of `exit_screen_criterion` (as `exit_threshold`; see
+    /// `rd_exit_default_threshold()`; default 0). Added in 0.4.
+    pub exit_screen_threshold: f64,
+    /// A screen before a criterion on the next-token distribution
+    /// (`RD_EXIT_KL`, `RD_EXIT_MINP_KL`, `RD_EXIT_ENTROPY_DIFF`,
+    /// `RD_EXIT_ARGMAX_STABILITY`): `RD_EXIT_COSINE` or
+    /// `RD_EXIT_LATENT_DIFF`, which compare states and run no coda. Until it
+    /// passes its threshold a token's checks only compare states; from
+    /// there on the exit criterion is checked as without a screen. Default
+    /// `RD_EXIT_NONE`: no screen. Any other value, or a screen before a
+    /// criterion that is not on the distribution, is an invalid argument
+    /// (docs/semantics.md, "Screened exits"). Added in 0.4.
+    pub exit_screen_criterion: rd_exit_criterion,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers and C bools.
 unsafe impl Versioned for rd_compute_limits {
     const NAME: &'static str = "rd_compute_limits";
-    const RELEASED_SIZES: &'static [usize] = &[];
+    // 0.1 to 0.3 ended after `exit_in_prefill` (with padding to 40 bytes);
+    // 0.4's screen starts at 40.
+    const RELEASED_SIZES: &'static [usize] = &[std::mem::offset_of!(
+        rd_compute_limits,
+        exit_screen_threshold
+    )];
     fn defaults() -> Self {
         let d = ComputeLimits::default();
         rd_compute_limits {
@@ -450,6 +468,8 @@ unsafe impl Versioned for rd_compute_limits {
             exit_threshold: 0.0,
             warm_start: d.warm_start,
             exit_in_prefill: d.exit_in_prefill,
+            exit_screen_threshold: 0.0,
+            exit_screen_criterion: RD_EXIT_NONE,
         }
     }
 }
@@ -475,12 +495,22 @@ impl rd_compute_limits {
         let criterion = criterion_of(self.exit_criterion).ok_or_else(|| {
             Fail::invalid(format!("unknown exit_criterion {}", self.exit_criterion))
         })?;
+        let screen = criterion_of(self.exit_screen_criterion).ok_or_else(|| {
+            Fail::invalid(format!(
+                "unknown exit_screen_criterion {}",
+                self.exit_screen_criterion
+            ))
+        })?;
         let limits = ComputeLimits {
             min_iterations: self.min_iterations as usize,
             max_iterations: self.max_iterations as usize,
             exit: ExitSpec {
                 criterion,
                 threshold: self.exit_threshold,
+            },
+            exit_screen: ExitSpec {
+                criterion: screen,
+                threshold: self.exit_screen_threshold,
             },
             check_every: self.check_every as usize,
             exit_in_prefill: self.exit_in_prefill,
@@ -764,5 +794,56 @@ mod tests {
         // SAFETY: as above.
         let read = unsafe { read_struct(&raw const p, "p") }.unwrap();
         assert!(!read.to_load_params().unwrap().prefetch);
+    }
+
+    #[test]
+    fn a_0_3_compute_limits_struct_gets_no_screen() {
+        // 0.1-0.3 callers pass 40 bytes; what lies after is not theirs.
+        assert_eq!(
+            std::mem::offset_of!(rd_compute_limits, exit_screen_threshold),
+            40
+        );
+        let mut l = rd_compute_limits_default();
+        l.struct_size = 40;
+        l.exit_criterion = RD_EXIT_KL;
+        l.exit_threshold = 5e-4;
+        l.exit_screen_criterion = 1234; // garbage beyond the caller's struct
+        l.exit_screen_threshold = f64::NAN;
+        // SAFETY: `l` is a valid struct of at least `struct_size` bytes.
+        let read = unsafe { read_struct(&raw const l, "l") }.unwrap();
+        let limits = read.to_limits().unwrap();
+        assert_eq!(limits.exit_screen, ExitSpec::default());
+        assert!(!limits.is_screened());
+        l.struct_size = 44;
+        // SAFETY: as above (an unreleased size is refused before reading).
+        assert!(unsafe { read_struct(&raw const l, "l") }.is_err());
+    }
+
+    #[test]
+    fn screens_are_checked() {
+        let mut l = rd_compute_limits_default();
+        l.exit_criterion = RD_EXIT_KL;
+        l.exit_threshold = 5e-4;
+        l.exit_screen_criterion = RD_EXIT_COSINE;
+        l.exit_screen_threshold = 1e-2;
+        let limits = l.to_limits().unwrap();
+        assert!(limits.is_screened());
+        assert_eq!(limits.exit_screen.threshold, 1e-2);
+        let bad = [
+            (RD_EXIT_KL, RD_EXIT_KL, 1e-2),         // not a latent screen
+            (RD_EXIT_KL, RD_EXIT_GATE, 0.5),        // the learned gate is no screen
+            (RD_EXIT_COSINE, RD_EXIT_COSINE, 1e-2), // nothing to screen
+            (RD_EXIT_NONE, RD_EXIT_LATENT_DIFF, 1e-2),
+            (RD_EXIT_KL, RD_EXIT_COSINE, -1.0), // bad threshold
+            (RD_EXIT_KL, 77, 1.0),              // unknown criterion
+        ];
+        for (exit, screen, t) in bad {
+            l.exit_criterion = exit;
+            l.exit_screen_criterion = screen;
+            l.exit_screen_threshold = t;
+            let e = l.to_limits().unwrap_err();
+            assert_eq!(e.status, rd_status::RD_ERR_INVALID_ARGUMENT);
+            assert!(e.message.contains("screen"), "{}", e.message);
+        }
     }
 }

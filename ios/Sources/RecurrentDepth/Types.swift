@@ -58,15 +58,21 @@ public struct ComputeLimits: Equatable, Sendable {
     public var warmStart: Bool
     /// Allow the exit criterion on the prompt's last position.
     public var exitInPrefill: Bool
+    /// A latent screen (`.cosine` or `.latentDiff`) that must pass before
+    /// `exit` (a criterion on the next-token distribution) is evaluated;
+    /// `.none`: no screen.
+    public var exitScreen: ExitCriterion
 
     public init(minIterations: Int = 1, maxIterations: Int = 32, checkEvery: Int = 1,
-                exit: ExitCriterion = .none, warmStart: Bool = false, exitInPrefill: Bool = false) {
+                exit: ExitCriterion = .none, warmStart: Bool = false, exitInPrefill: Bool = false,
+                exitScreen: ExitCriterion = .none) {
         self.minIterations = minIterations
         self.maxIterations = maxIterations
         self.checkEvery = checkEvery
         self.exit = exit
         self.warmStart = warmStart
         self.exitInPrefill = exitInPrefill
+        self.exitScreen = exitScreen
     }
 
     /// Exactly `iterations` per token.
@@ -83,6 +89,8 @@ public struct ComputeLimits: Equatable, Sendable {
         l.exit_threshold = exit.threshold
         l.warm_start = warmStart
         l.exit_in_prefill = exitInPrefill
+        l.exit_screen_criterion = exitScreen.code
+        l.exit_screen_threshold = exitScreen.threshold
         return l
     }
 }

@@ -238,6 +238,11 @@ pub struct RunArgs {
     /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate (a model's learned exit gate: Ouro).
     #[arg(long, default_value = "none")]
     pub exit: ExitSpec,
+    /// Screen[:threshold] before an exit criterion on the next-token
+    /// distribution: cosine or latent-diff, which compare states only; the
+    /// criterion (and its coda) runs from the check where the screen passes.
+    #[arg(long, default_value = "none")]
+    pub exit_screen: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached (0 =
     /// automatic, from the model's cost of a check relative to a step).
     #[arg(long, default_value_t = 1)]
@@ -405,6 +410,10 @@ pub struct ChatArgs {
     /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate).
     #[arg(long, default_value = "kl:5e-4")]
     pub exit: ExitSpec,
+    /// Screen[:threshold] before the exit criterion (cosine or latent-diff;
+    /// see `rd run --help`).
+    #[arg(long, default_value = "none")]
+    pub exit_screen: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached (0 =
     /// automatic, from the model's cost of a check relative to a step).
     #[arg(long, default_value_t = 1)]
