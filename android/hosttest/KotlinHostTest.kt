@@ -197,6 +197,31 @@ fun main() {
         }
     }
 
+    test("an exit screen reaches the library") {
+        load().use { model ->
+            model.newSession().use { session ->
+                val kl = ComputeLimits(minIterations = 2, maxIterations = 24, exit = ExitCriterion.Kl())
+                // Closed (threshold 0): every generated token runs the maximum.
+                val closed = kl.copy(exitScreen = ExitCriterion.Cosine(0.0))
+                val events = session.generate(PROMPT, closed, maxTokens = 6).toList()
+                for (e in events.drop(1)) checkEq(24, e.iterations, "closed screen")
+                // Open at once: as without a screen.
+                session.reset()
+                val plain = session.generate(PROMPT, kl, maxTokens = 6).toList()
+                session.reset()
+                val open = kl.copy(exitScreen = ExitCriterion.LatentDiff(Double.POSITIVE_INFINITY))
+                val screened = session.generate(PROMPT, open, maxTokens = 6).toList()
+                checkEq(plain.map { it.iterations }, screened.map { it.iterations }, "open screen")
+                // A screen before a latent criterion is refused.
+                session.reset()
+                val bad = ComputeLimits(exit = ExitCriterion.Cosine(), exitScreen = ExitCriterion.Cosine())
+                expectRd(RdException.Status.INVALID_ARGUMENT) {
+                    session.generate(PROMPT, bad, maxTokens = 2).toList()
+                }
+            }
+        }
+    }
+
     test("take(n) stops the generation; the session stays usable") {
         load().use { model ->
             model.newSession().use { session ->

@@ -263,8 +263,6 @@ impl GraphBuilder<'_> {
         if self.contiguous_attention {
             keys = self.ctx.cont(keys);
             q = self.ctx.cont(q);
-        } else if n >= 8 {
-            q = self.ctx.cont(q);
         }
         let kq = self.ctx.mul_mat(keys, q);
         let kq = self

@@ -259,7 +259,9 @@ final class RdNative {
             int exitCriterion,
             double exitThreshold,
             boolean warmStart,
-            boolean exitInPrefill);
+            boolean exitInPrefill,
+            int exitScreenCriterion,
+            double exitScreenThreshold);
 
     /**
      * rd_generate, or rd_generate_text when {@code promptUtf8} is not null
@@ -286,6 +288,8 @@ final class RdNative {
             double exitThreshold,
             boolean warmStart,
             boolean exitInPrefill,
+            int exitScreenCriterion,
+            double exitScreenThreshold,
             boolean sample,
             float temperature,
             int topK,

@@ -51,6 +51,13 @@ data class ComputeLimits(
     val warmStart: Boolean = false,
     /** Allow the exit criterion on the prompt's last position. */
     val exitInPrefill: Boolean = false,
+    /**
+     * A latent screen ([ExitCriterion.Cosine] or [ExitCriterion.LatentDiff])
+     * that must pass before [exit], a criterion on the next-token
+     * distribution, is evaluated (docs/semantics.md, "Screened exits");
+     * [ExitCriterion.None]: no screen.
+     */
+    val exitScreen: ExitCriterion = ExitCriterion.None,
 ) {
     companion object {
         /** Exactly [iterations] per token. */

@@ -127,6 +127,7 @@ class Session internal constructor(
                         h, ids, text, maxTokens, prefillIterations,
                         limits.minIterations, limits.maxIterations, limits.checkEvery,
                         limits.exit.code, limits.exit.threshold, limits.warmStart, limits.exitInPrefill,
+                        limits.exitScreen.code, limits.exitScreen.threshold,
                         sampling != null, s.temperature, s.topK, s.topP, s.minP,
                         s.repeatPenalty, s.repeatLastN, s.seed, s.greedy,
                         stopTokens, defaultStopTokens, tokenizeFlags,
@@ -190,6 +191,7 @@ class Session internal constructor(
             RdNative.setComputeLimits(
                 h, limits.minIterations, limits.maxIterations, limits.checkEvery,
                 limits.exit.code, limits.exit.threshold, limits.warmStart, limits.exitInPrefill,
+                limits.exitScreen.code, limits.exitScreen.threshold,
             )
         } finally {
             native.release()
