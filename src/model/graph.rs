@@ -58,6 +58,12 @@ pub(crate) struct GraphBuilder<'a> {
     /// Fused attention (`ggml_flash_attn_ext`) over V stored like K; needs
     /// `BatchInputs::mask_f16`.
     pub flash_attention: bool,
+    /// Set by [`GraphBuilder::coda`] while it builds the last coda block of a
+    /// batch whose head reads only the last position: that block stores K/V
+    /// for every position and attends for all of them, then keeps only the
+    /// last position for the output projection, the MLP and the norms
+    /// ([`GraphBuilder::kept_rows`]). Starts `false`.
+    pub last_position_only: bool,
 }
 
 impl GraphBuilder<'_> {
@@ -117,20 +123,42 @@ impl GraphBuilder<'_> {
             x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
         }
         let first = self.cfg.n_prelude + self.cfg.n_core;
+        let narrow = last_only && inp.n > 1;
         for (k, layer) in kv.iter().enumerate() {
-            x = self.block(&self.w.blocks[first + k], x, inp, *layer)?;
+            // The last block's K/V rows are stored for every position; past
+            // its attention only the last position goes on.
+            self.last_position_only = narrow && k + 1 == kv.len();
+            let out = self.block(&self.w.blocks[first + k], x, inp, *layer);
+            self.last_position_only = false;
+            x = out?;
         }
-        if last_only && inp.n > 1 {
-            let nb1 = x.nb()[1];
-            x = self
-                .ctx
-                .view_2d(x, self.cfg.n_embd as i64, 1, nb1, (inp.n - 1) * nb1);
+        if narrow && kv.is_empty() {
+            x = self.kept_rows(x, true);
         }
         if !self.cfg.norm_after_step {
             // (With a norm after every step the state is already normed.)
             x = self.ctx.rms_norm(x, self.w.output_norm, self.cfg.norm_eps);
         }
         Ok(self.ctx.mul_mat(self.w.head(), x))
+    }
+
+    /// `x` (`[d, n]`), or a view of its last column when `last` holds (for the
+    /// blocks: when [`GraphBuilder::last_position_only`] is set). Blocks pass
+    /// their residual through it after the attention.
+    pub(crate) fn kept_rows(&mut self, x: Tensor, last: bool) -> Tensor {
+        let n = x.ne()[1];
+        if !last || n <= 1 {
+            return x;
+        }
+        let nb1 = x.nb()[1];
+        self.ctx
+            .view_2d(x, x.ne()[0], 1, nb1, (n as usize - 1) * nb1)
+    }
+
+    /// The residual of a block past its attention: every position, or the
+    /// last one in the last coda block of a last-position-only batch.
+    pub(crate) fn residual(&mut self, x: Tensor) -> Tensor {
+        self.kept_rows(x, self.last_position_only)
     }
 
     /// One block of the model's architecture.
@@ -277,6 +305,7 @@ impl GraphBuilder<'_> {
         let out = self.ctx.mul_mat(vals, kq);
         let out = self.ctx.permute(out, [0, 2, 1, 3]);
         let out = self.ctx.cont_2d(out, cfg.q_dim() as i64, n);
+        let out = self.residual(out);
         Ok(self.ctx.mul_mat(bw.attn_output, out))
     }
 
@@ -317,6 +346,7 @@ impl GraphBuilder<'_> {
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let out = self.ctx.flash_attn(q, keys, vals, mask, scale);
         let out = self.ctx.reshape_2d(out, cfg.q_dim() as i64, n);
+        let out = self.residual(out);
         Ok(self.ctx.mul_mat(bw.attn_output, out))
     }
 }

@@ -928,6 +928,7 @@ impl Session {
                 graph: &mut graph,
                 contiguous_attention: !self.backend.is_cpu(),
                 flash_attention: self.flash,
+                last_position_only: false,
             };
             let (mut x, e) = if seg.prelude {
                 let ids = gb.ctx.new_tensor(GgmlType::I32, &[n as i64])?;

@@ -156,6 +156,7 @@ pub(crate) fn block(
     };
     let h = gb.ctx.rms_norm(x, bw.attn_norm, eps);
     let a = gb.attention(bw, h, inp, kv)?;
+    let x = gb.residual(x);
     let x = gb.ctx.add(a, x);
     let x = gb.ctx.rms_norm(x, attn_post_norm, eps);
     let h = gb.ctx.rms_norm(x, bw.ffn_norm, eps);

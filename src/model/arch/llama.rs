@@ -128,6 +128,7 @@ pub(crate) fn block(
     let eps = gb.cfg.norm_eps;
     let h = gb.ctx.rms_norm(x, bw.attn_norm, eps);
     let a = gb.attention(bw, h, inp, kv)?;
+    let x = gb.residual(x);
     let x = gb.ctx.add(a, x);
     let h = gb.ctx.rms_norm(x, bw.ffn_norm, eps);
     let m = gb.mlp(bw, h);

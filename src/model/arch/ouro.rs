@@ -137,6 +137,7 @@ pub(crate) fn block(
     let h = gb.ctx.rms_norm(x, bw.attn_norm, eps);
     let a = gb.attention(bw, h, inp, kv)?;
     let a = gb.ctx.rms_norm(a, attn_post_norm, eps);
+    let x = gb.residual(x);
     let x = gb.ctx.add(x, a);
     let h = gb.ctx.rms_norm(x, bw.ffn_norm, eps);
     let m = gb.mlp(bw, h);
