@@ -9,7 +9,8 @@
 //!
 //! Environment: `RD_BENCH_THREADS` (default 2), `RD_BENCH_TOKENS` (default
 //! 64), `RD_BENCH_ONLY` (a substring of the model name: `demo`, `random`),
-//! `RD_BENCH_DEVICE` (any `rd --device` form, default cpu).
+//! `RD_BENCH_DEVICE` (any `rd --device` form, default cpu), `RD_BENCH_DRAFTS`
+//! (the draft settings to try, `K:D[a],...`; `a` for adaptive).
 
 use recurrent_depth::generate::{ComputeLimits, DraftParams, GenerateParams, GenerateStats};
 use recurrent_depth::gguf::GgmlType;
@@ -69,6 +70,37 @@ fn demo_model() -> (Arc<Model>, Vec<u32>) {
     (Arc::new(m), prompt)
 }
 
+/// The draft settings tried: `(tokens, iterations, adaptive)`. The default
+/// grid, or `RD_BENCH_DRAFTS`: comma-separated `K:D`, with a trailing `a`
+/// for adaptive (`4:8,8:8a`).
+fn draft_grid() -> Vec<(usize, usize, bool)> {
+    let Ok(spec) = std::env::var("RD_BENCH_DRAFTS") else {
+        return vec![
+            (2, 2, false),
+            (4, 2, false),
+            (4, 4, false),
+            (6, 4, false),
+            (4, 8, false),
+            (8, 4, true),
+        ];
+    };
+    spec.split(',')
+        .map(|item| {
+            let item = item.trim();
+            let (item, adaptive) = match item.strip_suffix('a') {
+                Some(rest) => (rest, true),
+                None => (item, false),
+            };
+            let (k, d) = item.split_once(':').expect("RD_BENCH_DRAFTS: K:D[a],...");
+            (
+                k.parse().expect("RD_BENCH_DRAFTS: draft tokens"),
+                d.parse().expect("RD_BENCH_DRAFTS: draft iterations"),
+                adaptive,
+            )
+        })
+        .collect()
+}
+
 /// One timed generation; returns tokens/s after the first token (the decode
 /// rate) and the stats.
 fn run(s: &mut Session, prompt: &[u32], gp: &GenerateParams) -> (f64, GenerateStats) {
@@ -102,14 +134,7 @@ fn bench_model(name: &str, model: &Arc<Model>, prompt: &[u32]) {
             limits: ComputeLimits::fixed(r),
             ..GenerateParams::default()
         };
-        let drafts = [
-            (2, 2, false),
-            (4, 2, false),
-            (4, 4, false),
-            (6, 4, false),
-            (4, 8, false),
-            (8, 4, true),
-        ];
+        let drafts = draft_grid();
         // Warm-up (plans the graphs once).
         run(&mut s, prompt, &plain);
         let mut best = (0.0f64, String::new());
