@@ -9,8 +9,10 @@
 //! name another ggml directory instead (an offline mirror of the same files).
 //!
 //! Other inputs: `GGML_SYS_ARM_ARCH` (the `-march` of aarch64 builds, see
-//! README.md), `GGML_SYS_X86_LEVEL` (`v3`, the default, or `avx512`: the
-//! instruction sets of x86-64 builds, see README.md), `VULKAN_SDK` (where the
+//! README.md), `GGML_SYS_X86_LEVEL` (`auto`, the default on x86-64 Linux:
+//! both of the following, chosen at run time; `v3`, the default elsewhere;
+//! `avx512`: the instruction sets of x86-64 builds, see README.md),
+//! `VULKAN_SDK` (where the
 //! Vulkan loader lives, feature `vulkan`).
 
 use std::env;
@@ -35,6 +37,9 @@ fn main() {
         "GGML_SYS_X86_LEVEL",
         "VULKAN_SDK",
         "CARGO_HOME",
+        "NM",
+        "OBJCOPY",
+        "READELF",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -43,8 +48,10 @@ fn main() {
     let source = ggml_source(&out);
     let work = out.join("ggml");
     prepare_tree(&source, &work, &manifest.join("patches"));
-    let install = build(&work);
-    link(&install);
+    let level = x86_level();
+    let install = build(&work, level == "avx512");
+    let variant = (level == "auto").then(|| build_avx512_copy(&work, &out));
+    link(&install, variant.as_deref());
     #[cfg(feature = "bindgen")]
     generate_bindings(&work, &manifest, &out);
 }
@@ -216,8 +223,118 @@ fn apply_patch(work: &Path, patch: &Path, text: &str) {
     assert!(applied > 0, "{name}: no @@ section");
 }
 
+/// The x86-64 instruction-set level (`GGML_SYS_X86_LEVEL`): `v3`, `avx512`,
+/// or `auto` (the default on x86-64 Linux, where `nm` and `objcopy` come with
+/// the C toolchain): ggml's CPU backend built for both, the AVX-512 copy's
+/// symbols renamed, the copy the CPU supports chosen at run time
+/// (`src/cpu.rs`). Elsewhere the default is `v3`. Empty off x86-64.
+fn x86_level() -> String {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH");
+    if arch != "x86_64" {
+        return String::new();
+    }
+    let os = env::var("CARGO_CFG_TARGET_OS").expect("CARGO_CFG_TARGET_OS");
+    let host_linux = env::var("HOST").is_ok_and(|h| h.contains("linux"));
+    let default = if os == "linux" && host_linux {
+        "auto"
+    } else {
+        "v3"
+    };
+    let level = env::var("GGML_SYS_X86_LEVEL").unwrap_or_else(|_| default.into());
+    match level.as_str() {
+        "v3" | "avx512" => {}
+        "auto" => assert!(
+            os == "linux" && host_linux,
+            "GGML_SYS_X86_LEVEL=auto needs a Linux target built on Linux (nm, objcopy)"
+        ),
+        other => panic!("GGML_SYS_X86_LEVEL={other:?}: expected auto, v3 or avx512"),
+    }
+    println!("cargo:rustc-env=GGML_SYS_X86_LEVEL={level}");
+    level
+}
+
+/// Prefix of the AVX-512 copy's renamed symbols (`src/cpu.rs` names them).
+const AVX512_PREFIX: &str = "rd_avx512_";
+
+/// Builds ggml's CPU backend a second time for AVX-512 and renames every
+/// symbol it defines (`nm`, `objcopy --redefine-syms`), so that both copies
+/// link into one binary; returns the directory of `libggml-cpu-avx512.a`.
+fn build_avx512_copy(work: &Path, out: &Path) -> PathBuf {
+    let dir = out.join("avx512");
+    let mut cfg = config(work, true);
+    cfg.out_dir(&dir).build_target("ggml-cpu");
+    let built = cfg.build();
+    let lib = [
+        "build/src/libggml-cpu.a",
+        "build/ggml-cpu/libggml-cpu.a",
+        "src/libggml-cpu.a",
+    ]
+    .iter()
+    .map(|p| built.join(p))
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| panic!("libggml-cpu.a not found under {}", built.display()));
+    let listing = Command::new(env::var("NM").unwrap_or_else(|_| "nm".into()))
+        .args(["--defined-only", "--extern-only", "--format=posix"])
+        .arg(&lib)
+        .output()
+        .expect("run nm (binutils) on the AVX-512 copy of ggml-cpu");
+    assert!(listing.status.success(), "nm failed on {}", lib.display());
+    let mut names: Vec<&str> = std::str::from_utf8(&listing.stdout)
+        .expect("nm output is UTF-8")
+        .lines()
+        // Archive member headers end with ':'; symbol lines are "name type ...".
+        .filter(|l| !l.ends_with(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // COMDAT groups (C++ inline functions, templates) are merged by the
+    // linker by their signature, which for constructors and destructors is a
+    // local symbol (`...C5Ev`, `...D5Ev`) that nm does not list: left as it
+    // is, the linker would keep the baseline copy's group and drop this
+    // one's, leaving the renamed functions undefined.
+    let groups = Command::new(env::var("READELF").unwrap_or_else(|_| "readelf".into()))
+        .args(["-g", "-W"])
+        .arg(&lib)
+        .output()
+        .expect("run readelf (binutils) on the AVX-512 copy of ggml-cpu");
+    assert!(
+        groups.status.success(),
+        "readelf failed on {}",
+        lib.display()
+    );
+    let groups = String::from_utf8(groups.stdout).expect("readelf output is UTF-8");
+    names.extend(
+        groups
+            .lines()
+            .filter(|l| l.starts_with("COMDAT group section"))
+            .filter_map(|l| Some(l.split_once("] contains")?.0.rsplit_once('[')?.1)),
+    );
+    names.sort_unstable();
+    names.dedup();
+    let map: String = names
+        .iter()
+        .map(|n| format!("{n} {AVX512_PREFIX}{n}\n"))
+        .collect();
+    let map_file = dir.join("redefine-syms.txt");
+    fs::write(&map_file, map).expect("write the symbol map");
+    let libdir = dir.join("lib");
+    fs::create_dir_all(&libdir).expect("create the AVX-512 lib directory");
+    let status = Command::new(env::var("OBJCOPY").unwrap_or_else(|_| "objcopy".into()))
+        .arg(format!("--redefine-syms={}", map_file.display()))
+        .arg(&lib)
+        .arg(libdir.join("libggml-cpu-avx512.a"))
+        .status()
+        .expect("run objcopy (binutils) on the AVX-512 copy of ggml-cpu");
+    assert!(status.success(), "objcopy failed on {}", lib.display());
+    libdir
+}
+
 /// Configures and builds ggml with CMake; returns the install prefix.
-fn build(work: &Path) -> PathBuf {
+fn build(work: &Path, avx512: bool) -> PathBuf {
+    config(work, avx512).build()
+}
+
+/// ggml's CMake configuration for this target (x86-64: AVX-512 or not).
+fn config(work: &Path, avx512: bool) -> cmake::Config {
     let target = env::var("TARGET").expect("TARGET");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("CARGO_CFG_TARGET_ARCH");
     let os = env::var("CARGO_CFG_TARGET_OS").expect("CARGO_CFG_TARGET_OS");
@@ -250,15 +367,9 @@ fn build(work: &Path) -> PathBuf {
     }
     match arch.as_str() {
         "x86_64" => {
-            // Default: x86-64-v3 without AVX-512, every x86 CPU since Haswell
-            // / Zen 1. `avx512` adds AVX-512 (F, CD, VL, DQ, BW), VBMI and VNNI:
+            // x86-64-v3 without AVX-512: every x86 CPU since Haswell / Zen 1.
+            // With `avx512`, also AVX-512 (F, CD, VL, DQ, BW), VBMI and VNNI:
             // Ice Lake / Zen 4 and later only, faster quantized dot products.
-            let level = env::var("GGML_SYS_X86_LEVEL").unwrap_or_else(|_| "v3".into());
-            let avx512 = match level.as_str() {
-                "v3" => false,
-                "avx512" => true,
-                other => panic!("GGML_SYS_X86_LEVEL={other:?}: expected v3 or avx512"),
-            };
             for isa in ["SSE42", "AVX", "AVX2", "BMI2", "FMA", "F16C"] {
                 cfg.define(format!("GGML_{isa}"), "ON");
             }
@@ -274,7 +385,6 @@ fn build(work: &Path) -> PathBuf {
             ] {
                 cfg.define(format!("GGML_{isa}"), "OFF");
             }
-            println!("cargo:rustc-env=GGML_SYS_X86_LEVEL={level}");
         }
         "aarch64" if os != "macos" && os != "ios" => {
             let arm = env::var("GGML_SYS_ARM_ARCH").unwrap_or_else(|_| DEFAULT_ARM_ARCH.into());
@@ -312,15 +422,17 @@ fn build(work: &Path) -> PathBuf {
         cfg.define("CMAKE_SYSTEM_NAME", "Linux");
         cfg.define("CMAKE_SYSTEM_PROCESSOR", &arch);
     }
-    cfg.build()
+    cfg
 }
 
 fn on(b: bool) -> &'static str {
     if b { "ON" } else { "OFF" }
 }
 
-/// Tells cargo what to link, in dependency order for static linking.
-fn link(install: &Path) {
+/// Tells cargo what to link, in dependency order for static linking;
+/// `avx512_copy`: the directory of the renamed AVX-512 CPU backend.
+fn link(install: &Path, avx512_copy: Option<&Path>) {
+    println!("cargo::rustc-check-cfg=cfg(ggml_cpu_avx512_copy)");
     let os = env::var("CARGO_CFG_TARGET_OS").expect("CARGO_CFG_TARGET_OS");
     let env_ = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     for dir in ["lib", "lib64"] {
@@ -331,6 +443,11 @@ fn link(install: &Path) {
     }
     println!("cargo:rustc-link-lib=static=ggml");
     println!("cargo:rustc-link-lib=static=ggml-cpu");
+    if let Some(dir) = avx512_copy {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+        println!("cargo:rustc-link-lib=static=ggml-cpu-avx512");
+        println!("cargo:rustc-cfg=ggml_cpu_avx512_copy");
+    }
     if cfg!(feature = "vulkan") {
         println!("cargo:rustc-link-lib=static=ggml-vulkan");
     }

@@ -25,8 +25,20 @@ fi
 [ -n "$SRC" ] || { echo "llama-cpp-sys-2 $VER source not found" >&2; exit 1; }
 B="$D/build"
 ISA=()
-if [ "${GGML_SYS_X86_LEVEL:-v3}" = avx512 ]; then
-  # As ggml-sys with GGML_SYS_X86_LEVEL=avx512 (ggml-sys/README.md).
+# The kernels rd runs here: AVX-512 when ggml-sys is built for it, or when
+# it chooses at run time (`auto`, the default on x86-64 Linux) on a CPU with
+# every extension its AVX-512 copy uses (ggml-sys/README.md), unless
+# GGML_SYS_CPU_KERNELS=v3 keeps the baseline.
+avx512_cpu() {
+  local f
+  for f in avx512f avx512cd avx512vl avx512dq avx512bw avx512vbmi avx512_vnni; do
+    grep -qw "$f" /proc/cpuinfo 2>/dev/null || return 1
+  done
+}
+LEVEL=${GGML_SYS_X86_LEVEL:-auto}
+if [ "$(uname -m)" = x86_64 ] && { [ "$LEVEL" = avx512 ] ||
+  { [ "$LEVEL" = auto ] && [ "${GGML_SYS_CPU_KERNELS:-}" != v3 ] && avx512_cpu; }; }; then
+  # As ggml-sys's AVX-512 build (ggml-sys/README.md).
   B="$D/build-avx512"
   ISA=(-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON)
 fi

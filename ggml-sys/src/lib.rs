@@ -19,11 +19,14 @@
 
 include!("bindings.rs");
 
+pub mod cpu;
+
 /// Version of the registry package whose ggml this crate builds.
 pub const GGML_SOURCE: &str = "llama-cpp-sys-2 0.1.161 (ggml 0.26.0)";
 
-/// Instruction-set level the x86-64 build compiled ggml for: `v3` or
-/// `avx512` (`GGML_SYS_X86_LEVEL`; empty elsewhere).
+/// Instruction-set level the x86-64 build compiled ggml for: `v3`, `avx512`,
+/// or `auto` (both, chosen at run time: [`cpu::cpu_backend`])
+/// (`GGML_SYS_X86_LEVEL`; empty elsewhere).
 pub const X86_LEVEL: &str = match option_env!("GGML_SYS_X86_LEVEL") {
     Some(l) => l,
     None => "",

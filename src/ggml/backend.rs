@@ -225,8 +225,13 @@ fn init_backends() -> Result<()> {
     check_cpu_features()?;
     super::log::install();
     static INIT: Once = Once::new();
-    // SAFETY: one-time global initialisation of ggml's CPU feature tables.
-    INIT.call_once(|| unsafe { sys::ggml_cpu_init() });
+    // SAFETY: one-time global initialisation of the CPU feature tables of
+    // ggml's CPU code (the baseline copy, which the device registry uses,
+    // and the one that runs the kernels, when they differ).
+    INIT.call_once(|| unsafe {
+        sys::ggml_cpu_init();
+        (sys::cpu::cpu_backend().cpu_init)();
+    });
     Ok(())
 }
 
@@ -284,11 +289,20 @@ fn devices() -> Vec<(NonNull<sys::ggml_backend_device>, DeviceInfo)> {
             (_, "Metal") => BackendKind::Metal,
             _ => BackendKind::Gpu,
         };
+        let mut description = cstr(props.description);
+        if device_type == DeviceType::Cpu && !sys::X86_LEVEL.is_empty() {
+            // Which build of ggml's CPU code runs the kernels (ggml-sys's
+            // `cpu_backend`: x86-64 builds may choose at run time).
+            description = format!(
+                "{description} (kernels: {})",
+                sys::cpu::cpu_backend().kernels
+            );
+        }
         out.push((
             dev,
             DeviceInfo {
                 name: cstr(props.name),
-                description: cstr(props.description),
+                description,
                 api,
                 backend,
                 device_type,
@@ -427,7 +441,7 @@ fn new_threadpool(n_threads: usize, poll: u32) -> Result<NonNull<sys::ggml_threa
         // Start paused: the first graph resumes it. Until then (loading,
         // planning) idle threads sleep instead of spinning on a core.
         p.paused = true;
-        sys::ggml_threadpool_new(&mut p)
+        (sys::cpu::cpu_backend().threadpool_new)(&mut p)
     };
     NonNull::new(tp).ok_or_else(|| Error::Backend("cannot create the CPU threadpool".into()))
 }
@@ -458,7 +472,7 @@ impl Backend {
         let n_threads = resolve_threads(n_threads)?;
         let device = resolve(kind)?;
         // SAFETY: creates the CPU backend; NULL on failure.
-        let cpu = NonNull::new(unsafe { sys::ggml_backend_cpu_init() })
+        let cpu = NonNull::new(unsafe { (sys::cpu::cpu_backend().backend_cpu_init)() })
             .ok_or_else(|| Error::Backend("cannot initialise the CPU backend".into()))?;
         let threadpool = match new_threadpool(n_threads, DEFAULT_POLL) {
             Ok(tp) => tp,
@@ -470,8 +484,8 @@ impl Backend {
         };
         // SAFETY: valid CPU backend and pool; the pool outlives the backend's use.
         unsafe {
-            sys::ggml_backend_cpu_set_n_threads(cpu.as_ptr(), n_threads as i32);
-            sys::ggml_backend_cpu_set_threadpool(cpu.as_ptr(), threadpool.as_ptr());
+            (sys::cpu::cpu_backend().set_n_threads)(cpu.as_ptr(), n_threads as i32);
+            (sys::cpu::cpu_backend().set_threadpool)(cpu.as_ptr(), threadpool.as_ptr());
         }
         let mut b = Backend {
             main: cpu,
@@ -544,9 +558,9 @@ impl Backend {
         // self), so the old pool is idle and freed after the backend stops
         // referring to it.
         unsafe {
-            sys::ggml_backend_cpu_set_n_threads(cpu.as_ptr(), n_threads as i32);
-            sys::ggml_backend_cpu_set_threadpool(cpu.as_ptr(), tp.as_ptr());
-            sys::ggml_threadpool_free(self.threadpool.as_ptr());
+            (sys::cpu::cpu_backend().set_n_threads)(cpu.as_ptr(), n_threads as i32);
+            (sys::cpu::cpu_backend().set_threadpool)(cpu.as_ptr(), tp.as_ptr());
+            (sys::cpu::cpu_backend().threadpool_free)(self.threadpool.as_ptr());
         }
         self.threadpool = tp;
         self.n_threads = n_threads;
@@ -623,7 +637,7 @@ impl Backend {
         let (cb, data) = abort_callback(flag);
         self.abort = flag.map(NonNull::from);
         // SAFETY: valid CPU backend; the flag's lifetime is the caller's contract.
-        unsafe { sys::ggml_backend_cpu_set_abort_callback(self.cpu_backend(), cb, data) };
+        unsafe { (sys::cpu::cpu_backend().set_abort_callback)(self.cpu_backend(), cb, data) };
     }
 
     /// The main device's default buffer type (compute buffers).
@@ -645,7 +659,7 @@ impl Backend {
     pub(crate) fn cpu_work_size(&self, graph: &Graph) -> usize {
         // SAFETY: valid graph and threadpool; planning only reads the graph.
         let plan = unsafe {
-            sys::ggml_graph_plan(
+            (sys::cpu::cpu_backend().graph_plan)(
                 graph.g.as_ptr(),
                 self.n_threads as i32,
                 self.threadpool.as_ptr(),
@@ -661,7 +675,7 @@ impl Backend {
     pub(crate) fn cpu_compute(&mut self, graph: &mut Graph, work: &mut Vec<u8>) -> Result<()> {
         // SAFETY: valid graph and threadpool.
         let mut plan = unsafe {
-            sys::ggml_graph_plan(
+            (sys::cpu::cpu_backend().graph_plan)(
                 graph.g.as_ptr(),
                 self.n_threads as i32,
                 self.threadpool.as_ptr(),
@@ -683,7 +697,7 @@ impl Backend {
         plan.abort_callback_data = data;
         // SAFETY: every tensor of the graph is allocated; the work buffer has
         // `work_size` bytes and outlives the call.
-        status(unsafe { sys::ggml_graph_compute(graph.g.as_ptr(), &mut plan) })
+        status(unsafe { (sys::cpu::cpu_backend().graph_compute)(graph.g.as_ptr(), &mut plan) })
     }
 
     /// Runs an allocated graph on the main (GPU) device.
@@ -778,7 +792,7 @@ impl Drop for Backend {
             if let Some(cpu) = self.cpu {
                 sys::ggml_backend_free(cpu.as_ptr());
             }
-            sys::ggml_threadpool_free(self.threadpool.as_ptr());
+            (sys::cpu::cpu_backend().threadpool_free)(self.threadpool.as_ptr());
         }
     }
 }

@@ -30,14 +30,17 @@ impl RepackBuffers {
     /// types; `None` when ggml offers none (a build without repacking).
     /// ggml's backends must be initialised (any [`super::Backend`] does it).
     pub(crate) fn find() -> Option<RepackBuffers> {
-        // SAFETY: looks up the registered CPU device; NULL when absent.
-        let cpu = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
-        if cpu.is_null() {
+        // The CPU device of the kernels this process runs (ggml-sys's
+        // `cpu_backend`): only their copy of ggml's CPU code recognises the
+        // buffers its repacking buffer type makes.
+        // SAFETY: returns the (static) registry of that copy's CPU backend.
+        let reg = unsafe { (sys::cpu::cpu_backend().backend_cpu_reg)() };
+        if reg.is_null() {
             return None;
         }
-        // SAFETY: a valid device has a registry.
-        let reg = unsafe { sys::ggml_backend_dev_backend_reg(cpu) };
-        if reg.is_null() {
+        // SAFETY: valid registry; the CPU registry has one device; NULL-checked.
+        let cpu = unsafe { sys::ggml_backend_reg_dev_get(reg, 0) };
+        if cpu.is_null() {
             return None;
         }
         // SAFETY: valid registry and NUL-terminated name; NULL when unknown.
