@@ -20,22 +20,9 @@ fn rd(kernels: Option<&str>) -> Command {
     c
 }
 
-/// Whether this process's build and CPU run the AVX-512 copy by default.
+/// Whether `rd` runs the AVX-512 copy when the environment does not say v3.
 fn avx512_chosen() -> bool {
-    ggml_sys::cpu::CHOOSES_CPU_KERNELS && {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512cd")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vbmi")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
+    ggml_sys::cpu::avx512_copy_usable()
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -128,7 +128,7 @@ mod avx512 {
     };
 
     /// Every extension the AVX-512 copy was compiled with (build.rs).
-    pub(super) fn supported() -> bool {
+    pub fn supported() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512cd")
             && std::arch::is_x86_feature_detected!("avx512vl")
@@ -158,3 +158,12 @@ pub fn cpu_backend() -> &'static CpuBackend {
 
 /// Whether this build can choose between CPU kernels at run time.
 pub const CHOOSES_CPU_KERNELS: bool = cfg!(ggml_cpu_avx512_copy);
+
+/// Whether this build links the AVX-512 copy and this CPU can run it (what
+/// [`cpu_backend`] picks unless `GGML_SYS_CPU_KERNELS=v3`).
+pub fn avx512_copy_usable() -> bool {
+    #[cfg(ggml_cpu_avx512_copy)]
+    return avx512::supported();
+    #[cfg(not(ggml_cpu_avx512_copy))]
+    false
+}
