@@ -207,6 +207,32 @@ fn run(
 fn extra_strategies() -> Vec<Strategy> {
     vec![
         exit("kl 5e-4, 2..32 (defaults)", ExitCriterion::Kl, 5e-4, |_| {}),
+        exit(
+            "confidence 0.9, 2..32",
+            ExitCriterion::Confidence,
+            0.9,
+            |_| {},
+        ),
+        exit(
+            "confidence 0.99, 2..32",
+            ExitCriterion::Confidence,
+            0.99,
+            |_| {},
+        ),
+        exit(
+            "confidence 0.9, 1..32",
+            ExitCriterion::Confidence,
+            0.9,
+            |s| s.limits.min_iterations = 1,
+        ),
+        exit(
+            "confidence 0.99, 2..32, exit in prefill",
+            ExitCriterion::Confidence,
+            0.99,
+            |s| {
+                s.limits.exit_in_prefill = true;
+            },
+        ),
         screened(
             "kl 5e-4, 2..32, screen cosine 1e-2",
             2,

@@ -205,6 +205,7 @@ static void test_version_and_status_strings(void) {
     CHECK(rd_exit_default_threshold(RD_EXIT_KL) == 5e-4);
     CHECK(rd_exit_default_threshold(RD_EXIT_ARGMAX_STABILITY) == 5.0);
     CHECK(rd_exit_default_threshold(RD_EXIT_GATE) == 0.9);
+    CHECK(rd_exit_default_threshold(RD_EXIT_CONFIDENCE) == 0.9);
     CHECK(isnan(rd_exit_default_threshold(77)));
 }
 
@@ -561,6 +562,25 @@ static void test_iteration_budget(void) {
         CHECK(c.iterations[i] >= 2 && c.iterations[i] <= 32);
         /* An early exit happened because the value fell below the threshold. */
         if (c.iterations[i] < 32) CHECK(c.exit_values[i] < kl.exit_threshold);
+    }
+
+    /* Confidence needs no previous check: at threshold 0 every token exits at
+     * its first check (min_iterations); at the default, an early exit means
+     * the top probability reached the threshold. */
+    rd_compute_limits conf = full;
+    conf.exit_criterion = RD_EXIT_CONFIDENCE;
+    conf.exit_threshold = 0.0;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &conf, 8, &c, &st));
+    for (size_t i = 1; i < c.n; i++) CHECK(c.iterations[i] == conf.min_iterations);
+    conf.exit_threshold = rd_exit_default_threshold(RD_EXIT_CONFIDENCE);
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &conf, 12, &c, &st));
+    for (size_t i = 1; i < c.n; i++) {
+        CHECK(c.iterations[i] >= conf.min_iterations && c.iterations[i] <= 32);
+        if (c.iterations[i] < 32) CHECK(c.exit_values[i] >= conf.exit_threshold);
     }
 
     /* A screen before the KL exit: closed (threshold 0), every token runs the

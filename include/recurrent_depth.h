@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /** The library's version as a string literal, "MAJOR.MINOR.PATCH". */
-#define RD_VERSION_STRING "0.4.0"
+#define RD_VERSION_STRING "0.5.0"
 
 /**
  * Major version of the library (semantic versioning).
@@ -38,7 +38,7 @@
 /**
  * Minor version of the library.
  */
-#define RD_VERSION_MINOR 4
+#define RD_VERSION_MINOR 5
 
 /**
  * Patch version of the library.
@@ -429,7 +429,7 @@ typedef struct rd_compute_limits {
     /**
      * A screen before a criterion on the next-token distribution
      * (`RD_EXIT_KL`, `RD_EXIT_MINP_KL`, `RD_EXIT_ENTROPY_DIFF`,
-     * `RD_EXIT_ARGMAX_STABILITY`): `RD_EXIT_COSINE` or
+     * `RD_EXIT_ARGMAX_STABILITY`, `RD_EXIT_CONFIDENCE`): `RD_EXIT_COSINE` or
      * `RD_EXIT_LATENT_DIFF`, which compare states and run no coda. Until it
      * passes its threshold a token's checks only compare states; from
      * there on the exit criterion is checked as without a screen. Default
@@ -1083,6 +1083,14 @@ typedef struct rd_generate_stats {
  * model with a gate (`RD_ERR_INVALID_ARGUMENT` otherwise). Added in 0.4.
  */
 #define RD_EXIT_GATE 7
+
+/**
+ * Logits: the top probability of this check's next-token distribution
+ * reaches the threshold (usual: 0.9). Needs no previous check, so a token's
+ * first check can exit: one coda per check, against at least two for the
+ * criteria that compare successive checks. Added in 0.5.
+ */
+#define RD_EXIT_CONFIDENCE 8
 
 /**
  * Put the BOS token first when the tokenizer asks for one

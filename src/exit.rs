@@ -70,11 +70,16 @@ pub enum ExitCriterion {
     /// over the steps so far, that the token has exited (see [`ExitGate`]).
     /// Observed at every step; needs a model with a gate.
     Gate,
+    /// The top probability of the current check's next-token distribution
+    /// ("softmax confidence"). The only logits criterion that needs no
+    /// previous check, so a token's first check can already exit: one coda
+    /// per check instead of at least two. Added in 0.5.
+    Confidence,
 }
 
 impl ExitCriterion {
     /// Every criterion, in declaration order.
-    pub const ALL: [ExitCriterion; 8] = [
+    pub const ALL: [ExitCriterion; 9] = [
         ExitCriterion::None,
         ExitCriterion::Kl,
         ExitCriterion::MinpKl,
@@ -83,6 +88,7 @@ impl ExitCriterion {
         ExitCriterion::Cosine,
         ExitCriterion::ArgmaxStability,
         ExitCriterion::Gate,
+        ExitCriterion::Confidence,
     ];
 
     /// The criterion's name as parsed by [`FromStr`] (`"kl"`, `"minp-kl"`, ...).
@@ -96,12 +102,13 @@ impl ExitCriterion {
             ExitCriterion::Cosine => "cosine",
             ExitCriterion::ArgmaxStability => "argmax-stability",
             ExitCriterion::Gate => "gate",
+            ExitCriterion::Confidence => "confidence",
         }
     }
 
     /// The usual threshold (docs/semantics.md): kl 5e-4, minp-kl 1e-5,
     /// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5,
-    /// gate 0.9; 0 for `none` (unused).
+    /// gate 0.9, confidence 0.9; 0 for `none` (unused).
     pub fn default_threshold(self) -> f64 {
         match self {
             ExitCriterion::None => 0.0,
@@ -112,11 +119,13 @@ impl ExitCriterion {
             ExitCriterion::Cosine => 1e-3,
             ExitCriterion::ArgmaxStability => 5.0,
             ExitCriterion::Gate => 0.9,
+            ExitCriterion::Confidence => 0.9,
         }
     }
 
     /// Whether a check needs the next-token logits (running the coda and the
-    /// head): true for kl, minp-kl, entropy-diff and argmax-stability.
+    /// head): true for kl, minp-kl, entropy-diff, argmax-stability and
+    /// confidence.
     pub fn needs_logits(self) -> bool {
         matches!(
             self,
@@ -124,6 +133,7 @@ impl ExitCriterion {
                 | ExitCriterion::MinpKl
                 | ExitCriterion::EntropyDiff
                 | ExitCriterion::ArgmaxStability
+                | ExitCriterion::Confidence
         )
     }
 
@@ -173,7 +183,7 @@ impl FromStr for ExitCriterion {
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "unknown exit criterion {s:?} (expected one of none, kl, minp-kl, \
-                     entropy-diff, latent-diff, cosine, argmax-stability, gate)"
+                     entropy-diff, latent-diff, cosine, argmax-stability, gate, confidence)"
                 ))
             })
     }
@@ -247,11 +257,14 @@ impl ExitSpec {
     /// Whether a check's `value` (from [`ExitState::observe_logits`] or
     /// [`ExitState::observe_latent`]) means stop: `value < threshold` for kl,
     /// minp-kl, entropy-diff, latent-diff and cosine; `value >= threshold` for
-    /// argmax-stability and gate; never for `none`. A NaN value never exits.
+    /// argmax-stability, gate and confidence; never for `none`. A NaN value
+    /// never exits.
     pub fn should_exit(&self, value: f64) -> bool {
         match self.criterion {
             ExitCriterion::None => false,
-            ExitCriterion::ArgmaxStability | ExitCriterion::Gate => value >= self.threshold,
+            ExitCriterion::ArgmaxStability | ExitCriterion::Gate | ExitCriterion::Confidence => {
+                value >= self.threshold
+            }
             _ => value < self.threshold,
         }
     }
@@ -480,6 +493,7 @@ impl ExitState {
                     0.0
                 }
             }
+            ExitCriterion::Confidence => cur.max_logp.exp(),
             ExitCriterion::None
             | ExitCriterion::LatentDiff
             | ExitCriterion::Cosine
@@ -769,6 +783,9 @@ mod tests {
         assert_eq!(ExitCriterion::LatentDiff.default_threshold(), 0.03);
         assert_eq!(ExitCriterion::Cosine.default_threshold(), 1e-3);
         assert_eq!(ExitCriterion::ArgmaxStability.default_threshold(), 5.0);
+        assert_eq!(ExitCriterion::Confidence.default_threshold(), 0.9);
+        assert!(ExitCriterion::Confidence.needs_logits());
+        assert!(!ExitCriterion::Confidence.device_computable());
         assert!(ExitCriterion::Kl.needs_logits());
         assert!(ExitCriterion::MinpKl.needs_logits());
         assert!(ExitCriterion::EntropyDiff.needs_logits());
@@ -932,6 +949,30 @@ mod tests {
         assert!(st.observe_logits(&s, &logits_of(&perm)) < 1e-12);
         let q = [1.0, 1e-30, 1e-30];
         close(st.observe_logits(&s, &logits_of(&q)), 2f64.ln(), 1e-6);
+    }
+
+    #[test]
+    fn confidence_is_the_top_probability_of_this_check_alone() {
+        let s = spec("confidence");
+        assert_eq!(s.threshold, 0.9);
+        let mut st = ExitState::new(4, 1);
+        // The first check of a token already has a value (no previous one).
+        let v = st.observe_logits(&s, &logits_of(&[0.95, 0.03, 0.01, 0.01]));
+        close(v, 0.95, 1e-6);
+        assert!(s.should_exit(v));
+        // Only the current distribution counts, whatever came before.
+        let v = st.observe_logits(&s, &logits_of(&[0.25, 0.25, 0.25, 0.25]));
+        close(v, 0.25, 1e-6);
+        assert!(!s.should_exit(v));
+        st.reset();
+        close(
+            st.observe_logits(&s, &[0.0, f32::NAN, 0.0, 0.0]),
+            1.0 / 3.0,
+            1e-12,
+        );
+        assert!(spec("confidence:1").should_exit(1.0));
+        assert!(!spec("confidence:inf").should_exit(1.0));
+        assert!(spec("confidence:0").should_exit(0.0));
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl ComputeLimits {
                 return Err(Error::InvalidArgument(format!(
                     "exit screen {:?} with exit criterion {:?}: a screen only goes before a \
                      criterion on the next-token distribution (kl, minp-kl, entropy-diff, \
-                     argmax-stability)",
+                     argmax-stability, confidence)",
                     screen.name(),
                     self.exit.criterion.name()
                 )));

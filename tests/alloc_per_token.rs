@@ -162,6 +162,11 @@ fn no_rust_allocation_per_token() {
             2,
             plain(limits(3, 24, ExitCriterion::ArgmaxStability, 3)),
         ),
+        (
+            "confidence 1..24",
+            2,
+            plain(limits(1, 24, ExitCriterion::Confidence, 1)),
+        ),
         ("sampled, kl 2..16", 1, sampled.clone()),
         (
             "speculative, greedy, 4 drafts at 2 of 8 (B=8)",

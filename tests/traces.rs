@@ -341,6 +341,7 @@ fn zero_threshold_never_exits_before_max() {
         "latent-diff:0",
         "cosine:0",
         "argmax-stability:inf",
+        "confidence:inf",
     ] {
         for warm in [false, true] {
             let mut s = session(&m, 3, 64);
@@ -378,6 +379,31 @@ fn infinite_threshold_exits_at_the_first_allowed_check() {
     }
 }
 
+/// Confidence needs no previous check: at threshold 0 every token exits at
+/// its first check, `min_iterations`, whatever the check interval.
+#[test]
+fn zero_confidence_exits_at_the_first_check() {
+    let m = small_model("conf0");
+    for (min, every) in [(1, 1), (3, 2), (5, 4)] {
+        let mut s = session(&m, 2, 64);
+        let (t, _) = run(
+            &mut s,
+            &PROMPT,
+            &params(limits(min, 12, "confidence:0", every), 6),
+        )
+        .unwrap();
+        assert_eq!(
+            decode_iterations(&t),
+            vec![min; 5],
+            "min {min} every {every}"
+        );
+        // Each reported value is the exit check's top probability.
+        for e in t.iter().skip(1) {
+            assert!(e.2 > 0.0 && e.2 <= 1.0, "{:?}", e);
+        }
+    }
+}
+
 #[test]
 fn iterations_stay_on_the_check_grid() {
     let m = small_model("grid");
@@ -389,6 +415,7 @@ fn iterations_stay_on_the_check_grid() {
         (2, 16, "latent-diff:0.05", 5),
         (1, 10, "cosine:1e-3", 3),
         (2, 13, "argmax-stability:2", 2),
+        (1, 12, "confidence:0.5", 3),
         (4, 4, "kl:1e-3", 1),
     ];
     for (b, &(min, max, exit, every)) in [1, 4]

@@ -66,6 +66,9 @@ CASES = [
     ("b-argmax-stability2-c2", "b", 2, 16, "argmax-stability:2", 2, False, None, None),
     ("b-cosine4e-3", "b", 2, 16, "cosine:4e-3", 1, False, None, None),
     ("b-entropy-diff1e-2-warm-b2", "b", 2, 16, "entropy-diff:1e-2", 1, True, None, 2),
+    # confidence: exits at a token's first check (min 1), and on a check_every grid.
+    ("a-confidence0.5-min1-max12", "a", 1, 12, "confidence:0.5", 1, False, None, None),
+    ("b-confidence0.55-min1-max16-c2", "b", 1, 16, "confidence:0.55", 2, False, None, None),
 ]
 
 

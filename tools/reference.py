@@ -717,12 +717,13 @@ def run(model: Model, prompt, iterations: int, kv_budget: int | None = None, ini
 # ---------------------------------------------------------------------------
 
 EXIT_CRITERIA = ("none", "kl", "minp-kl", "entropy-diff", "latent-diff", "cosine", "argmax-stability",
-                 "gate")
-LOGIT_CRITERIA = ("kl", "minp-kl", "entropy-diff", "argmax-stability")
+                 "gate", "confidence")
+LOGIT_CRITERIA = ("kl", "minp-kl", "entropy-diff", "argmax-stability", "confidence")
 LATENT_CRITERIA = ("latent-diff", "cosine")
 DEFAULT_THRESHOLDS = {
     "none": 0.0, "kl": 5e-4, "minp-kl": 1e-5, "entropy-diff": 1e-3,
     "latent-diff": 0.03, "cosine": 1e-3, "argmax-stability": 5.0, "gate": 0.9,
+    "confidence": 0.9,
 }
 MINP_KL_LEVEL = 0.1     # minp-kl sets p < 0.1 p_max to 1/V, then renormalises
 FIRST_CHECK_ENTROPY = 100.0  # entropy-diff's "previous entropy" at a token's first check
@@ -749,11 +750,11 @@ def validate_threshold(criterion: str, threshold: float) -> None:
 
 
 def should_exit(criterion: str, threshold: float, value: float) -> bool:
-    """value < threshold (value >= threshold for argmax-stability); never for
-    'none'; a NaN value never exits."""
+    """value < threshold (value >= threshold for argmax-stability, gate and
+    confidence); never for 'none'; a NaN value never exits."""
     if criterion == "none" or math.isnan(value):
         return False
-    if criterion in ("argmax-stability", "gate"):
+    if criterion in ("argmax-stability", "gate", "confidence"):
         return value >= threshold
     return value < threshold
 
@@ -896,6 +897,9 @@ class ExitState:
             value = abs(entropy - prev_h)
         elif criterion == "argmax-stability":
             value = float(self.argmax_run + 1) if (not first and argmax == self.prev[4]) else 0.0
+        elif criterion == "confidence":
+            # This check's top probability alone (no previous check needed).
+            value = math.exp(max_logp)
         else:
             value = math.nan
         self.argmax_run = self.argmax_run + 1 if (not first and argmax == self.prev[4]) else 0

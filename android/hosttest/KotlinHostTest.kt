@@ -75,6 +75,7 @@ fun main() {
         checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_COSINE), ExitCriterion.Cosine().threshold, "cosine")
         checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_ARGMAX_STABILITY), ExitCriterion.ArgmaxStability().threshold, "argmax")
         checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_GATE), ExitCriterion.Gate().threshold, "gate")
+        checkEq(RdNative.exitDefaultThreshold(RdNative.EXIT_CONFIDENCE), ExitCriterion.Confidence().threshold, "confidence")
         checkEq(0.0, ExitCriterion.None.threshold, "none")
         check(Model.libraryVersion.matches(Regex("\\d+\\.\\d+\\.\\d+"))) { Model.libraryVersion }
     }

@@ -86,6 +86,11 @@ pub const RD_EXIT_ARGMAX_STABILITY: rd_exit_criterion = 6;
 /// having exited; exits when it reaches the threshold (default 0.9). Needs a
 /// model with a gate (`RD_ERR_INVALID_ARGUMENT` otherwise). Added in 0.4.
 pub const RD_EXIT_GATE: rd_exit_criterion = 7;
+/// Logits: the top probability of this check's next-token distribution
+/// reaches the threshold (usual: 0.9). Needs no previous check, so a token's
+/// first check can exit: one coda per check, against at least two for the
+/// criteria that compare successive checks. Added in 0.5.
+pub const RD_EXIT_CONFIDENCE: rd_exit_criterion = 8;
 
 /// Options of `rd_tokenize()` and `rd_generate_params.tokenize_flags`: a
 /// bitwise OR of `RD_TOKENIZE_*` values (0 for none). Unknown bits are an
@@ -438,7 +443,7 @@ pub struct rd_compute_limits {
     pub exit_screen_threshold: f64,
     /// A screen before a criterion on the next-token distribution
     /// (`RD_EXIT_KL`, `RD_EXIT_MINP_KL`, `RD_EXIT_ENTROPY_DIFF`,
-    /// `RD_EXIT_ARGMAX_STABILITY`): `RD_EXIT_COSINE` or
+    /// `RD_EXIT_ARGMAX_STABILITY`, `RD_EXIT_CONFIDENCE`): `RD_EXIT_COSINE` or
     /// `RD_EXIT_LATENT_DIFF`, which compare states and run no coda. Until it
     /// passes its threshold a token's checks only compare states; from
     /// there on the exit criterion is checked as without a screen. Default
@@ -485,6 +490,7 @@ fn criterion_of(c: rd_exit_criterion) -> Option<ExitCriterion> {
         RD_EXIT_COSINE => ExitCriterion::Cosine,
         RD_EXIT_ARGMAX_STABILITY => ExitCriterion::ArgmaxStability,
         RD_EXIT_GATE => ExitCriterion::Gate,
+        RD_EXIT_CONFIDENCE => ExitCriterion::Confidence,
         _ => return None,
     })
 }

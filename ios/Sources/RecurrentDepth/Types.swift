@@ -21,6 +21,9 @@ public enum ExitCriterion: Equatable, Sendable {
     /// The model's learned exit gate (Ouro): exit once the accumulated exit
     /// probability reaches the threshold.
     case gate(threshold: Double = 0.9)
+    /// The top probability of one check's next-token distribution reaches
+    /// the threshold; a token's first check can already exit.
+    case confidence(threshold: Double = 0.9)
 
     var code: rd_exit_criterion {
         switch self {
@@ -32,6 +35,7 @@ public enum ExitCriterion: Equatable, Sendable {
         case .cosine: return rd_exit_criterion(RD_EXIT_COSINE)
         case .argmaxStability: return rd_exit_criterion(RD_EXIT_ARGMAX_STABILITY)
         case .gate: return rd_exit_criterion(RD_EXIT_GATE)
+        case .confidence: return rd_exit_criterion(RD_EXIT_CONFIDENCE)
         }
     }
 
@@ -39,7 +43,7 @@ public enum ExitCriterion: Equatable, Sendable {
         switch self {
         case .none: return 0
         case .kl(let t), .minPKL(let t), .entropyDiff(let t), .latentDiff(let t), .cosine(let t),
-             .gate(let t): return t
+             .gate(let t), .confidence(let t): return t
         case .argmaxStability(let checks): return Double(checks)
         }
     }

@@ -235,7 +235,7 @@ pub struct RunArgs {
     /// Most core iterations per generated token (default: the model's).
     #[arg(long)]
     pub max_iterations: Option<usize>,
-    /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate (a model's learned exit gate: Ouro).
+    /// Exit criterion[:threshold]: none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate (a model's learned exit gate: Ouro), confidence (the top probability of one check: 0.9 by default).
     #[arg(long, default_value = "none")]
     pub exit: ExitSpec,
     /// Screen[:threshold] before an exit criterion on the next-token
@@ -407,7 +407,7 @@ pub struct ChatArgs {
     /// Fewest core iterations per token.
     #[arg(long, default_value_t = 4)]
     pub min_iterations: usize,
-    /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate).
+    /// Exit criterion[:threshold] (none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability, gate, confidence).
     #[arg(long, default_value = "kl:5e-4")]
     pub exit: ExitSpec,
     /// Screen[:threshold] before the exit criterion (cosine or latent-diff;

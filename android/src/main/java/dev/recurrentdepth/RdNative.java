@@ -65,6 +65,7 @@ final class RdNative {
     static final int EXIT_COSINE = 5;
     static final int EXIT_ARGMAX_STABILITY = 6;
     static final int EXIT_GATE = 7;
+    static final int EXIT_CONFIDENCE = 8;
 
     // rd_stop_reason
     static final int STOP_MAX_TOKENS = 0;

@@ -32,6 +32,10 @@ sealed class ExitCriterion(internal val code: Int, open val threshold: Double) {
 
     /** The model's learned exit gate (Ouro): exit once the accumulated exit probability reaches [threshold]. */
     data class Gate(override val threshold: Double = 0.9) : ExitCriterion(RdNative.EXIT_GATE, threshold)
+
+    /** The top probability of one check's next-token distribution reaches [threshold]; a token's first check can already exit. */
+    data class Confidence(override val threshold: Double = 0.9) :
+        ExitCriterion(RdNative.EXIT_CONFIDENCE, threshold)
 }
 
 /**
