@@ -226,6 +226,51 @@ fn extra_strategies() -> Vec<Strategy> {
             |s| s.limits.min_iterations = 1,
         ),
         exit(
+            "confidence 0.9, 2..32, prompt exit cosine 1e-2",
+            ExitCriterion::Confidence,
+            0.9,
+            |s| {
+                s.limits.prefill_exit = ExitSpec {
+                    criterion: ExitCriterion::Cosine,
+                    threshold: 1e-2,
+                }
+            },
+        ),
+        exit(
+            "confidence 0.9, 2..32, prompt exit latent-diff 0.1",
+            ExitCriterion::Confidence,
+            0.9,
+            |s| {
+                s.limits.prefill_exit = ExitSpec {
+                    criterion: ExitCriterion::LatentDiff,
+                    threshold: 0.1,
+                }
+            },
+        ),
+        exit(
+            "kl 5e-4, 2..32, prompt exit cosine 1e-2",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| {
+                s.limits.prefill_exit = ExitSpec {
+                    criterion: ExitCriterion::Cosine,
+                    threshold: 1e-2,
+                }
+            },
+        ),
+        exit(
+            "confidence 0.9, 2..32, prompt at 4",
+            ExitCriterion::Confidence,
+            0.9,
+            |s| s.prefill_iterations = Some(4),
+        ),
+        exit(
+            "kl 5e-4, 2..32, prompt at 4",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| s.prefill_iterations = Some(4),
+        ),
+        exit(
             "confidence 0.99, 2..32, exit in prefill",
             ExitCriterion::Confidence,
             0.99,

@@ -624,6 +624,42 @@ static void test_iteration_budget(void) {
     REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &old, 12, &c, &st));
     CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
 
+    /* 0.4's struct (56 bytes) has no prompt exit, whatever lies after. */
+    rd_compute_limits old4 = kl;
+    old4.struct_size = 56;
+    old4.prefill_exit_criterion = 0xdead;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &old4, 12, &c, &st));
+    CHECK(c.n == n_kl && c.iterations[0] == 8);
+    CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
+
+    /* The prompt's exit over every position: +inf passes at the first check
+     * (min, 2), 0 never (the prompt's budget, 8); only latent criteria, and
+     * not together with exit_in_prefill. */
+    rd_compute_limits pre = kl;
+    pre.prefill_exit_criterion = RD_EXIT_COSINE;
+    pre.prefill_exit_threshold = INFINITY;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, &st));
+    CHECK(c.iterations[0] == 2);
+    pre.prefill_exit_criterion = RD_EXIT_LATENT_DIFF;
+    pre.prefill_exit_threshold = 0.0;
+    REQUIRE_OK(rd_session_reset(s));
+    collect_init(&c, s);
+    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, &st));
+    CHECK(c.iterations[0] == 8);
+    pre.prefill_exit_criterion = RD_EXIT_KL;
+    CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(rd_last_error(), "prefill exit") != NULL);
+    pre.prefill_exit_criterion = RD_EXIT_COSINE;
+    pre.exit_in_prefill = true;
+    CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
+    pre.exit_in_prefill = false;
+    pre.prefill_exit_criterion = 77;
+    CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
+
     /* check_every: exits only at min + k * check_every (or at max). */
     rd_compute_limits ce = kl;
     ce.min_iterations = 3;

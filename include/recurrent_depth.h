@@ -438,6 +438,23 @@ typedef struct rd_compute_limits {
      * (docs/semantics.md, "Screened exits"). Added in 0.4.
      */
     rd_exit_criterion exit_screen_criterion;
+    /**
+     * Threshold of `prefill_exit_criterion` (as `exit_threshold`; default
+     * 0). Added in 0.5.
+     */
+    double prefill_exit_threshold;
+    /**
+     * The prompt's own exit: `RD_EXIT_COSINE` or `RD_EXIT_LATENT_DIFF`,
+     * decided over every prompt position at once (the largest value must
+     * pass its threshold), at every step from `min_iterations` up to the
+     * prompt's budget; each check reads the prompt's states back, no coda.
+     * It stops the prompt once all of its states have settled, whatever
+     * `exit_criterion` the generated tokens use. Default `RD_EXIT_NONE`:
+     * the prompt runs its budget. Any other criterion, or this together
+     * with `exit_in_prefill`, is an invalid argument (docs/semantics.md,
+     * "The prompt's exit"). Added in 0.5.
+     */
+    rd_exit_criterion prefill_exit_criterion;
 } rd_compute_limits;
 
 /**

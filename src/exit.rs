@@ -584,34 +584,8 @@ impl ExitState {
         let first = !self.has_prev_latent;
         let value = match spec.criterion {
             ExitCriterion::LatentDiff | ExitCriterion::Cosine if first => 1.0,
-            ExitCriterion::LatentDiff => {
-                let (mut diff2, mut norm2, mut prev2) = (0.0f64, 0.0f64, 0.0f64);
-                for (&a, &b) in x.iter().zip(&self.prev_latent) {
-                    let (a, b) = (f64::from(a), f64::from(b));
-                    diff2 += (a - b) * (a - b);
-                    norm2 += a * a;
-                    prev2 += b * b;
-                }
-                if norm2 == 0.0 {
-                    if prev2 == 0.0 { 0.0 } else { f64::INFINITY }
-                } else {
-                    (diff2 / norm2).sqrt()
-                }
-            }
-            ExitCriterion::Cosine => {
-                let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-                for (&a, &b) in x.iter().zip(&self.prev_latent) {
-                    let (a, b) = (f64::from(a), f64::from(b));
-                    dot += a * b;
-                    na += a * a;
-                    nb += b * b;
-                }
-                if na == 0.0 || nb == 0.0 {
-                    if na == nb { 0.0 } else { 1.0 }
-                } else {
-                    let d = 1.0 - dot / (na.sqrt() * nb.sqrt());
-                    if d.is_nan() { d } else { d.max(0.0) }
-                }
+            c @ (ExitCriterion::LatentDiff | ExitCriterion::Cosine) => {
+                latent_change(c, x, &self.prev_latent)
             }
             ExitCriterion::Gate => match &self.gate {
                 Some(g) if g.weight.len() == x.len() => {
@@ -625,6 +599,114 @@ impl ExitState {
         self.prev_latent.copy_from_slice(x);
         self.has_prev_latent = true;
         self.checks += 1;
+        value
+    }
+}
+
+/// The change from `prev` to `x` that a latent criterion measures:
+/// `‖x - prev‖ / ‖x‖` for latent-diff (0 when both are zero, `+inf` when
+/// only `x` is), `1 - cos(x, prev)` clamped at 0 for cosine (0 when both are
+/// zero, 1 when one is); NaN for any other criterion.
+fn latent_change(criterion: ExitCriterion, x: &[f32], prev: &[f32]) -> f64 {
+    match criterion {
+        ExitCriterion::LatentDiff => {
+            let (mut diff2, mut norm2, mut prev2) = (0.0f64, 0.0f64, 0.0f64);
+            for (&a, &b) in x.iter().zip(prev) {
+                let (a, b) = (f64::from(a), f64::from(b));
+                diff2 += (a - b) * (a - b);
+                norm2 += a * a;
+                prev2 += b * b;
+            }
+            if norm2 == 0.0 {
+                if prev2 == 0.0 { 0.0 } else { f64::INFINITY }
+            } else {
+                (diff2 / norm2).sqrt()
+            }
+        }
+        ExitCriterion::Cosine => {
+            let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+            for (&a, &b) in x.iter().zip(prev) {
+                let (a, b) = (f64::from(a), f64::from(b));
+                dot += a * b;
+                na += a * a;
+                nb += b * b;
+            }
+            if na == 0.0 || nb == 0.0 {
+                if na == nb { 0.0 } else { 1.0 }
+            } else {
+                let d = 1.0 - dot / (na.sqrt() * nb.sqrt());
+                if d.is_nan() { d } else { d.max(0.0) }
+            }
+        }
+        _ => f64::NAN,
+    }
+}
+
+/// The latent states of every position of a batch at the previous check,
+/// for a criterion decided over all positions at once (the prompt's exit,
+/// [`crate::generate::ComputeLimits::prefill_exit`]). Sized once for the
+/// largest batch; nothing is allocated per check.
+#[derive(Debug, Clone)]
+pub struct BatchLatentState {
+    d_model: usize,
+    prev: Vec<f32>,
+    /// Positions in `prev`; 0 before the first check of a batch.
+    n_prev: usize,
+}
+
+impl BatchLatentState {
+    /// State for batches of up to `max_rows` positions of width `d_model`.
+    pub fn new(max_rows: usize, d_model: usize) -> Self {
+        Self {
+            d_model,
+            prev: vec![0.0; max_rows.saturating_mul(d_model)],
+            n_prev: 0,
+        }
+    }
+
+    /// Forgets the previous check: call at the start of each batch.
+    pub fn reset(&mut self) {
+        self.n_prev = 0;
+    }
+
+    /// Observes the states `rows` (positions one after another, `d_model`
+    /// each) of this check and returns the largest value of `spec`'s latent
+    /// criterion over the positions: every position must have settled for
+    /// the batch to pass. 1.0 at the first check of a batch (as for one
+    /// position), NaN for a criterion that is not latent-diff or cosine, for
+    /// a length that is not a whole number of rows or exceeds the sized
+    /// batch, or a batch whose size changed since the previous check (the
+    /// state is then left unchanged).
+    pub fn observe(&mut self, spec: &ExitSpec, rows: &[f32]) -> f64 {
+        let d = self.d_model;
+        let ok = matches!(
+            spec.criterion,
+            ExitCriterion::LatentDiff | ExitCriterion::Cosine
+        );
+        if !ok || d == 0 || !rows.len().is_multiple_of(d) || rows.len() > self.prev.len() {
+            return f64::NAN;
+        }
+        let n = rows.len() / d;
+        if self.n_prev != 0 && self.n_prev != n {
+            return f64::NAN;
+        }
+        let value = if self.n_prev == 0 {
+            1.0
+        } else {
+            rows.chunks_exact(d)
+                .zip(self.prev.chunks_exact(d))
+                .map(|(x, p)| latent_change(spec.criterion, x, p))
+                // A NaN position makes the batch NaN (never passes).
+                .fold(0.0f64, |m, v| {
+                    if m.is_nan() || v.is_nan() {
+                        f64::NAN
+                    } else {
+                        m.max(v)
+                    }
+                })
+        };
+        self.prev[..rows.len()].copy_from_slice(rows);
+        self.n_prev = n;
         value
     }
 }
@@ -973,6 +1055,40 @@ mod tests {
         assert!(spec("confidence:1").should_exit(1.0));
         assert!(!spec("confidence:inf").should_exit(1.0));
         assert!(spec("confidence:0").should_exit(0.0));
+    }
+
+    /// Over a batch, the value is the largest of what each position alone
+    /// would give.
+    #[test]
+    fn batch_latent_state_takes_the_worst_position() {
+        let d = 3;
+        let rows0 = [1.0f32, 2.0, 2.0, 0.0, 1.0, 0.0];
+        let rows1 = [1.0f32, 2.0, 2.1, 0.0, 1.0, 0.5];
+        for c in ["latent-diff:0.1", "cosine:1e-2"] {
+            let s = spec(c);
+            let mut b = BatchLatentState::new(2, d);
+            assert_eq!(b.observe(&s, &rows0), 1.0);
+            let mut one = [ExitState::new(2, d), ExitState::new(2, d)];
+            for (st, r) in one.iter_mut().zip(rows0.chunks(d)) {
+                st.observe_latent(&s, r);
+            }
+            let want = one
+                .iter_mut()
+                .zip(rows1.chunks(d))
+                .map(|(st, r)| st.observe_latent(&s, r))
+                .fold(0.0f64, f64::max);
+            assert!(want > 0.0);
+            assert_eq!(b.observe(&s, &rows1), want, "{c}");
+            assert!(b.observe(&s, &rows1) < 1e-12, "{c}: settled");
+            // A batch of another size, or too long, is NaN; reset starts over.
+            assert!(b.observe(&s, &rows1[..d]).is_nan());
+            assert!(b.observe(&s, &[0.0; 9]).is_nan());
+            b.reset();
+            assert_eq!(b.observe(&s, &rows1[..d]), 1.0);
+        }
+        let mut b = BatchLatentState::new(2, d);
+        assert!(b.observe(&spec("kl"), &rows0).is_nan());
+        assert!(b.observe(&spec("cosine"), &rows0[..2]).is_nan());
     }
 
     #[test]

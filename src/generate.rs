@@ -11,7 +11,7 @@
 //! Nothing is allocated per token: buffers are sized per call.
 
 use crate::error::{Error, Result};
-use crate::exit::{ExitCriterion, ExitSpec, ExitState};
+use crate::exit::{BatchLatentState, ExitCriterion, ExitSpec, ExitState};
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::session::{CodaMode, MAX_ITERATIONS, STEPS_PER_GRAPH, Segment, Session};
@@ -46,6 +46,17 @@ pub struct ComputeLimits {
     pub check_every: usize,
     /// Allow early exit while prefilling the prompt (decided on the last position).
     pub exit_in_prefill: bool,
+    /// The prompt's own exit: a latent criterion (`cosine` or `latent-diff`)
+    /// decided over every position of the prompt at once (the largest value
+    /// must pass), from `min_iterations` on, at every step up to the
+    /// prompt's budget; a prompt longer than the session's batch decides
+    /// each chunk on its own positions. It stops the prompt when all of its
+    /// states have settled, whatever `exit` the generated tokens use; each
+    /// check reads the batch's states back (no coda). Default `none`: the prompt runs its
+    /// budget (or `exit` on the last position with `exit_in_prefill`, which
+    /// cannot be combined with this). docs/semantics.md, "The prompt's
+    /// exit".
+    pub prefill_exit: ExitSpec,
     /// Start each new token's state from the previous token's final state.
     pub warm_start: bool,
 }
@@ -59,6 +70,7 @@ impl Default for ComputeLimits {
             exit_screen: ExitSpec::default(),
             check_every: 1,
             exit_in_prefill: false,
+            prefill_exit: ExitSpec::default(),
             warm_start: false,
         }
     }
@@ -112,6 +124,26 @@ impl ComputeLimits {
                 e => e,
             })?;
         }
+        let pre = self.prefill_exit.criterion;
+        if pre != ExitCriterion::None {
+            if !matches!(pre, ExitCriterion::Cosine | ExitCriterion::LatentDiff) {
+                return Err(Error::InvalidArgument(format!(
+                    "prefill exit {:?}: the prompt's exit is a latent criterion (cosine or \
+                     latent-diff)",
+                    pre.name()
+                )));
+            }
+            if self.exit_in_prefill {
+                return Err(Error::InvalidArgument(
+                    "prefill exit with exit_in_prefill: the prompt has one exit, choose either"
+                        .into(),
+                ));
+            }
+            self.prefill_exit.validate().map_err(|e| match e {
+                Error::InvalidArgument(m) => Error::InvalidArgument(format!("prefill exit: {m}")),
+                e => e,
+            })?;
+        }
         Ok(())
     }
 
@@ -131,6 +163,12 @@ impl ComputeLimits {
             return Err(Error::InvalidArgument(format!(
                 "exit criterion {:?}: the model has no recurrence to exit from",
                 self.exit.criterion.name()
+            )));
+        }
+        if !model.config().has_recurrence() && self.prefill_exit.criterion != ExitCriterion::None {
+            return Err(Error::InvalidArgument(format!(
+                "prefill exit {:?}: the model has no recurrence to exit from",
+                self.prefill_exit.criterion.name()
             )));
         }
         if self.exit.criterion == ExitCriterion::Gate && model.exit_gate().is_none() {
@@ -435,6 +473,9 @@ struct Work {
     /// neither read by the next drafts nor kept (the verification rewrites
     /// them), so the latest-entry fill is skipped.
     drafting: bool,
+    /// The prompt's exit over every position (`prefill_exit`): the states
+    /// read back and the previous check's; empty without one.
+    batch_exit: Option<(Vec<f32>, BatchLatentState)>,
 }
 
 impl Session {
@@ -485,6 +526,7 @@ impl Session {
             prev_state: vec![0.0; cfg.n_embd],
             have_prev: false,
             drafting: false,
+            batch_exit: None,
         };
 
         let t0 = Instant::now();
@@ -494,13 +536,26 @@ impl Session {
             let mut pl = limits;
             pl.max_iterations = prefill_iters;
             pl.min_iterations = pl.min_iterations.min(prefill_iters);
-            if !limits.exit_in_prefill {
+            if limits.prefill_exit.criterion != ExitCriterion::None {
+                // Every position's state, read back at each step.
+                pl.exit = limits.prefill_exit;
+                pl.exit_screen = ExitSpec::default();
+                pl.check_every = 1;
+                let rows = self.n_batch().min(prompt.len());
+                w.batch_exit = Some((
+                    vec![0.0; rows * cfg.n_embd],
+                    BatchLatentState::new(rows, cfg.n_embd),
+                ));
+            } else if !limits.exit_in_prefill {
                 pl.exit = ExitSpec::default();
             }
             let n_chunks = prompt.len().div_ceil(self.n_batch());
+            // The prompt's exit decides each chunk on its own positions; a
+            // criterion on the last position only decides the last chunk.
+            let per_chunk = w.batch_exit.is_some();
             for (i, chunk) in prompt.chunks(self.n_batch()).enumerate() {
                 let last = i + 1 == n_chunks;
-                let chunk_limits = if last {
+                let chunk_limits = if last || per_chunk {
                     pl
                 } else {
                     ComputeLimits {
@@ -513,6 +568,7 @@ impl Session {
                 prefill_value = value;
             }
         }
+        w.batch_exit = None;
         let prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let stats = GenerateStats {
@@ -756,6 +812,9 @@ impl Session {
             self.set_initial_state(&w.prev_state);
         }
         w.exit.reset();
+        if let Some((_, b)) = &mut w.batch_exit {
+            b.reset();
+        }
         let spec = limits.exit;
         let needs_logits = spec.criterion.needs_logits();
         let on_device = self.token_exit_on_device(limits);
@@ -794,6 +853,9 @@ impl Session {
                     .observe_stats(&spec, st.neg_entropy, st.kl_term, st.argmax);
             } else if needs_logits {
                 value = w.exit.observe_logits(&spec, self.logits());
+            } else if let Some((rows, b)) = &mut w.batch_exit {
+                let n = self.read_batch_states(rows)?;
+                value = b.observe(&spec, &rows[..n]);
             } else if spec.criterion.needs_latent() {
                 self.read_last_state(&mut w.state)?;
                 value = w.exit.observe_latent(&spec, &w.state);

@@ -74,6 +74,7 @@ fn cases(file: &str) -> Vec<Case> {
                 // Only the authors' traces have the column: their generation
                 // checks exits during the prompt too.
                 exit_in_prefill: r.get("exit_in_prefill").is_some_and(|v| v == "1"),
+                prefill_exit: ExitSpec::default(),
                 warm_start: num::<u32>(r, "warm_start") == 1,
             },
             prefill_iterations: num(r, "prefill_iterations"),
@@ -312,6 +313,7 @@ fn limits(min: usize, max: usize, exit: &str, check_every: usize) -> ComputeLimi
         exit_screen: ExitSpec::default(),
         check_every,
         exit_in_prefill: false,
+        prefill_exit: ExitSpec::default(),
         warm_start: false,
     }
 }
@@ -402,6 +404,106 @@ fn zero_confidence_exits_at_the_first_check() {
             assert!(e.2 > 0.0 && e.2 <= 1.0, "{:?}", e);
         }
     }
+}
+
+/// The prompt's exit stops the prompt at the first step from `min` where
+/// every position's state has settled; what follows is exactly a prompt run
+/// at that many iterations.
+#[test]
+fn prefill_exit_equals_a_prompt_of_the_iterations_it_chose() {
+    let m = small_model("prefill-exit");
+    let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 256).collect();
+    let mut chosen = Vec::new();
+    for (pre, min, budget) in [
+        ("cosine:1e-2", 2, 16),
+        ("cosine:1e-3", 1, 16),
+        ("latent-diff:0.1", 2, 12),
+        ("latent-diff:0.03", 3, 16),
+    ] {
+        for b in [1, 4] {
+            let mut l = limits(min, 16, "kl:1e-3", 1);
+            l.prefill_exit = pre.parse().unwrap();
+            let p = GenerateParams {
+                prefill_iterations: Some(budget),
+                ..params(l, 6)
+            };
+            let mut s = session(&m, b, 64);
+            let (t, stats) = run(&mut s, &prompt, &p).unwrap();
+            let k = stats.prefill_iterations;
+            assert!((min..=budget).contains(&k), "{pre}: prompt ran {k}");
+            assert_eq!(
+                t[0].1, k,
+                "{pre}: the first token reports the prompt's iterations"
+            );
+            chosen.push(k);
+            // The same prompt at a fixed k, no prompt exit: the same tokens,
+            // iterations and exit values.
+            let fixed = GenerateParams {
+                prefill_iterations: Some(k),
+                limits: ComputeLimits {
+                    prefill_exit: ExitSpec::default(),
+                    ..l
+                },
+                ..p.clone()
+            };
+            let mut s2 = session(&m, b, 64);
+            let (t2, _) = run(&mut s2, &prompt, &fixed).unwrap();
+            let strip = |t: &Trace| t.iter().skip(1).map(|e| (e.0, e.1)).collect::<Vec<_>>();
+            assert_eq!(strip(&t), strip(&t2), "{pre} B={b} k={k}");
+            assert_eq!(t[0].0, t2[0].0, "{pre} B={b} k={k}");
+        }
+    }
+    // The thresholds are not all on one side of every prompt's values.
+    assert!(
+        chosen.iter().any(|&k| k < 12),
+        "no prompt exited early: {chosen:?}"
+    );
+    // Threshold 0 never passes (the prompt runs its budget); +inf passes at
+    // the first check, `min` (a latent criterion's first check is 1.0).
+    for (pre, want) in [("cosine:0", 9), ("latent-diff:inf", 3)] {
+        let mut l = limits(3, 16, "none", 1);
+        l.prefill_exit = pre.parse().unwrap();
+        let p = GenerateParams {
+            prefill_iterations: Some(9),
+            ..params(l, 3)
+        };
+        let mut s = session(&m, 2, 64);
+        let (_, stats) = run(&mut s, &prompt, &p).unwrap();
+        assert_eq!(stats.prefill_iterations, want, "{pre}");
+    }
+    // A prompt longer than the batch: each chunk decides on its own
+    // positions, and every chunk's exit stays within [min, budget].
+    for (pre, lo, hi) in [
+        ("latent-diff:inf", 3, 3),
+        ("cosine:0", 9, 9),
+        ("cosine:1e-2", 3, 9),
+    ] {
+        let mut l = limits(3, 16, "kl:1e-3", 1);
+        l.prefill_exit = pre.parse().unwrap();
+        let p = GenerateParams {
+            prefill_iterations: Some(9),
+            ..params(l, 3)
+        };
+        let sp = SessionParams {
+            n_ctx: 64,
+            n_batch: 5,
+            kv_budget: 4,
+            ..SessionParams::default()
+        };
+        let mut s = Session::new(Arc::clone(&m), &sp).unwrap();
+        let (t, stats) = run(&mut s, &prompt, &p).unwrap();
+        assert!(
+            (lo..=hi).contains(&stats.prefill_iterations),
+            "{pre} chunked"
+        );
+        assert_eq!(t.len(), 3);
+    }
+    // A one-token prompt decides on its one position.
+    let mut l = limits(1, 16, "none", 1);
+    l.prefill_exit = "cosine:inf".parse().unwrap();
+    let mut s = session(&m, 2, 64);
+    let (_, stats) = run(&mut s, &prompt[..1], &params(l, 2)).unwrap();
+    assert_eq!(stats.prefill_iterations, 1);
 }
 
 #[test]
@@ -567,6 +669,31 @@ fn invalid_limits_are_rejected() {
             ComputeLimits {
                 exit_screen: "latent-diff".parse().unwrap(),
                 ..limits(2, 8, "none", 1)
+            },
+        ),
+        (
+            "a prompt exit that is not latent",
+            ComputeLimits {
+                prefill_exit: "kl".parse().unwrap(),
+                ..ok
+            },
+        ),
+        (
+            "a prompt exit with exit_in_prefill",
+            ComputeLimits {
+                prefill_exit: "cosine".parse().unwrap(),
+                exit_in_prefill: true,
+                ..ok
+            },
+        ),
+        (
+            "a prompt exit with a negative threshold",
+            ComputeLimits {
+                prefill_exit: ExitSpec {
+                    criterion: ExitCriterion::Cosine,
+                    threshold: -1.0,
+                },
+                ..ok
             },
         ),
         (

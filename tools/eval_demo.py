@@ -141,15 +141,18 @@ def eval_rd(rd, gguf, problems, task, configs):
     return rows
 
 
-def rd_configs(iters, kl_thresholds, init, kl_min=1):
+def rd_configs(iters, kl_thresholds, init, kl_min=1, strategies=(), b1=True):
     cfgs = []
-    for b_name, b in (("B=full", []), ("B=1", ["--kv-budget", "1"])):
+    budgets = (("B=full", []), ("B=1", ["--kv-budget", "1"])) if b1 else (("B=full", []),)
+    for b_name, b in budgets:
         for r in iters:
             cfgs.append((f"{r} iterations, {b_name}", ["--iterations", str(r), "--init", init] + b))
         for th in kl_thresholds:
             cfgs.append((f"kl:{th:g} (min {kl_min}, max 32), {b_name}",
                          ["--max-iterations", "32", "--min-iterations", str(kl_min), "--exit", f"kl:{th:g}",
                           "--init", init] + b))
+    for flags in strategies:
+        cfgs.append((f"`{flags}`", flags.split() + ["--init", init]))
     return cfgs
 
 
@@ -188,6 +191,10 @@ def main():
     ap.add_argument("--iters", default=",".join(map(str, ITERS)))
     ap.add_argument("--kl", default="1e-2,1e-4", help="KL exit thresholds")
     ap.add_argument("--kl-min", type=int, default=1, help="min iterations of the KL exits")
+    ap.add_argument("--strategy", action="append", default=[],
+                    help="more `rd run` flags to evaluate as one configuration (B = full), "
+                         "e.g. '--min-iterations 2 --max-iterations 32 --exit confidence:0.9'; repeatable")
+    ap.add_argument("--no-b1", action="store_true", help="skip the B = 1 configurations")
     ap.add_argument("--init", default="zeros", help="runtime initial state: zeros or seed:N")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random initial state (PyTorch)")
     ap.add_argument("--json", help="write the results here")
@@ -233,7 +240,8 @@ def main():
 
     if args.gguf:
         rows = eval_rd(args.rd, args.gguf, problems, task,
-                       rd_configs(iters, [float(x) for x in args.kl.split(",")], args.init, args.kl_min))
+                       rd_configs(iters, [float(x) for x in args.kl.split(",") if x], args.init, args.kl_min,
+                                  args.strategy, not args.no_b1))
         results["runtime"] = rows
         print(f"Runtime (`rd run`, greedy, initial state {args.init}, one process per problem)\n")
         print("| configuration | accuracy | mean iterations per token | compute per problem | "

@@ -451,17 +451,30 @@ pub struct rd_compute_limits {
     /// criterion that is not on the distribution, is an invalid argument
     /// (docs/semantics.md, "Screened exits"). Added in 0.4.
     pub exit_screen_criterion: rd_exit_criterion,
+    /// Threshold of `prefill_exit_criterion` (as `exit_threshold`; default
+    /// 0). Added in 0.5.
+    pub prefill_exit_threshold: f64,
+    /// The prompt's own exit: `RD_EXIT_COSINE` or `RD_EXIT_LATENT_DIFF`,
+    /// decided over every prompt position at once (the largest value must
+    /// pass its threshold), at every step from `min_iterations` up to the
+    /// prompt's budget; each check reads the prompt's states back, no coda.
+    /// It stops the prompt once all of its states have settled, whatever
+    /// `exit_criterion` the generated tokens use. Default `RD_EXIT_NONE`:
+    /// the prompt runs its budget. Any other criterion, or this together
+    /// with `exit_in_prefill`, is an invalid argument (docs/semantics.md,
+    /// "The prompt's exit"). Added in 0.5.
+    pub prefill_exit_criterion: rd_exit_criterion,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers and C bools.
 unsafe impl Versioned for rd_compute_limits {
     const NAME: &'static str = "rd_compute_limits";
     // 0.1 to 0.3 ended after `exit_in_prefill` (with padding to 40 bytes);
-    // 0.4's screen starts at 40.
-    const RELEASED_SIZES: &'static [usize] = &[std::mem::offset_of!(
-        rd_compute_limits,
-        exit_screen_threshold
-    )];
+    // 0.4's screen starts at 40; 0.4 ended after it (padding to 56 bytes).
+    const RELEASED_SIZES: &'static [usize] = &[
+        std::mem::offset_of!(rd_compute_limits, exit_screen_threshold),
+        std::mem::offset_of!(rd_compute_limits, prefill_exit_threshold),
+    ];
     fn defaults() -> Self {
         let d = ComputeLimits::default();
         rd_compute_limits {
@@ -475,6 +488,8 @@ unsafe impl Versioned for rd_compute_limits {
             exit_in_prefill: d.exit_in_prefill,
             exit_screen_threshold: 0.0,
             exit_screen_criterion: RD_EXIT_NONE,
+            prefill_exit_threshold: 0.0,
+            prefill_exit_criterion: RD_EXIT_NONE,
         }
     }
 }
@@ -507,6 +522,12 @@ impl rd_compute_limits {
                 self.exit_screen_criterion
             ))
         })?;
+        let prefill = criterion_of(self.prefill_exit_criterion).ok_or_else(|| {
+            Fail::invalid(format!(
+                "unknown prefill_exit_criterion {}",
+                self.prefill_exit_criterion
+            ))
+        })?;
         let limits = ComputeLimits {
             min_iterations: self.min_iterations as usize,
             max_iterations: self.max_iterations as usize,
@@ -520,6 +541,10 @@ impl rd_compute_limits {
             },
             check_every: self.check_every as usize,
             exit_in_prefill: self.exit_in_prefill,
+            prefill_exit: ExitSpec {
+                criterion: prefill,
+                threshold: self.prefill_exit_threshold,
+            },
             warm_start: self.warm_start,
         };
         limits.validate()?;

@@ -666,6 +666,29 @@ impl Session {
     }
 
     /// Reads the recurrent state of the last position of the current batch.
+    /// Reads the states of every position of the running batch into the
+    /// front of `out` (positions one after another); returns the number of
+    /// values written (positions x width).
+    pub(crate) fn read_batch_states(&self, out: &mut [f32]) -> Result<usize> {
+        let d = self.model.config().n_embd;
+        if self.n_cur <= 1 {
+            let dst = out.get_mut(..d).ok_or_else(|| {
+                Error::Backend("batch states: a buffer shorter than one state".into())
+            })?;
+            self.read_last_state(dst)?;
+            return Ok(d);
+        }
+        let n = self.n_cur * d;
+        let Some(dst) = out.get_mut(..n) else {
+            return Err(Error::Backend(format!(
+                "batch states: {n} values do not fit a buffer of {}",
+                out.len()
+            )));
+        };
+        self.state_store.read_f32(0, dst)?;
+        Ok(n)
+    }
+
     pub(crate) fn read_last_state(&self, out: &mut [f32]) -> Result<()> {
         let d = self.model.config().n_embd;
         let row = if self.n_cur <= 1 {

@@ -66,10 +66,14 @@ public struct ComputeLimits: Equatable, Sendable {
     /// `exit` (a criterion on the next-token distribution) is evaluated;
     /// `.none`: no screen.
     public var exitScreen: ExitCriterion
+    /// The prompt's own exit: `.cosine` or `.latentDiff` over every prompt
+    /// position (all must have settled), at each step up to the prompt's
+    /// budget; `.none`: the prompt runs its budget. Not with `exitInPrefill`.
+    public var prefillExit: ExitCriterion
 
     public init(minIterations: Int = 1, maxIterations: Int = 32, checkEvery: Int = 1,
                 exit: ExitCriterion = .none, warmStart: Bool = false, exitInPrefill: Bool = false,
-                exitScreen: ExitCriterion = .none) {
+                exitScreen: ExitCriterion = .none, prefillExit: ExitCriterion = .none) {
         self.minIterations = minIterations
         self.maxIterations = maxIterations
         self.checkEvery = checkEvery
@@ -77,6 +81,7 @@ public struct ComputeLimits: Equatable, Sendable {
         self.warmStart = warmStart
         self.exitInPrefill = exitInPrefill
         self.exitScreen = exitScreen
+        self.prefillExit = prefillExit
     }
 
     /// Exactly `iterations` per token.
@@ -95,6 +100,8 @@ public struct ComputeLimits: Equatable, Sendable {
         l.exit_in_prefill = exitInPrefill
         l.exit_screen_criterion = exitScreen.code
         l.exit_screen_threshold = exitScreen.threshold
+        l.prefill_exit_criterion = prefillExit.code
+        l.prefill_exit_threshold = prefillExit.threshold
         return l
     }
 }

@@ -250,6 +250,11 @@ pub struct RunArgs {
     /// Allow early exit during the prompt.
     #[arg(long)]
     pub exit_in_prefill: bool,
+    /// The prompt's own exit[:threshold]: cosine or latent-diff over every
+    /// prompt position (all must have settled), at each step up to the
+    /// prompt's budget; e.g. cosine:1e-2. Not with --exit-in-prefill.
+    #[arg(long, default_value = "none")]
+    pub prefill_exit: ExitSpec,
     /// Start each token's state from the previous token's final state.
     #[arg(long)]
     pub warm_start: bool,
@@ -414,6 +419,10 @@ pub struct ChatArgs {
     /// see `rd run --help`).
     #[arg(long, default_value = "none")]
     pub exit_screen: ExitSpec,
+    /// The prompt's own exit[:threshold] (cosine or latent-diff over every
+    /// position of each turn; see `rd run --help`).
+    #[arg(long, default_value = "none")]
+    pub prefill_exit: ExitSpec,
     /// Evaluate the exit criterion every N steps once min is reached (0 =
     /// automatic, from the model's cost of a check relative to a step).
     #[arg(long, default_value_t = 1)]

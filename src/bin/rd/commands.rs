@@ -231,6 +231,7 @@ fn run(a: RunArgs) -> Result<()> {
         exit_screen: a.exit_screen,
         check_every: a.check_every,
         exit_in_prefill: a.exit_in_prefill,
+        prefill_exit: a.prefill_exit,
         warm_start: a.warm_start,
     };
     let sampled = a.temp.is_some() || a.top_k.is_some() || a.top_p.is_some() || a.min_p.is_some();
@@ -568,6 +569,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         exit_screen: a.exit_screen,
         check_every: a.check_every,
         exit_in_prefill: false,
+        prefill_exit: a.prefill_exit,
         warm_start: a.warm_start,
     };
     let sampling = SamplingParams {

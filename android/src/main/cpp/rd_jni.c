@@ -473,7 +473,8 @@ static void jni_state_load(JNIEnv *env, jclass cls, jlong session, jbyteArray st
 static bool fill_limits(JNIEnv *env, rd_compute_limits *l, jint min_it, jint max_it,
                         jint check_every, jint criterion, jdouble threshold, jboolean warm_start,
                         jboolean exit_in_prefill, jint screen_criterion,
-                        jdouble screen_threshold) {
+                        jdouble screen_threshold, jint prefill_criterion,
+                        jdouble prefill_threshold) {
     if (!non_negative(env, min_it, "minIterations") ||
         !non_negative(env, max_it, "maxIterations") ||
         !non_negative(env, check_every, "checkEvery"))
@@ -488,6 +489,8 @@ static bool fill_limits(JNIEnv *env, rd_compute_limits *l, jint min_it, jint max
     l->exit_in_prefill = exit_in_prefill == JNI_TRUE;
     l->exit_screen_criterion = (rd_exit_criterion)screen_criterion;
     l->exit_screen_threshold = screen_threshold;
+    l->prefill_exit_criterion = (rd_exit_criterion)prefill_criterion;
+    l->prefill_exit_threshold = prefill_threshold;
     return true;
 }
 
@@ -495,11 +498,13 @@ static void jni_set_compute_limits(JNIEnv *env, jclass cls, jlong session, jint 
                                    jint max_it, jint check_every, jint criterion,
                                    jdouble threshold, jboolean warm_start,
                                    jboolean exit_in_prefill, jint screen_criterion,
-                                   jdouble screen_threshold) {
+                                   jdouble screen_threshold, jint prefill_criterion,
+                                   jdouble prefill_threshold) {
     (void)cls;
     rd_compute_limits l;
     if (!fill_limits(env, &l, min_it, max_it, check_every, criterion, threshold, warm_start,
-                     exit_in_prefill, screen_criterion, screen_threshold))
+                     exit_in_prefill, screen_criterion, screen_threshold, prefill_criterion,
+                     prefill_threshold))
         return;
     check(env, rd_set_compute_limits(SESSION(session), &l));
 }
@@ -561,7 +566,8 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
                                  jint max_it, jint check_every, jint criterion,
                                  jdouble threshold, jboolean warm_start,
                                  jboolean exit_in_prefill, jint screen_criterion,
-                                 jdouble screen_threshold, jboolean sample, jfloat temperature,
+                                 jdouble screen_threshold, jint prefill_criterion,
+                                 jdouble prefill_threshold, jboolean sample, jfloat temperature,
                                  jint top_k, jfloat top_p, jfloat min_p, jfloat repeat_penalty,
                                  jint repeat_last_n, jlong seed, jboolean greedy,
                                  jintArray stop_tokens, jboolean default_stop_tokens,
@@ -577,7 +583,8 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
         return NULL;
     rd_compute_limits limits;
     if (!fill_limits(env, &limits, min_it, max_it, check_every, criterion, threshold, warm_start,
-                     exit_in_prefill, screen_criterion, screen_threshold))
+                     exit_in_prefill, screen_criterion, screen_threshold, prefill_criterion,
+                     prefill_threshold))
         return NULL;
     rd_sampling_params sampling = rd_sampling_default_params();
     sampling.temperature = temperature;
@@ -675,10 +682,10 @@ static const JNINativeMethod k_methods[] = {
     {"sessionSetThreads", "(JI)V", FN(jni_session_set_threads)},
     {"stateSave", "(J)[B", FN(jni_state_save)},
     {"stateLoad", "(J[B)V", FN(jni_state_load)},
-    {"setComputeLimits", "(JIIIIDZZID)V", FN(jni_set_compute_limits)},
+    {"setComputeLimits", "(JIIIIDZZIDID)V", FN(jni_set_compute_limits)},
     {"generate",
      "(J[I[BII" /* session, prompt, promptUtf8, maxTokens, prefillIterations */
-     "IIIIDZZID" /* limits */
+     "IIIIDZZIDID" /* limits */
      "ZFIFFFIJZ" /* sampling */
      "[IZII"    /* stopTokens, defaultStopTokens, tokenizeFlags, detokenizeFlags */
      "IIZ"      /* draftTokens, draftIterations, draftAdaptive */

@@ -262,7 +262,9 @@ final class RdNative {
             boolean warmStart,
             boolean exitInPrefill,
             int exitScreenCriterion,
-            double exitScreenThreshold);
+            double exitScreenThreshold,
+            int prefillExitCriterion,
+            double prefillExitThreshold);
 
     /**
      * rd_generate, or rd_generate_text when {@code promptUtf8} is not null
@@ -291,6 +293,8 @@ final class RdNative {
             boolean exitInPrefill,
             int exitScreenCriterion,
             double exitScreenThreshold,
+            int prefillExitCriterion,
+            double prefillExitThreshold,
             boolean sample,
             float temperature,
             int topK,

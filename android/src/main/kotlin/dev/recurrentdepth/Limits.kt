@@ -62,6 +62,14 @@ data class ComputeLimits(
      * [ExitCriterion.None]: no screen.
      */
     val exitScreen: ExitCriterion = ExitCriterion.None,
+    /**
+     * The prompt's own exit: [ExitCriterion.Cosine] or
+     * [ExitCriterion.LatentDiff] over every prompt position (all must have
+     * settled), at each step up to the prompt's budget (docs/semantics.md,
+     * "The prompt's exit"); [ExitCriterion.None]: the prompt runs its
+     * budget. Not together with [exitInPrefill].
+     */
+    val prefillExit: ExitCriterion = ExitCriterion.None,
 ) {
     companion object {
         /** Exactly [iterations] per token. */

@@ -128,6 +128,7 @@ class Session internal constructor(
                         limits.minIterations, limits.maxIterations, limits.checkEvery,
                         limits.exit.code, limits.exit.threshold, limits.warmStart, limits.exitInPrefill,
                         limits.exitScreen.code, limits.exitScreen.threshold,
+                        limits.prefillExit.code, limits.prefillExit.threshold,
                         sampling != null, s.temperature, s.topK, s.topP, s.minP,
                         s.repeatPenalty, s.repeatLastN, s.seed, s.greedy,
                         stopTokens, defaultStopTokens, tokenizeFlags,
@@ -192,6 +193,7 @@ class Session internal constructor(
                 h, limits.minIterations, limits.maxIterations, limits.checkEvery,
                 limits.exit.code, limits.exit.threshold, limits.warmStart, limits.exitInPrefill,
                 limits.exitScreen.code, limits.exitScreen.threshold,
+                limits.prefillExit.code, limits.prefillExit.threshold,
             )
         } finally {
             native.release()
