@@ -1254,43 +1254,48 @@ static void test_log_settings(void) {
     CHECK_STATUS(rd_log_set(NULL, NULL, RD_LOG_WARN), RD_OK);
 }
 
-/* exit_place: the KL value computed inside the graph gives the same tokens
- * and iterations as on the host; unknown places and old struct sizes. */
+/* exit_place: the KL and confidence values computed inside the graph give
+ * the same tokens and iterations as on the host; unknown places and old
+ * struct sizes. */
 static void test_exit_place(void) {
     rd_model *m = load_model(g_model_path);
     if (!m) {
         CHECK(m != NULL);
         return;
     }
-    rd_compute_limits kl = fixed_limits(24);
-    kl.min_iterations = 2;
-    kl.exit_criterion = RD_EXIT_KL;
-    kl.exit_threshold = rd_exit_default_threshold(RD_EXIT_KL);
-    static collect_t runs[2];
-    const rd_exit_place places[2] = {RD_EXIT_PLACE_HOST, RD_EXIT_PLACE_DEVICE};
-    for (int k = 0; k < 2; k++) {
-        rd_session_params sp = rd_session_default_params();
-        sp.n_ctx = 64;
-        sp.exit_place = places[k];
-        rd_session *s = NULL;
-        CHECK_STATUS(rd_session_new(m, &sp, &s), RD_OK);
-        if (!s) continue;
-        rd_generate_stats st = {.struct_size = sizeof st};
-        collect_init(&runs[k], s);
-        CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &kl, 12, &runs[k], &st), RD_OK);
-        rd_session_free(s);
+    const rd_exit_criterion criteria[2] = {RD_EXIT_KL, RD_EXIT_CONFIDENCE};
+    for (int c = 0; c < 2; c++) {
+        rd_compute_limits lim = fixed_limits(24);
+        lim.min_iterations = 2;
+        lim.exit_criterion = criteria[c];
+        lim.exit_threshold = rd_exit_default_threshold(criteria[c]);
+        static collect_t runs[2];
+        const rd_exit_place places[2] = {RD_EXIT_PLACE_HOST, RD_EXIT_PLACE_DEVICE};
+        for (int k = 0; k < 2; k++) {
+            rd_session_params sp = rd_session_default_params();
+            sp.n_ctx = 64;
+            sp.exit_place = places[k];
+            rd_session *s = NULL;
+            CHECK_STATUS(rd_session_new(m, &sp, &s), RD_OK);
+            if (!s) continue;
+            rd_generate_stats st = {.struct_size = sizeof st};
+            collect_init(&runs[k], s);
+            CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &lim, 12, &runs[k], &st), RD_OK);
+            rd_session_free(s);
+        }
+        CHECK(runs[0].n == runs[1].n && runs[0].n == 12);
+        int exits = 0;
+        for (size_t i = 0; i < runs[0].n && i < runs[1].n; i++) {
+            CHECK(runs[0].tokens[i] == runs[1].tokens[i]);
+            CHECK(runs[0].iterations[i] == runs[1].iterations[i]);
+            if (runs[0].iterations[i] < 24) exits++;
+            if (!isnan(runs[0].exit_values[i]))
+                CHECK(fabs(runs[0].exit_values[i] - runs[1].exit_values[i]) <=
+                      1e-3 * fabs(runs[0].exit_values[i]) + 1e-6);
+        }
+        printf("     %s: %d of %zu tokens exited early, same on host and in graph\n",
+               c == 0 ? "kl" : "confidence", exits, runs[0].n);
     }
-    CHECK(runs[0].n == runs[1].n && runs[0].n == 12);
-    int exits = 0;
-    for (size_t i = 0; i < runs[0].n && i < runs[1].n; i++) {
-        CHECK(runs[0].tokens[i] == runs[1].tokens[i]);
-        CHECK(runs[0].iterations[i] == runs[1].iterations[i]);
-        if (runs[0].iterations[i] < 24) exits++;
-        if (!isnan(runs[0].exit_values[i]))
-            CHECK(fabs(runs[0].exit_values[i] - runs[1].exit_values[i]) <=
-                  1e-3 * fabs(runs[0].exit_values[i]) + 1e-6);
-    }
-    printf("     %d of %zu tokens exited early, same on host and in graph\n", exits, runs[0].n);
     rd_session_params bad = rd_session_default_params();
     bad.exit_place = 3;
     rd_session *s = NULL;

@@ -340,7 +340,7 @@ typedef struct rd_session_params {
      */
     uint64_t seed;
     /**
-     * Where the `kl`, `entropy-diff` and `argmax-stability` exit values are
+     * Where the `kl`, `entropy-diff`, `argmax-stability` and `confidence` exit values are
      * computed, an `rd_exit_place` (default `RD_EXIT_PLACE_AUTO`). Added in
      * 0.2.
      */

@@ -137,13 +137,17 @@ impl ExitCriterion {
         )
     }
 
-    /// Whether a check's value follows from `sum p ln p`, `sum p ln p_prev`
-    /// and the argmax alone (see [`ExitState::observe_stats`]), which a GPU
-    /// computes in the graph: kl, entropy-diff and argmax-stability.
+    /// Whether a check's value follows from `sum p ln p`, `sum p ln p_prev`,
+    /// the argmax and its log-probability alone (see
+    /// [`ExitState::observe_stats`]), which a GPU computes in the graph: kl,
+    /// entropy-diff, argmax-stability and confidence.
     pub fn device_computable(self) -> bool {
         matches!(
             self,
-            ExitCriterion::Kl | ExitCriterion::EntropyDiff | ExitCriterion::ArgmaxStability
+            ExitCriterion::Kl
+                | ExitCriterion::EntropyDiff
+                | ExitCriterion::ArgmaxStability
+                | ExitCriterion::Confidence
         )
     }
 
@@ -519,17 +523,21 @@ impl ExitState {
     /// summarised elsewhere (inside the graph, in f32): `neg_entropy` is
     /// `sum p ln p`; `kl_term` is `sum ln p` at the first check of the token
     /// and `sum p_prev ln p` against the previous check after it; `argmax` the
-    /// index of the largest logit. Gives the same values as `observe_logits`
-    /// for kl, entropy-diff and argmax-stability (up to the summary's
+    /// index of the largest logit; `max_logp` its log-probability (`ln
+    /// p_max`, i.e. minus the log-sum-exp of the logits shifted by their
+    /// maximum). Gives the same values as `observe_logits` for kl,
+    /// entropy-diff, argmax-stability and confidence (up to the summary's
     /// rounding, and without the floor on zero probabilities), NaN for other
     /// criteria. Do not mix with `observe_logits` within one token (call
-    /// [`ExitState::reset`] between tokens as usual).
+    /// [`ExitState::reset`] between tokens as usual). (`max_logp` was added in
+    /// 0.5.)
     pub fn observe_stats(
         &mut self,
         spec: &ExitSpec,
         neg_entropy: f64,
         kl_term: f64,
         argmax: usize,
+        max_logp: f64,
     ) -> f64 {
         let entropy = -neg_entropy;
         let v = self.vocab as f64;
@@ -555,10 +563,12 @@ impl ExitState {
                     0.0
                 }
             }
+            ExitCriterion::Confidence => max_logp.exp(),
             _ => f64::NAN,
         };
         self.argmax_run = if same_argmax { self.argmax_run + 1 } else { 0 };
         self.prev_entropy = entropy;
+        self.prev_max_logp = max_logp;
         self.prev_argmax = argmax;
         self.has_prev_logits = true;
         self.checks += 1;
@@ -867,7 +877,7 @@ mod tests {
         assert_eq!(ExitCriterion::ArgmaxStability.default_threshold(), 5.0);
         assert_eq!(ExitCriterion::Confidence.default_threshold(), 0.9);
         assert!(ExitCriterion::Confidence.needs_logits());
-        assert!(!ExitCriterion::Confidence.device_computable());
+        assert!(ExitCriterion::Confidence.device_computable());
         assert!(ExitCriterion::Kl.needs_logits());
         assert!(ExitCriterion::MinpKl.needs_logits());
         assert!(ExitCriterion::EntropyDiff.needs_logits());
@@ -1208,7 +1218,8 @@ mod tests {
     }
 
     /// The summary path (what a GPU computes in the graph) gives the values
-    /// of the logits path for kl, entropy-diff and argmax-stability.
+    /// of the logits path for kl, entropy-diff, argmax-stability and
+    /// confidence.
     #[test]
     fn observe_stats_matches_observe_logits() {
         let v = 50;
@@ -1224,7 +1235,12 @@ mod tests {
                     .collect()
             })
             .collect();
-        for name in ["kl:1e-3", "entropy-diff:1e-3", "argmax-stability:3"] {
+        for name in [
+            "kl:1e-3",
+            "entropy-diff:1e-3",
+            "argmax-stability:3",
+            "confidence:0.5",
+        ] {
             let sp = spec(name);
             let mut a = ExitState::new(v, 4);
             let mut b = ExitState::new(v, 4);
@@ -1238,7 +1254,7 @@ mod tests {
                     None => logp.iter().sum::<f64>(),
                     Some(q) => q.iter().zip(&logp).map(|(lq, lp)| lq.exp() * lp).sum(),
                 };
-                let got = b.observe_stats(&sp, neg_h, kl_term, d.argmax);
+                let got = b.observe_stats(&sp, neg_h, kl_term, d.argmax, d.max_logp);
                 close(got, want, 1e-9);
                 prev_logp = Some(logp);
             }
@@ -1246,7 +1262,7 @@ mod tests {
         // Criteria that need more than the summary give NaN.
         let mut c = ExitState::new(v, 4);
         assert!(
-            c.observe_stats(&spec("minp-kl:1e-5"), -1.0, 0.0, 0)
+            c.observe_stats(&spec("minp-kl:1e-5"), -1.0, 0.0, 0, -0.5)
                 .is_nan()
         );
     }

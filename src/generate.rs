@@ -791,7 +791,7 @@ impl Session {
     }
 
     /// Whether checks under `limits` compute their statistics in the graph:
-    /// kl, entropy-diff and argmax-stability reduce to three numbers the graph
+    /// kl, entropy-diff, argmax-stability and confidence reduce to four numbers the graph
     /// can compute; on a GPU a check then reads those, not the logits.
     fn token_exit_on_device(&self, limits: &ComputeLimits) -> bool {
         let c = limits.exit.criterion;
@@ -848,9 +848,9 @@ impl Session {
                 value = w.exit.observe_logits(&spec, self.logits());
             } else if on_device {
                 let st = self.last_exit_stats();
-                value = w
-                    .exit
-                    .observe_stats(&spec, st.neg_entropy, st.kl_term, st.argmax);
+                value =
+                    w.exit
+                        .observe_stats(&spec, st.neg_entropy, st.kl_term, st.argmax, st.max_logp);
             } else if needs_logits {
                 value = w.exit.observe_logits(&spec, self.logits());
             } else if let Some((rows, b)) = &mut w.batch_exit {

@@ -296,7 +296,7 @@ pub struct rd_session_params {
     pub state_init: rd_state_init,
     /// Seed of the initial-state generator (default 0).
     pub seed: u64,
-    /// Where the `kl`, `entropy-diff` and `argmax-stability` exit values are
+    /// Where the `kl`, `entropy-diff`, `argmax-stability` and `confidence` exit values are
     /// computed, an `rd_exit_place` (default `RD_EXIT_PLACE_AUTO`). Added in
     /// 0.2.
     pub exit_place: rd_exit_place,

@@ -135,7 +135,7 @@ pub(crate) struct Segment {
 }
 
 /// What a check computed on the device reports: enough for the `kl`,
-/// `entropy-diff` and `argmax-stability` criteria.
+/// `entropy-diff`, `argmax-stability` and `confidence` criteria.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct ExitStats {
     /// `sum p ln p` of this check's next-token distribution (= -entropy).
@@ -145,6 +145,9 @@ pub(crate) struct ExitStats {
     pub kl_term: f64,
     /// Index of the largest logit.
     pub argmax: usize,
+    /// `ln p` of that token: minus the log-sum-exp of the logits shifted by
+    /// their maximum.
+    pub max_logp: f64,
 }
 
 /// A conversation over a model: KV cache, state and compute buffers.
@@ -175,7 +178,7 @@ pub struct Session {
     /// Log-probabilities of the last two exit-stat checks (`[n_vocab, 2]`,
     /// used alternately so a graph never overwrites what it reads).
     logp_store: Tensor,
-    /// `[neg_entropy, kl_term]` of the last exit-stat check.
+    /// `[neg_entropy, kl_term, -max_logp]` of the last exit-stat check.
     stats_store: Tensor,
     /// Whether generation computes exit statistics on the device.
     exit_on_device: bool,
@@ -284,6 +287,7 @@ impl Session {
                 neg_entropy: f64::NAN,
                 kl_term: f64::NAN,
                 argmax: 0,
+                max_logp: f64::NAN,
             },
             host: HostInputs {
                 ids: vec![0; n_batch],
@@ -869,7 +873,7 @@ impl Session {
         }
         res?;
         if seg.exit_stats {
-            let mut st = [0f32; 2];
+            let mut st = [0f32; 3];
             self.stats_store.read_f32(0, &mut st)?;
             let mut am = [0i32; 1];
             if let Some(t) = argmax_t {
@@ -879,6 +883,7 @@ impl Session {
                 neg_entropy: st[0] as f64,
                 kl_term: st[1] as f64,
                 argmax: am[0].max(0) as usize,
+                max_logp: -(st[2] as f64),
             };
             self.device_checks += 1;
             // The logits stay on the device (logits_store) until the token ends.
@@ -1027,9 +1032,10 @@ struct ExitStores {
 
 impl ExitStores {
     /// Adds the exit statistics of the last position's logits `l` (`[V, n]`)
-    /// to the graph: the logits go to `logits_store`, `sum p ln p` and the
-    /// KL term (`sum ln p` at the batch's first check, `sum p_prev ln p`
-    /// after it) to `stats_store`, this check's log-probabilities to a
+    /// to the graph: the logits go to `logits_store`, `sum p ln p`, the KL
+    /// term (`sum ln p` at the batch's first check, `sum p_prev ln p` after
+    /// it) and the log-sum-exp of the shifted logits (`-ln p_max`) to
+    /// `stats_store`, this check's log-probabilities to a
     /// `logp_store` slot; returns the argmax node (I32, one element).
     fn add_nodes(self, gb: &mut GraphBuilder, l: Tensor, n: usize) -> Result<Tensor> {
         let v = self.n_vocab as i64;
@@ -1054,6 +1060,9 @@ impl ExitStores {
         let ez = ctx.exp(z);
         let se = ctx.sum(ez);
         let lse = ctx.log(se);
+        let st2 = ctx.view_1d(self.stats, 1, 2 * f);
+        let w = ctx.cpy(lse, st2);
+        gb.graph.expand(w)?;
         let logp = ctx.sub(z, lse);
         let p = ctx.exp(logp);
         let plogp = ctx.mul(p, logp);

@@ -83,7 +83,7 @@ impl Stores {
         let v = cfg.n_vocab as i64;
         let logits = exit_ctx.new_tensor(GgmlType::F32, &[v])?;
         let logp = exit_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
-        let stats = exit_ctx.new_tensor(GgmlType::F32, &[2])?;
+        let stats = exit_ctx.new_tensor(GgmlType::F32, &[3])?;
         let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
         let need = 2 * n_layers * cfg.kv_dim() * n_ctx * el
             + 2 * cfg.n_embd * n_batch * 4
