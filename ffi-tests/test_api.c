@@ -158,6 +158,15 @@ static rd_status generate(rd_session *s, const rd_token *prompt, size_t n_prompt
     return rd_generate(s, prompt, n_prompt, &gp, collect_cb, c, stats);
 }
 
+/* `generate` on the prompt after a session reset, collecting into `c`. */
+static rd_status regenerate(rd_session *s, const rd_compute_limits *limits, uint32_t max_tokens,
+                            collect_t *c, rd_generate_stats *stats) {
+    rd_status st = rd_session_reset(s);
+    if (st != RD_OK) return st;
+    collect_init(c, s);
+    return generate(s, PROMPT, N_PROMPT, limits, max_tokens, c, stats);
+}
+
 /* The greedy tokens of a fresh session (8 fixed iterations, n_ctx 128, B 1). */
 static size_t reference_tokens(const rd_model *m, const rd_token *prompt, size_t n_prompt,
                                uint32_t max_tokens, rd_token *out) {
@@ -536,9 +545,7 @@ static void test_iteration_budget(void) {
     /* No exit at 32 iterations vs a KL exit: the exit lowers the mean. */
     rd_compute_limits full = fixed_limits(32);
     full.min_iterations = 2;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &full, 24, &c, &st));
+    REQUIRE_OK(regenerate(s, &full, 24, &c, &st));
     double mean_full = st.mean_iterations;
     CHECK(mean_full == 32.0);
     /* The gate criterion needs a model with a learned gate (Ouro). */
@@ -550,9 +557,7 @@ static void test_iteration_budget(void) {
     rd_compute_limits kl = full;
     kl.exit_criterion = RD_EXIT_KL;
     kl.exit_threshold = rd_exit_default_threshold(RD_EXIT_KL);
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &kl, 24, &c, &st));
+    REQUIRE_OK(regenerate(s, &kl, 24, &c, &st));
     double mean_kl = st.mean_iterations;
     printf("     mean iterations: %.2f without exit, %.2f with kl:5e-4\n", mean_full, mean_kl);
     CHECK(mean_kl < 0.75 * mean_full);
@@ -570,14 +575,10 @@ static void test_iteration_budget(void) {
     rd_compute_limits conf = full;
     conf.exit_criterion = RD_EXIT_CONFIDENCE;
     conf.exit_threshold = 0.0;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &conf, 8, &c, &st));
+    REQUIRE_OK(regenerate(s, &conf, 8, &c, &st));
     for (size_t i = 1; i < c.n; i++) CHECK(c.iterations[i] == conf.min_iterations);
     conf.exit_threshold = rd_exit_default_threshold(RD_EXIT_CONFIDENCE);
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &conf, 12, &c, &st));
+    REQUIRE_OK(regenerate(s, &conf, 12, &c, &st));
     for (size_t i = 1; i < c.n; i++) {
         CHECK(c.iterations[i] >= conf.min_iterations && c.iterations[i] <= 32);
         if (c.iterations[i] < 32) CHECK(c.exit_values[i] >= conf.exit_threshold);
@@ -589,24 +590,18 @@ static void test_iteration_budget(void) {
     rd_compute_limits closed = kl;
     closed.exit_screen_criterion = RD_EXIT_COSINE;
     closed.exit_screen_threshold = 0.0;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &closed, 8, &c, &st));
+    REQUIRE_OK(regenerate(s, &closed, 8, &c, &st));
     for (size_t i = 1; i < c.n; i++) CHECK(c.iterations[i] == 32);
     uint32_t kl_iters[24];
     rd_token kl_tokens[24];
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &kl, 12, &c, &st));
+    REQUIRE_OK(regenerate(s, &kl, 12, &c, &st));
     size_t n_kl = c.n;
     memcpy(kl_iters, c.iterations, n_kl * sizeof kl_iters[0]);
     memcpy(kl_tokens, c.tokens, n_kl * sizeof kl_tokens[0]);
     rd_compute_limits open = kl;
     open.exit_screen_criterion = RD_EXIT_LATENT_DIFF;
     open.exit_screen_threshold = INFINITY;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &open, 12, &c, &st));
+    REQUIRE_OK(regenerate(s, &open, 12, &c, &st));
     CHECK(c.n == n_kl);
     CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
     CHECK(memcmp(c.tokens, kl_tokens, n_kl * sizeof kl_tokens[0]) == 0);
@@ -619,18 +614,14 @@ static void test_iteration_budget(void) {
     rd_compute_limits old = kl;
     old.struct_size = 40;
     old.exit_screen_criterion = 0xdead;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &old, 12, &c, &st));
+    REQUIRE_OK(regenerate(s, &old, 12, &c, &st));
     CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
 
     /* 0.4's struct (56 bytes) has no prompt exit, whatever lies after. */
     rd_compute_limits old4 = kl;
     old4.struct_size = 56;
     old4.prefill_exit_criterion = 0xdead;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &old4, 12, &c, &st));
+    REQUIRE_OK(regenerate(s, &old4, 12, &c, &st));
     CHECK(c.n == n_kl && c.iterations[0] == 8);
     CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
 
@@ -640,15 +631,11 @@ static void test_iteration_budget(void) {
     rd_compute_limits pre = kl;
     pre.prefill_exit_criterion = RD_EXIT_COSINE;
     pre.prefill_exit_threshold = INFINITY;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, &st));
+    REQUIRE_OK(regenerate(s, &pre, 4, &c, &st));
     CHECK(c.iterations[0] == 2);
     pre.prefill_exit_criterion = RD_EXIT_LATENT_DIFF;
     pre.prefill_exit_threshold = 0.0;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, &st));
+    REQUIRE_OK(regenerate(s, &pre, 4, &c, &st));
     CHECK(c.iterations[0] == 8);
     pre.prefill_exit_criterion = RD_EXIT_KL;
     CHECK_STATUS(generate(s, PROMPT, N_PROMPT, &pre, 4, &c, NULL), RD_ERR_INVALID_ARGUMENT);
@@ -665,9 +652,7 @@ static void test_iteration_budget(void) {
     ce.min_iterations = 3;
     ce.check_every = 4;
     ce.max_iterations = 30;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &ce, 16, &c, &st));
+    REQUIRE_OK(regenerate(s, &ce, 16, &c, &st));
     for (size_t i = 1; i < c.n; i++)
         CHECK(c.iterations[i] == 30 || (c.iterations[i] >= 3 && (c.iterations[i] - 3) % 4 == 0));
 
@@ -677,9 +662,7 @@ static void test_iteration_budget(void) {
     lat.exit_criterion = RD_EXIT_COSINE;
     lat.exit_threshold = rd_exit_default_threshold(RD_EXIT_COSINE);
     lat.warm_start = true;
-    REQUIRE_OK(rd_session_reset(s));
-    collect_init(&c, s);
-    REQUIRE_OK(generate(s, PROMPT, N_PROMPT, &lat, 16, &c, &st));
+    REQUIRE_OK(regenerate(s, &lat, 16, &c, &st));
     for (size_t i = 1; i < c.n; i++) CHECK(c.iterations[i] >= 2 && c.iterations[i] <= 20);
     CHECK(st.mean_iterations < 20.0);
 
