@@ -1138,8 +1138,9 @@ typedef struct rd_generate_stats {
 #define RD_REPACK_OFF 1
 
 /**
- * The library's choice: today separate everywhere (fused is faster at
- * prefill but slower at decode on the CPU; docs/performance.md).
+ * The library's choice: today separate everywhere (on the CPU fused is
+ * faster at prefill; at decode it is level with separate attention on
+ * AVX-512 and slower on AVX2; docs/performance.md).
  */
 #define RD_ATTENTION_AUTO 0
 

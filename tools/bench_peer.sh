@@ -11,6 +11,8 @@
 # 1/28/1 blocks run at one iteration (30 layer applications, like SmolLM2's
 # 30 layers) by rd.
 # Decode: 64 greedy tokens after a 16-token prompt; prefill: a 128-token prompt.
+# rd runs twice: with its defaults (an F32 KV cache, separate attention) and
+# with llama.cpp's (an F16 KV cache, fused attention: the *-f16kv-fused rows).
 # Contestants alternate inside each repetition; medians and their ratios are
 # printed (rd / llama.cpp: above 1 is faster).
 #
@@ -75,17 +77,26 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
       out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
         --prompt-tokens "$P_DECODE" --max-tokens 65)
       rd[decode]+=" $(stat_of decode_tokens_per_s "$out")"
+      # llama.cpp's own defaults: an F16 KV cache and fused attention.
+      out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
+        --prompt-tokens "$P_DECODE" --max-tokens 65 --kv-type f16 --attention fused)
+      rd[decode-f16kv-fused]+=" $(stat_of decode_tokens_per_s "$out")"
       out=$("$W/llama_timing" "$LM" 16 64 "$T")
       ll[decode]+=" $(awk '{print $2}' <<< "$out")"
       out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
         --prompt-tokens "$P_PREFILL" --max-tokens 1)
       rd[prefill]+=" $(stat_of prefill_tokens_per_s "$out")"
+      out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
+        --prompt-tokens "$P_PREFILL" --max-tokens 1 --kv-type f16 --attention fused)
+      rd[prefill-f16kv-fused]+=" $(stat_of prefill_tokens_per_s "$out")"
       out=$("$W/llama_timing" "$LM" 128 0 "$T")
       ll[prefill]+=" $(awk '{print $1}' <<< "$out")"
     done
-    for mode in decode prefill; do
+    # The *-f16kv-fused rows: rd with llama.cpp's defaults (an F16 KV cache,
+    # fused attention), against the same llama.cpp runs.
+    for mode in decode prefill decode-f16kv-fused prefill-f16kv-fused; do
       # shellcheck disable=SC2086
-      a=$(median ${rd[$mode]}); b=$(median ${ll[$mode]})
+      a=$(median ${rd[$mode]}); b=$(median ${ll[${mode%%-*}]})
       python3 -c "import sys; a, b = float(sys.argv[3]), float(sys.argv[4]); print('%s\t%s\t%.1f\t%.1f\t%.2f' % (sys.argv[1], sys.argv[2], a, b, a / b))" "$ty" "$mode" "$a" "$b"
     done
     unset rd ll

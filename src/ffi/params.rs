@@ -315,8 +315,9 @@ pub struct rd_session_params {
 
 /// How attention is computed (`rd_session_params.attention`).
 pub type rd_attention = u32;
-/// The library's choice: today separate everywhere (fused is faster at
-/// prefill but slower at decode on the CPU; docs/performance.md).
+/// The library's choice: today separate everywhere (on the CPU fused is
+/// faster at prefill; at decode it is level with separate attention on
+/// AVX-512 and slower on AVX2; docs/performance.md).
 pub const RD_ATTENTION_AUTO: rd_attention = 0;
 /// One fused op (`ggml_flash_attn_ext`): no score matrix in memory; V is
 /// stored like K. Session states record the layout: a state saved with one

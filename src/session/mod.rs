@@ -74,9 +74,10 @@ pub struct SessionParams {
     /// Attention as one fused op (`ggml_flash_attn_ext`, with V stored like
     /// K) instead of two products around a softmax: `Some(true)` fused,
     /// `Some(false)` separate, `None` (default): separate. On the CPU fused
-    /// attention is faster at prefill but slower at decode (measured: -20%
-    /// tokens/s at 400 positions), and ggml-vulkan's fused kernel has not
-    /// been run here. Results differ in rounding only (docs/performance.md);
+    /// attention is faster at prefill; at decode it was 20% slower at 400
+    /// positions with the AVX2 kernels and is level with separate attention
+    /// with the AVX-512 kernels (docs/performance.md); ggml-vulkan's fused
+    /// kernel has not been measured here. Results differ in rounding only;
     /// the saved session state records the layout.
     pub flash_attention: Option<bool>,
 }

@@ -176,8 +176,8 @@ pub struct ModelArgs {
     /// KV cache element type: f32 (exact) or f16 (half the memory).
     #[arg(long, value_enum, default_value_t = KvTypeArg::F32)]
     pub kv_type: KvTypeArg,
-    /// Attention: auto (today separate: fused is faster at prefill, slower at
-    /// decode on the CPU), fused
+    /// Attention: auto (today separate: on the CPU fused is faster at prefill,
+    /// level at decode with AVX-512 kernels, slower with AVX2), fused
     /// (ggml_flash_attn_ext) or separate (two products around a softmax).
     #[arg(long, value_enum, default_value_t = AttentionArg::Auto)]
     pub attention: AttentionArg,
