@@ -876,7 +876,9 @@ typedef struct rd_token_event {
     /**
      * Value of the exit criterion at the last check of that position, NaN
      * when none was evaluated (no criterion, or the prompt without
-     * `exit_in_prefill`).
+     * `exit_in_prefill` or `prefill_exit_criterion`; with the latter, the
+     * first token reports the prompt exit's value, the largest over the
+     * prompt's positions).
      */
     double exit_value;
     /**

@@ -348,7 +348,10 @@ pub struct TokenEvent {
     pub token: u32,
     /// Core iterations this token's distribution came from.
     pub iterations: usize,
-    /// Value of the exit criterion at the last check (NaN if none was evaluated).
+    /// Value of the exit criterion at the last check (NaN if none was
+    /// evaluated). For the first token, the prompt's last check: of the
+    /// prompt's exit (`prefill_exit`, the largest over the positions) or of
+    /// `exit` with `exit_in_prefill`.
     pub exit_value: f64,
     /// Index of the token in this generation (0-based).
     pub index: usize,

@@ -42,7 +42,9 @@ pub struct rd_token_event {
     pub index: usize,
     /// Value of the exit criterion at the last check of that position, NaN
     /// when none was evaluated (no criterion, or the prompt without
-    /// `exit_in_prefill`).
+    /// `exit_in_prefill` or `prefill_exit_criterion`; with the latter, the
+    /// first token reports the prompt exit's value, the largest over the
+    /// prompt's positions).
     pub exit_value: f64,
     /// The text this token completes: UTF-8 bytes of whole characters only.
     /// The bytes of a character split across tokens are held back until the
