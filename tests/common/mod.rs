@@ -31,6 +31,13 @@ pub fn on_gpu() -> bool {
     test_backend() != BackendKind::Cpu
 }
 
+/// Whether a long test runs a representative subset of its cases: on a GPU
+/// device (CI's is lavapipe, a software Vulkan driver where one small
+/// generation takes seconds) unless `RD_TEST_ALL_CASES=1` asks for all.
+pub fn gpu_subset() -> bool {
+    on_gpu() && std::env::var("RD_TEST_ALL_CASES").map_or(true, |v| v != "1")
+}
+
 /// Load parameters for the device under test with `n_threads` CPU threads.
 pub fn load_params(n_threads: usize) -> LoadParams {
     LoadParams {
