@@ -339,6 +339,12 @@ fn extra_strategies() -> Vec<Strategy> {
             |s| s.prefill_iterations = Some(8),
         ),
         exit(
+            "confidence 0.9, 2..32, prompt at 8",
+            ExitCriterion::Confidence,
+            0.9,
+            |s| s.prefill_iterations = Some(8),
+        ),
+        exit(
             "kl 5e-4, 2..32, check every 2, prompt at 8",
             ExitCriterion::Kl,
             5e-4,

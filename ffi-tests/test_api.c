@@ -561,12 +561,31 @@ static void test_iteration_budget(void) {
     double mean_kl = st.mean_iterations;
     printf("     mean iterations: %.2f without exit, %.2f with kl:5e-4\n", mean_full, mean_kl);
     CHECK(mean_kl < 0.75 * mean_full);
-    /* With an exit criterion the prompt runs the model's default (8). */
-    CHECK(c.iterations[0] == 8);
+    /* With an exit criterion and prefill_iterations 0 the prompt runs up to
+     * the model's default (8) and stops once its states settle: the prompt's
+     * exit cosine 1e-2, as if set in the limits. */
+    uint32_t auto_prompt = c.iterations[0];
+    CHECK(auto_prompt >= 2 && auto_prompt <= 8);
     for (size_t i = 1; i < c.n; i++) {
         CHECK(c.iterations[i] >= 2 && c.iterations[i] <= 32);
         /* An early exit happened because the value fell below the threshold. */
         if (c.iterations[i] < 32) CHECK(c.exit_values[i] < kl.exit_threshold);
+    }
+    rd_compute_limits settle = kl;
+    settle.prefill_exit_criterion = RD_EXIT_COSINE;
+    settle.prefill_exit_threshold = 1e-2;
+    REQUIRE_OK(regenerate(s, &settle, 4, &c, &st));
+    CHECK(c.iterations[0] == auto_prompt && st.prefill_iterations == auto_prompt);
+    /* A prompt budget of the caller's is run in full. */
+    {
+        REQUIRE_OK(rd_session_reset(s));
+        collect_init(&c, s);
+        rd_generate_params gp = rd_generate_default_params();
+        gp.limits = &kl;
+        gp.max_tokens = 4;
+        gp.prefill_iterations = 8;
+        REQUIRE_OK(rd_generate(s, PROMPT, N_PROMPT, &gp, collect_cb, &c, &st));
+        CHECK(c.iterations[0] == 8 && st.prefill_iterations == 8);
     }
 
     /* Confidence needs no previous check: at threshold 0 every token exits at
@@ -622,7 +641,7 @@ static void test_iteration_budget(void) {
     old4.struct_size = 56;
     old4.prefill_exit_criterion = 0xdead;
     REQUIRE_OK(regenerate(s, &old4, 12, &c, &st));
-    CHECK(c.n == n_kl && c.iterations[0] == 8);
+    CHECK(c.n == n_kl && c.iterations[0] == kl_iters[0]);
     CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
 
     /* The prompt's exit over every position: +inf passes at the first check

@@ -52,9 +52,11 @@ pub struct ComputeLimits {
     /// prompt's budget; a prompt longer than the session's batch decides
     /// each chunk on its own positions. It stops the prompt when all of its
     /// states have settled, whatever `exit` the generated tokens use; each
-    /// check reads the batch's states back (no coda). Default `none`: the prompt runs its
-    /// budget (or `exit` on the last position with `exit_in_prefill`, which
-    /// cannot be combined with this). docs/semantics.md, "The prompt's
+    /// check reads the batch's states back (no coda). Default `none`: the
+    /// prompt runs its budget (or `exit` on the last position with
+    /// `exit_in_prefill`, which cannot be combined with this), except that a
+    /// budget chosen by the runtime (`GenerateParams::prefill_iterations`
+    /// `None`) with an exit criterion uses [`AUTO_PREFILL_EXIT`]. docs/semantics.md, "The prompt's
     /// exit".
     pub prefill_exit: ExitSpec,
     /// Start each new token's state from the previous token's final state.
@@ -153,6 +155,25 @@ impl ComputeLimits {
         self.exit_screen.criterion.needs_latent()
             && self.exit_screen.criterion != ExitCriterion::Gate
             && self.exit.criterion.needs_logits()
+    }
+
+    /// The prompt's exit a generation uses when it chooses the prompt's
+    /// budget itself (`GenerateParams::prefill_iterations` = `None`): with an
+    /// exit criterion for the tokens (other than `gate`), no exits in the
+    /// prompt and no `prefill_exit` of its own, [`AUTO_PREFILL_EXIT`]; the
+    /// limits' own `prefill_exit` otherwise.
+    pub fn prompt_exit(&self, automatic: bool) -> ExitSpec {
+        let c = self.exit.criterion;
+        if automatic
+            && self.prefill_exit.criterion == ExitCriterion::None
+            && c != ExitCriterion::None
+            && c != ExitCriterion::Gate
+            && !self.exit_in_prefill
+        {
+            AUTO_PREFILL_EXIT
+        } else {
+            self.prefill_exit
+        }
     }
 
     /// [`ComputeLimits::validate`], and whether `model` can honour the
@@ -300,6 +321,17 @@ impl ComputeLimits {
     }
 }
 
+/// The prompt's exit of an automatic prompt budget (see
+/// [`ComputeLimits::prompt_exit`]): stop the prompt once no position's
+/// state turns by more than a cosine distance of 1e-2 in a step. On the
+/// demo model it takes the default `kl:5e-4` exit from 0.82x to 0.66x of
+/// the time of 8 fixed iterations, with as many right answers
+/// (docs/performance.md, "Do exits pay?").
+pub const AUTO_PREFILL_EXIT: ExitSpec = ExitSpec {
+    criterion: ExitCriterion::Cosine,
+    threshold: 1e-2,
+};
+
 /// Parameters of one generation call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateParams {
@@ -307,13 +339,16 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     /// Limits for generated tokens (changeable from the callback).
     pub limits: ComputeLimits,
-    /// Iterations for the prompt. Default: without an exit criterion
-    /// `limits.max_iterations` (what every token runs); with one, the model's
-    /// default iteration count (the recurrence it was trained for, GGUF
-    /// `huginn.recurrence.default`) kept within
-    /// `[limits.min_iterations, limits.max_iterations]`, so that an exit
-    /// criterion with a large maximum does not pay the maximum for every
-    /// prompt position (docs/semantics.md, section 4).
+    /// Iterations for the prompt. Default `None`, chosen by the runtime:
+    /// without an exit criterion `limits.max_iterations` (what every token
+    /// runs); with one, up to the model's default iteration count (the
+    /// recurrence it was trained for, GGUF `huginn.recurrence.default`) kept
+    /// within `[limits.min_iterations, limits.max_iterations]`, so that an
+    /// exit criterion with a large maximum does not pay the maximum for
+    /// every prompt position, and stopping early once the prompt's states
+    /// settle ([`ComputeLimits::prompt_exit`], [`AUTO_PREFILL_EXIT`];
+    /// docs/semantics.md, section 4). `Some(n)` runs the prompt at exactly
+    /// `n` (with `limits.prefill_exit`, if set, up to `n`).
     /// `Some(limits.max_iterations)` is the authors' behaviour.
     pub prefill_iterations: Option<usize>,
     /// Sampling.
@@ -539,9 +574,10 @@ impl Session {
             let mut pl = limits;
             pl.max_iterations = prefill_iters;
             pl.min_iterations = pl.min_iterations.min(prefill_iters);
-            if limits.prefill_exit.criterion != ExitCriterion::None {
+            let prompt_exit = limits.prompt_exit(params.prefill_iterations.is_none());
+            if prompt_exit.criterion != ExitCriterion::None {
                 // Every position's state, read back at each step.
-                pl.exit = limits.prefill_exit;
+                pl.exit = prompt_exit;
                 pl.exit_screen = ExitSpec::default();
                 pl.check_every = 1;
                 let rows = self.n_batch().min(prompt.len());

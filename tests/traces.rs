@@ -21,7 +21,7 @@ mod common;
 use recurrent_depth::Error;
 use recurrent_depth::exit::{ExitCriterion, ExitSpec};
 use recurrent_depth::generate::{
-    ComputeLimits, GenerateParams, GenerateStats, StopReason, TokenEvent,
+    AUTO_PREFILL_EXIT, ComputeLimits, GenerateParams, GenerateStats, StopReason, TokenEvent,
 };
 use recurrent_depth::model::Model;
 use recurrent_depth::sampling::SamplingParams;
@@ -427,6 +427,86 @@ fn zero_confidence_exits_at_the_first_check() {
             assert!(e.2 > 0.0 && e.2 <= 1.0, "{:?}", e);
         }
     }
+}
+
+/// Without a prompt budget of the caller's (`prefill_iterations: None`) and
+/// with an exit criterion for the tokens, the prompt runs up to the model's
+/// default count and stops when its states settle: exactly the prompt's
+/// exit `AUTO_PREFILL_EXIT` at that budget. A budget of the caller's, exits
+/// in the prompt or no criterion keep the prompt at its fixed count.
+#[test]
+fn an_automatic_prompt_budget_stops_when_the_prompt_settles() {
+    let m = small_model("auto-prompt");
+    let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 256).collect();
+    let default = m.config().default_iterations;
+    let mut saved = 0;
+    for (min, exit) in [(2, "kl:1e-3"), (1, "confidence:0.9"), (2, "cosine:1e-3")] {
+        for b in [1, 4] {
+            let l = limits(min, 16, exit, 1);
+            let auto = GenerateParams {
+                prefill_iterations: None,
+                ..params(l, 6)
+            };
+            let (t, stats) = run(&mut session(&m, b, 64), &prompt, &auto).unwrap();
+            let explicit = GenerateParams {
+                prefill_iterations: Some(default),
+                limits: ComputeLimits {
+                    prefill_exit: AUTO_PREFILL_EXIT,
+                    ..l
+                },
+                ..auto.clone()
+            };
+            let (t2, stats2) = run(&mut session(&m, b, 64), &prompt, &explicit).unwrap();
+            let bits = |t: &Trace| {
+                t.iter()
+                    .map(|e| (e.0, e.1, e.2.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&t), bits(&t2), "{exit} B={b}");
+            assert_eq!(stats.prefill_iterations, stats2.prefill_iterations);
+            let k = stats.prefill_iterations;
+            assert!((min..=default).contains(&k), "{exit}: prompt ran {k}");
+            saved += default - k;
+            // The caller's budget: the prompt runs it, whatever settles.
+            let fixed = GenerateParams {
+                prefill_iterations: Some(default),
+                ..auto.clone()
+            };
+            let (_, stats3) = run(&mut session(&m, b, 64), &prompt, &fixed).unwrap();
+            assert_eq!(stats3.prefill_iterations, default, "{exit} B={b}");
+        }
+    }
+    assert!(saved > 0, "no automatic prompt stopped before its budget");
+    // No criterion: the prompt runs the tokens' maximum. Exits in the
+    // prompt (the authors' behaviour): the criterion decides, no prompt exit.
+    let none = GenerateParams {
+        prefill_iterations: None,
+        ..params(limits(3, 5, "none", 1), 2)
+    };
+    let (_, stats) = run(&mut session(&m, 2, 64), &prompt, &none).unwrap();
+    assert_eq!(stats.prefill_iterations, 5);
+    let mut l = limits(2, 16, "kl:0", 1);
+    l.exit_in_prefill = true;
+    assert_eq!(l.prompt_exit(true), ExitSpec::default());
+    let inside = GenerateParams {
+        prefill_iterations: None,
+        ..params(l, 2)
+    };
+    let (_, stats) = run(&mut session(&m, 2, 64), &prompt, &inside).unwrap();
+    assert_eq!(stats.prefill_iterations, default, "kl:0 never exits");
+    // The learned gate and a prompt exit of the caller's keep their own.
+    assert_eq!(
+        limits(1, 8, "gate:0.9", 1).prompt_exit(true),
+        ExitSpec::default()
+    );
+    let mut l = limits(1, 8, "kl", 1);
+    l.prefill_exit = "latent-diff:0.1".parse().unwrap();
+    assert_eq!(l.prompt_exit(true), l.prefill_exit);
+    assert_eq!(
+        limits(1, 8, "kl", 1).prompt_exit(false),
+        ExitSpec::default()
+    );
+    assert_eq!(limits(1, 8, "kl", 1).prompt_exit(true), AUTO_PREFILL_EXIT);
 }
 
 /// The prompt's exit stops the prompt at the first step from `min` where

@@ -385,9 +385,12 @@ public final class HostTest {
                 double[] st = generate(f.session, PROMPT, 12, l, c);
                 checkEq(12, c.events.size(), "tokens");
                 // The first token comes from the prompt, which (with an exit
-                // criterion) runs the model's default iterations, 8.
-                checkEq(8, c.events.get(0).iterations, "prompt iterations");
-                checkEq(8.0, st[RdNative.GS_PREFILL_ITERATIONS], "stats prefill iterations");
+                // criterion and the runtime's prompt budget) runs up to the
+                // model's default iterations, 8, and stops once its states
+                // settle.
+                int prompt = c.events.get(0).iterations;
+                check(prompt >= 2 && prompt <= 8, "prompt iterations " + prompt);
+                checkEq((double) prompt, st[RdNative.GS_PREFILL_ITERATIONS], "stats prefill iterations");
                 double sum = 0;
                 for (Event e : c.events.subList(1, 12)) {
                     check(e.iterations >= 2 && e.iterations <= 24, "iterations " + e.iterations);

@@ -461,7 +461,9 @@ pub struct rd_compute_limits {
     /// prompt's budget; each check reads the prompt's states back, no coda.
     /// It stops the prompt once all of its states have settled, whatever
     /// `exit_criterion` the generated tokens use. Default `RD_EXIT_NONE`:
-    /// the prompt runs its budget. Any other criterion, or this together
+    /// the prompt runs its budget (with `rd_generate_params.prefill_iterations`
+    /// 0 and an exit criterion, the runtime then uses `RD_EXIT_COSINE` at
+    /// 1e-2). Any other criterion, or this together
     /// with `exit_in_prefill`, is an invalid argument (docs/semantics.md,
     /// "The prompt's exit"). Added in 0.5.
     pub prefill_exit_criterion: rd_exit_criterion,
@@ -658,11 +660,16 @@ pub struct rd_generate_params {
     /// `RD_STOP_CONTEXT_FULL`, when the context has no room for another token;
     /// 0 evaluates the prompt only.
     pub max_tokens: u32,
-    /// Core iterations for the prompt (default 0). 0 = without an exit
-    /// criterion `limits.max_iterations`; with one, the model's default
-    /// iteration count kept within `[limits.min_iterations,
-    /// limits.max_iterations]`, so that the prompt does not pay the maximum.
-    /// Set it to `limits.max_iterations` for the authors' behaviour.
+    /// Core iterations for the prompt (default 0). 0 = chosen by the
+    /// runtime: without an exit criterion `limits.max_iterations`; with one,
+    /// up to the model's default iteration count (kept within
+    /// `[limits.min_iterations, limits.max_iterations]`), and, unless
+    /// `limits` sets `exit_in_prefill` or a `prefill_exit_criterion` of its
+    /// own or the criterion is `RD_EXIT_GATE`, stopping once no prompt
+    /// position's state moves by a cosine distance of more than 1e-2 in a
+    /// step (the prompt's exit `RD_EXIT_COSINE` at 1e-2; since 0.6). A
+    /// number runs the prompt at exactly that count; set it to
+    /// `limits.max_iterations` for the authors' behaviour.
     pub prefill_iterations: u32,
     /// Limits for generated tokens; NULL = `rd_compute_limits_default()`
     /// (default NULL).

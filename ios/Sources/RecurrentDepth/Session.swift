@@ -44,7 +44,10 @@ public final class Session: @unchecked Sendable {
     ///
     /// The last token is not in the cache: to continue a conversation, pass
     /// it as the first token of the next prompt. `draft` decodes
-    /// speculatively (see `Draft`).
+    /// speculatively (see `Draft`). `prefillIterations` 0 lets the runtime
+    /// choose the prompt's iterations (with an exit criterion: up to the
+    /// model's default, stopping once the prompt's states settle); a number
+    /// runs the prompt at exactly that.
     public func generate(prompt: [Int], limits: ComputeLimits = ComputeLimits(),
                          sampling: Sampling? = nil, maxTokens: Int = 64,
                          stopTokens: [Int] = [], defaultStopTokens: Bool = true,

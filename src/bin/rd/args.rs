@@ -252,9 +252,18 @@ pub struct RunArgs {
     pub exit_in_prefill: bool,
     /// The prompt's own exit[:threshold]: cosine or latent-diff over every
     /// prompt position (all must have settled), at each step up to the
-    /// prompt's budget; e.g. cosine:1e-2. Not with --exit-in-prefill.
+    /// prompt's budget; e.g. cosine:1e-2. Not with --exit-in-prefill. With
+    /// none, an --exit criterion and no --prefill-iterations, cosine:1e-2
+    /// is used.
     #[arg(long, default_value = "none")]
     pub prefill_exit: ExitSpec,
+    /// Iterations of the prompt (default: chosen by the runtime: the
+    /// tokens' maximum without an exit criterion; with one, up to the
+    /// model's default, stopping once the prompt's states settle, as with
+    /// --prefill-exit cosine:1e-2). A number runs the prompt at that fixed
+    /// count, as the authors' code does with the maximum.
+    #[arg(long)]
+    pub prefill_iterations: Option<usize>,
     /// Start each token's state from the previous token's final state.
     #[arg(long)]
     pub warm_start: bool,
@@ -423,6 +432,13 @@ pub struct ChatArgs {
     /// position of each turn; see `rd run --help`).
     #[arg(long, default_value = "none")]
     pub prefill_exit: ExitSpec,
+    /// Iterations of the prompt (default: chosen by the runtime: the
+    /// tokens' maximum without an exit criterion; with one, up to the
+    /// model's default, stopping once the prompt's states settle, as with
+    /// --prefill-exit cosine:1e-2). A number runs the prompt at that fixed
+    /// count, as the authors' code does with the maximum.
+    #[arg(long)]
+    pub prefill_iterations: Option<usize>,
     /// Evaluate the exit criterion every N steps once min is reached (0 =
     /// automatic, from the model's cost of a check relative to a step).
     #[arg(long, default_value_t = 1)]

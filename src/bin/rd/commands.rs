@@ -249,7 +249,7 @@ fn run(a: RunArgs) -> Result<()> {
     let params = GenerateParams {
         max_tokens: a.max_tokens,
         limits,
-        prefill_iterations: None,
+        prefill_iterations: a.prefill_iterations,
         sampling,
         stop_tokens,
         draft: DraftParams {
@@ -582,7 +582,7 @@ fn chat(a: ChatArgs) -> Result<()> {
     let params = GenerateParams {
         max_tokens: a.max_tokens,
         limits,
-        prefill_iterations: None,
+        prefill_iterations: a.prefill_iterations,
         sampling,
         stop_tokens: tok.stop_tokens(),
         draft: DraftParams::default(),

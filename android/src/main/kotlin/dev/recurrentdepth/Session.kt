@@ -48,6 +48,9 @@ class Session internal constructor(
      * The last emitted token is not in the cache: to continue a conversation,
      * pass it as the first token of the next prompt. [draft] decodes
      * speculatively (see [Draft]); [lastStats] then counts the drafts.
+     * [prefillIterations] 0 lets the runtime choose the prompt's iterations
+     * (with an exit criterion: up to the model's default, stopping once the
+     * prompt's states settle); a number runs the prompt at exactly that.
      *
      * @throws RdException INVALID_ARGUMENT (limits, token ids), CONTEXT_FULL
      *     (the prompt does not fit), CANCELLED (by [cancel] or [close]),
