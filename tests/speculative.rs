@@ -27,7 +27,11 @@ fn load(spec: &TestModelSpec, tag: &str) -> Arc<Model> {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("rd-spec-{tag}-{}-{n}.gguf", std::process::id()));
     testmodel::write(spec, &path).unwrap();
-    let model = Model::load(&path, &common::load_params(2)).unwrap();
+    // One compute thread: the tests run in parallel, and ggml's threads spin
+    // at every barrier, so two tests with two threads each on a 2-core
+    // machine wait on descheduled threads at every node (a CI run took 491 s
+    // for this file, 15 times its usual time).
+    let model = Model::load(&path, &common::load_params(1)).unwrap();
     let _ = std::fs::remove_file(&path);
     Arc::new(model)
 }
@@ -495,7 +499,8 @@ fn settings_speculation_cannot_honour_are_refused() {
 #[test]
 fn demo_model_answers_the_same_with_speculation() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/huginn-demo-addition.gguf");
-    let model = Arc::new(Model::load(&path, &common::load_params(2)).unwrap());
+    // One compute thread, as in `load`.
+    let model = Arc::new(Model::load(&path, &common::load_params(1)).unwrap());
     let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
     let problems = [
         (12u64, 34u64),
