@@ -13,11 +13,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "recurrent_depth.h"
 
 static int rdt_passed, rdt_failed, rdt_current_failed;
 static const char *rdt_current;
+
+/* Wall-clock seconds (C11 timespec_get), for the time each test prints. */
+static inline double rdt_seconds(void) {
+    struct timespec ts;
+    if (timespec_get(&ts, TIME_UTC) != TIME_UTC) return 0.0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 #define CHECK(cond)                                                                   \
     do {                                                                              \
@@ -61,13 +69,15 @@ static const char *rdt_current;
     do {                                                                              \
         rdt_current = #fn;                                                            \
         rdt_current_failed = 0;                                                       \
+        double rdt_t0_ = rdt_seconds();                                               \
         fn();                                                                         \
+        double rdt_dt_ = rdt_seconds() - rdt_t0_;                                     \
         if (rdt_current_failed) {                                                     \
             rdt_failed++;                                                             \
-            printf("FAIL %s\n", #fn);                                                 \
+            printf("FAIL %s (%.1f s)\n", #fn, rdt_dt_);                               \
         } else {                                                                      \
             rdt_passed++;                                                             \
-            printf("ok   %s\n", #fn);                                                 \
+            printf("ok   %s (%.1f s)\n", #fn, rdt_dt_);                               \
         }                                                                             \
         fflush(stdout);                                                               \
     } while (0)

@@ -1452,7 +1452,7 @@ static void *long_eval(void *arg) {
     evaler_t *e = arg;
     rd_token toks[64] = {0};
     atomic_store(&e->started, 1);
-    e->status = rd_eval(e->session, toks, 64, 4096);
+    e->status = rd_eval(e->session, toks, 64, getenv("RD_TEST_SLOW") ? 512 : 4096);
     return NULL;
 }
 
@@ -1470,8 +1470,11 @@ static void test_cancel_from_another_thread(void) {
         CHECK(s != NULL);
         return;
     }
-    /* Tokens of 2048 iterations each: cancelled in the middle of one. */
-    rd_compute_limits l = fixed_limits(2048);
+    /* Tokens of 2048 iterations each (256 under valgrind, where one takes
+     * seconds): cancelled in the middle of one. Were the cancel lost, the
+     * call would run all 100 tokens and the checks below would fail. */
+    int slow = getenv("RD_TEST_SLOW") != NULL;
+    rd_compute_limits l = fixed_limits(slow ? 256 : 2048);
     l.min_iterations = 1;
     collect_t c;
     collect_init(&c, s);
@@ -1493,7 +1496,7 @@ static void test_cancel_from_another_thread(void) {
     double latency = t_end - k.cancelled_at;
     printf("     cancelled after %zu tokens; returned %.1f ms after rd_cancel (run %.0f ms)\n",
            c.n, latency * 1e3, (t_end - t0) * 1e3);
-    CHECK(latency < (getenv("RD_TEST_SLOW") ? 5.0 : 0.5));
+    CHECK(latency < (slow ? 5.0 : 0.5));
 
     /* The session is usable: its logits are gone, a reset starts over. */
     float logits[N_VOCAB];

@@ -166,10 +166,11 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
     let mut kinds_done = std::collections::HashSet::new();
     for c in &all {
         // On a GPU (CI runs lavapipe, a software Vulkan device, where one
-        // of these generations takes seconds) one case of each kind runs:
-        // each criterion with and without warm start, a check grid, a
-        // budget below the iterations and exits in the prompt. The CPU, and
-        // a GPU with RD_TEST_ALL_CASES=1, run every case.
+        // of these generations takes seconds) and under emulation
+        // (common::case_subset) one case of each kind runs: each criterion
+        // with and without warm start, a check grid, a budget below the
+        // iterations and exits in the prompt. The native CPU, and
+        // RD_TEST_ALL_CASES=1, run every case.
         let kind = (
             c.limits.exit.criterion,
             c.limits.warm_start,
@@ -177,7 +178,7 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
             c.kv_budget < c.limits.max_iterations,
             c.limits.exit_in_prefill,
         );
-        if !kinds_done.insert(kind) && common::gpu_subset() {
+        if !kinds_done.insert(kind) && common::case_subset() {
             continue;
         }
         let model = models
@@ -200,11 +201,11 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
         // device (host f64 on the CPU, in the graph on a GPU) and, for the
         // criteria the graph can compute, the other one.
         let mut modes = vec![(None, false)];
-        // On a GPU the two extra modes run for the first case with a
-        // criterion on the distribution only (the CPU runs them for every
+        // In the case subset the two extra modes run for the first case
+        // with a criterion on the distribution only (the CPU runs them for every
         // case; they test the exit logic, not the device's arithmetic).
         let extra_modes =
-            !common::gpu_subset() || (!extra_modes_done && c.limits.exit.criterion.needs_logits());
+            !common::case_subset() || (!extra_modes_done && c.limits.exit.criterion.needs_logits());
         extra_modes_done |= extra_modes;
         if extra_modes && c.limits.exit.criterion.device_computable() {
             modes.push((Some(!common::on_gpu()), false));

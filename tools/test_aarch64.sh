@@ -2,7 +2,7 @@
 # Cross-builds recurrent-depth for aarch64-unknown-linux-gnu (the CPU of every
 # phone we target) and runs under qemu-user, on this x86-64 machine: the
 # golden tests (every weight type), the generation traces (every exit
-# criterion), the demo-model test, the C ffi-tests against the aarch64 static
+# criterion; a subset of the cases of both, see below), the demo-model test, the C ffi-tests against the aarch64 static
 # and shared libraries, and the load-time CPU check (a Cortex-A53, which lacks the dot-product
 # instructions the default build uses, is refused with a message; a
 # Cortex-A76 runs the demo). docs/android.md, "aarch64 under emulation".
@@ -10,7 +10,8 @@
 # Usage: tools/test_aarch64.sh            (installs what it needs on Debian)
 # Env:   QEMU_CPU (default max) for the tests; GGML_SYS_ARM_ARCH as in
 #        ggml-sys/README.md (the CPU check then expects what that build needs);
-#        RD_AARCH64_ALL=1 also runs tests/alloc_per_token.rs and every C test
+#        RD_AARCH64_ALL=1 runs every golden and trace case, also runs
+#        tests/alloc_per_token.rs and every C test
 #        program against both libraries, test_alloc included (what CI runs is
 #        the subset that exercises the ARM kernels and the C API).
 set -euo pipefail
@@ -43,6 +44,9 @@ echo "== Rust tests on aarch64 under qemu (-cpu ${QEMU_CPU:-max})"
 # trained demo model.
 tests=(--test golden --test traces --test demo_model)
 [ "$ALL" = 1 ] && tests+=(--test alloc_per_token)
+# A representative subset of the golden and trace cases (tests/common's
+# case_subset): the same kernels and exit logic, a third of the emulated time.
+[ "$ALL" = 1 ] || export RD_TEST_SUBSET=1
 cargo test --target "$T" "${tests[@]}"
 
 echo "== load-time CPU check"

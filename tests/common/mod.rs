@@ -33,9 +33,11 @@ pub fn on_gpu() -> bool {
 
 /// Whether a long test runs a representative subset of its cases: on a GPU
 /// device (CI's is lavapipe, a software Vulkan driver where one small
-/// generation takes seconds) unless `RD_TEST_ALL_CASES=1` asks for all.
-pub fn gpu_subset() -> bool {
-    on_gpu() && std::env::var("RD_TEST_ALL_CASES").map_or(true, |v| v != "1")
+/// generation takes seconds) and under emulation (`RD_TEST_SUBSET=1`, set by
+/// tools/test_aarch64.sh for qemu), unless `RD_TEST_ALL_CASES=1` asks for all.
+pub fn case_subset() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    (on_gpu() || set("RD_TEST_SUBSET")) && !set("RD_TEST_ALL_CASES")
 }
 
 /// Load parameters for the device under test with `n_threads` CPU threads.
