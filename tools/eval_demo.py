@@ -50,7 +50,7 @@ def task_from(hf_dir: str | None) -> dict:
 
 
 def held_out(task: dict):
-    from train_demo import make_problems
+    from demo_task import make_problems
 
     return make_problems(task["seed"] + 1, task["n_eval"], task["max_digits"])
 
@@ -98,7 +98,7 @@ def eval_torch(hf_dir: str, problems, task, iters, seed: int):
 
 def rd_answer(rd, gguf, prompt_ids, n_answer, extra):
     """Greedy answer ids from `rd run --json`, its per-token iterations and stats."""
-    from train_demo import EOS
+    from demo_task import EOS
 
     cmd = [rd, "run", "-m", gguf, "--threads", "1", "--prompt-tokens", ",".join(map(str, prompt_ids)),
            "--max-tokens", str(n_answer), "--stop", str(EOS), "--json"] + extra
@@ -115,7 +115,7 @@ def rd_answer(rd, gguf, prompt_ids, n_answer, extra):
 
 
 def eval_rd(rd, gguf, problems, task, configs):
-    from train_demo import EOS, answer_text, encode
+    from demo_task import EOS, answer_text, encode
 
     rows = []
     for name, extra in configs:
