@@ -115,25 +115,31 @@ def rd_answer(rd, gguf, prompt_ids, n_answer, extra):
 
 
 def eval_rd(rd, gguf, problems, task, configs):
+    """Every configuration on every problem. The configurations take turns
+    problem by problem, so that a machine slowing down or speeding up during
+    the run moves all of them alike (their time ratios are what matter)."""
     from demo_task import EOS, answer_text, encode
 
-    rows = []
-    for name, extra in configs:
-        correct, n_iter, n_tok = 0, 0, 0
-        compute = 0.0
-        t0 = time.time()
-        for a, b in problems:
-            want = encode(answer_text(a, b, task["answer_order"]), bos=False) + [EOS]
+    acc = [{"correct": 0, "n_iter": 0, "n_tok": 0, "compute": 0.0, "wall": 0.0} for _ in configs]
+    for k, (a, b) in enumerate(problems):
+        want = encode(answer_text(a, b, task["answer_order"]), bos=False) + [EOS]
+        for (name, extra), c in zip(configs, acc):
+            t0 = time.time()
             ids, its, stats = rd_answer(rd, gguf, encode(f"{a}+{b}="), len(want), extra)
-            correct += int(ids == want)
-            n_iter += sum(its)
-            n_tok += len(its)
+            c["wall"] += time.time() - t0
+            c["correct"] += int(ids == want)
+            c["n_iter"] += sum(its)
+            c["n_tok"] += len(its)
             # Prefill and decode as the runtime timed them (no process start).
-            compute += stats.get("prefill_seconds", 0.0) + stats.get("decode_seconds", 0.0)
-        wall = time.time() - t0
-        row = {"config": name, "accuracy": correct / len(problems), "mean_iterations": n_iter / max(1, n_tok),
-               "wall_ms_per_problem": 1000 * wall / len(problems),
-               "compute_ms_per_problem": 1000 * compute / len(problems)}
+            c["compute"] += stats.get("prefill_seconds", 0.0) + stats.get("decode_seconds", 0.0)
+        if (k + 1) % 100 == 0:
+            print(f"  {k + 1}/{len(problems)} problems", file=sys.stderr, flush=True)
+    rows = []
+    for (name, _), c in zip(configs, acc):
+        n = len(problems)
+        row = {"config": name, "accuracy": c["correct"] / n, "mean_iterations": c["n_iter"] / max(1, c["n_tok"]),
+               "wall_ms_per_problem": 1000 * c["wall"] / n,
+               "compute_ms_per_problem": 1000 * c["compute"] / n}
         rows.append(row)
         print(f"  {name:34s} acc {row['accuracy']:.3f}  mean it {row['mean_iterations']:5.2f}  "
               f"{row['wall_ms_per_problem']:.1f} ms/problem, compute {row['compute_ms_per_problem']:.2f} ms",
