@@ -76,7 +76,8 @@ def breakdown(problems, ok, key):
 def eval_torch(hf_dir: str, problems, task, iters, seed: int):
     import torch
 
-    from train_demo import carry_chain, exact_match, load_hf
+    from demo_task import carry_chain
+    from train_demo import exact_match, load_hf
 
     torch.set_num_threads(int(os.environ.get("EVAL_THREADS", "2")))
     model = load_hf(hf_dir)

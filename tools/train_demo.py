@@ -24,25 +24,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # The task (tokenizer and problems) lives in demo_task.py, which needs no torch.
-from demo_task import (  # noqa: F401  (re-exported for eval_demo.py's --hf)
-    CHARS,
-    SPECIALS,
-    VOCAB,
-    TOKEN_ID,
+from demo_task import (
     BOS,
     EOS,
     PAD,
-    CHAT_TEMPLATE,
-    encode,
-    decode,
-    build_hf_tokenizer,
-    tokenizer_config,
-    random_operand,
-    carry_problem_always,
-    carry_problem,
+    VOCAB,
     answer_text,
+    build_hf_tokenizer,
+    carry_problem,
+    carry_problem_always,
+    encode,
     make_problems,
-    carry_chain,
+    random_operand,
+    tokenizer_config,
 )
 
 
