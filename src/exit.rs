@@ -160,6 +160,23 @@ impl ExitCriterion {
         )
     }
 
+    /// Whether a check compares this check with the token's previous one:
+    /// kl, minp-kl, entropy-diff, argmax-stability, latent-diff and cosine.
+    /// Their first check has only a conventional reference (the uniform
+    /// distribution, 100 nats, no argmax, distance 1.0); with a lead-in
+    /// (`ComputeLimits::lead_in`, the default) it cannot end a token.
+    pub fn compares_checks(self) -> bool {
+        matches!(
+            self,
+            ExitCriterion::Kl
+                | ExitCriterion::MinpKl
+                | ExitCriterion::EntropyDiff
+                | ExitCriterion::ArgmaxStability
+                | ExitCriterion::LatentDiff
+                | ExitCriterion::Cosine
+        )
+    }
+
     /// Whether the criterion accumulates over every step (gate), so that it
     /// is observed after each one, whatever `min_iterations` and
     /// `check_every` say (they still decide where it may exit).

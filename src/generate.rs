@@ -62,6 +62,16 @@ pub struct ComputeLimits {
     pub prefill_exit: ExitSpec,
     /// Start each new token's state from the previous token's final state.
     pub warm_start: bool,
+    /// A token's first check of a criterion that compares two checks (kl,
+    /// minp-kl, entropy-diff, argmax-stability, latent-diff, cosine) is a
+    /// lead-in: it sets the reference of the next check and cannot end the
+    /// token, and it runs in the same graph as that next check (one graph
+    /// launch less per token). Its only reference is a convention (the
+    /// uniform distribution for kl), so the exits this rules out are those
+    /// the convention alone would allow. Default true; false is the
+    /// authors' behaviour (their first check may exit). Added in 0.7
+    /// (docs/semantics.md, "The lead-in check").
+    pub lead_in: bool,
 }
 
 impl Default for ComputeLimits {
@@ -75,6 +85,7 @@ impl Default for ComputeLimits {
             exit_in_prefill: false,
             prefill_exit: ExitSpec::default(),
             warm_start: false,
+            lead_in: true,
         }
     }
 }
@@ -236,6 +247,12 @@ impl ComputeLimits {
         self
     }
 
+    /// Whether a token's first check of the exit criterion is a lead-in that
+    /// cannot end it (see [`ComputeLimits::lead_in`]).
+    pub fn has_lead_in(&self) -> bool {
+        self.lead_in && self.exit.criterion.compares_checks()
+    }
+
     /// Whether the criterion is evaluated after step `t` (1-based).
     fn is_check(&self, t: usize) -> bool {
         t == self.max_iterations
@@ -245,29 +262,59 @@ impl ComputeLimits {
                 && (t - self.min_iterations).is_multiple_of(self.check_every))
     }
 
+    /// The first check step after step `t`.
+    fn next_check(&self, t: usize) -> usize {
+        let mut c = t + 1;
+        while !self.is_check(c) {
+            c += 1;
+        }
+        c
+    }
+
     /// The graphs a token runs from after step `t` to the next check: calls
     /// `f` with each segment and returns the step of that check. With
     /// `logits` the check's graph ends with the coda and head (always at
-    /// `max_iterations`).
+    /// `max_iterations`). With `lead`, the next check is a lead-in
+    /// ([`ComputeLimits::lead_in`]): when the check after it is less than
+    /// [`STEPS_PER_GRAPH`] steps further and not past the maximum, both
+    /// share one graph and the step of the second is returned (the lead-in's
+    /// result is in the session, see [`Segment::lead_at`]).
     fn segments_to_next_check(
         &self,
         t: usize,
         on_device: bool,
         logits: bool,
+        lead: bool,
         mut f: impl FnMut(Segment) -> Result<()>,
     ) -> Result<usize> {
-        let mut target = t + 1;
-        while !self.is_check(target) {
-            target += 1;
+        let mut target = self.next_check(t);
+        let mut lead_step = None;
+        if lead && target < self.max_iterations {
+            let second = self.next_check(target);
+            if second - target < STEPS_PER_GRAPH {
+                lead_step = Some(target);
+                target = second;
+            }
         }
         let mut t = t;
         while t < target {
-            let n = (target - t).min(STEPS_PER_GRAPH);
+            let rest = target - t;
+            // With a lead-in the last graph holds a full STEPS_PER_GRAPH
+            // steps when it can, so that the lead-in falls inside it.
+            let n = if lead_step.is_some() && rest > STEPS_PER_GRAPH {
+                (rest - STEPS_PER_GRAPH).min(STEPS_PER_GRAPH)
+            } else {
+                rest.min(STEPS_PER_GRAPH)
+            };
             let at_target = t + n == target;
             let coda = if at_target && (logits || target == self.max_iterations) {
                 CodaMode::Last
             } else {
                 CodaMode::None
+            };
+            let lead_at = match lead_step {
+                Some(l) if at_target => l - t,
+                _ => 0,
             };
             f(Segment {
                 prelude: t == 0,
@@ -275,6 +322,8 @@ impl ComputeLimits {
                 n_steps: n,
                 coda,
                 exit_stats: on_device && coda == CodaMode::Last,
+                lead_at,
+                lead_coda: lead_at > 0 && logits,
             })?;
             t += n;
         }
@@ -289,6 +338,8 @@ impl ComputeLimits {
             n_steps: 0,
             coda: CodaMode::Last,
             exit_stats: false,
+            lead_at: 0,
+            lead_coda: false,
         }
     }
 
@@ -304,13 +355,14 @@ impl ComputeLimits {
         } else {
             &[needs_logits]
         };
+        let lead = self.has_lead_in() && !self.is_screened();
         for &logits in ways {
             let mut t = 0;
             let mut checks = 0;
             while t < self.max_iterations {
-                t = self.segments_to_next_check(t, on_device, logits, |seg| {
+                t = self.segments_to_next_check(t, on_device, logits, lead && t == 0, |seg| {
                     out.push((seg, checks));
-                    checks += seg.exit_stats as usize;
+                    checks += seg.exit_stats as usize * (1 + seg.lead_coda as usize);
                     Ok(())
                 })?;
             }
@@ -860,18 +912,42 @@ impl Session {
         let on_device = self.token_exit_on_device(limits);
         // Until the screen (if any) passes, checks compare states only.
         let mut screening = limits.is_screened();
+        // A lead-in shares the first graph with the check after it.
+        let fuse_lead = limits.has_lead_in() && !screening;
+        // Checks of `spec` this token (the first is a lead-in when
+        // `limits.has_lead_in()`).
+        let mut checks = 0usize;
         let mut t = 0;
         let mut value = f64::NAN;
         loop {
             // Up to the next step at which something must be observed.
             let logits = needs_logits && !screening;
-            t = limits.segments_to_next_check(t, on_device, logits, |seg| {
+            let mut lead_ran = false;
+            t = limits.segments_to_next_check(t, on_device, logits, fuse_lead && t == 0, |seg| {
+                lead_ran |= seg.lead_at > 0;
                 self.run_segment(seg, None)?;
                 if self.take_cancel() {
                     return Err(Error::Cancelled);
                 }
                 Ok(())
             })?;
+            if lead_ran {
+                // The lead-in check, observed before the check that ended the graph.
+                if on_device {
+                    let st = self.lead_exit_stats();
+                    w.exit
+                        .observe_stats(&spec, st.neg_entropy, st.kl_term, st.argmax, st.max_logp);
+                } else if needs_logits {
+                    w.exit.observe_logits(&spec, self.lead_logits());
+                } else if let Some((rows, b)) = &mut w.batch_exit {
+                    let n = self.read_batch_states(rows, true)?;
+                    b.observe(&spec, &rows[..n]);
+                } else {
+                    self.read_state(&mut w.state, true)?;
+                    w.exit.observe_latent(&spec, &w.state);
+                }
+                checks += 1;
+            }
             if screening {
                 if t >= limits.max_iterations {
                     // The last step's graph ran the coda: the token ends.
@@ -894,16 +970,20 @@ impl Session {
             } else if needs_logits {
                 value = w.exit.observe_logits(&spec, self.logits());
             } else if let Some((rows, b)) = &mut w.batch_exit {
-                let n = self.read_batch_states(rows)?;
+                let n = self.read_batch_states(rows, false)?;
                 value = b.observe(&spec, &rows[..n]);
             } else if spec.criterion.needs_latent() {
                 self.read_last_state(&mut w.state)?;
                 value = w.exit.observe_latent(&spec, &w.state);
             }
+            if !screening {
+                checks += 1;
+            }
             if t >= limits.max_iterations {
                 break;
             }
-            if t >= limits.min_iterations && spec.should_exit(value) {
+            let lead_in = limits.has_lead_in() && checks == 1;
+            if t >= limits.min_iterations && !lead_in && spec.should_exit(value) {
                 if !needs_logits {
                     // Latent exit: the coda has not run at this step yet.
                     self.run_segment(ComputeLimits::latent_exit_coda(t), None)?;

@@ -76,6 +76,9 @@ fn cases(file: &str) -> Vec<Case> {
                 exit_in_prefill: r.get("exit_in_prefill").is_some_and(|v| v == "1"),
                 prefill_exit: ExitSpec::default(),
                 warm_start: num::<u32>(r, "warm_start") == 1,
+                // The authors' first check may end a token (no lead-in);
+                // the reference's traces are checked both ways below.
+                lead_in: file != "authors.tsv",
             },
             prefill_iterations: num(r, "prefill_iterations"),
             kv_budget: num(r, "kv_budget"),
@@ -200,7 +203,7 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
         // Both places an exit value can be computed: the default for the
         // device (host f64 on the CPU, in the graph on a GPU) and, for the
         // criteria the graph can compute, the other one.
-        let mut modes = vec![(None, false)];
+        let mut modes = vec![(None, false, c.limits.lead_in)];
         // In the case subset the two extra modes run for the first case
         // with a criterion on the distribution only (the CPU runs them for every
         // case; they test the exit logic, not the device's arithmetic).
@@ -208,16 +211,24 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
             !common::case_subset() || (!extra_modes_done && c.limits.exit.criterion.needs_logits());
         extra_modes_done |= extra_modes;
         if extra_modes && c.limits.exit.criterion.device_computable() {
-            modes.push((Some(!common::on_gpu()), false));
+            modes.push((Some(!common::on_gpu()), false, c.limits.lead_in));
+        }
+        // The reference's traces never exit at a token's first check (its
+        // decisions keep a margin from the threshold), so with and without
+        // the lead-in they are the same: the fused graph (lead-in) against
+        // one graph per check.
+        if extra_modes && c.limits.lead_in && c.limits.exit.criterion.compares_checks() {
+            modes.push((None, false, false));
         }
         // Behind a screen that passes at once, a criterion on the
         // distribution must decide exactly as without one: the same checks,
         // with the coda in a graph of its own after the state is compared.
         if extra_modes && c.limits.exit.criterion.needs_logits() {
-            modes.push((None, true));
+            modes.push((None, true, c.limits.lead_in));
         }
-        for (exit_on_device, screened) in modes {
+        for (exit_on_device, screened, lead_in) in modes {
             let mut limits = c.limits;
+            limits.lead_in = lead_in;
             if screened {
                 limits.exit_screen =
                     ExitSpec::with_threshold(ExitCriterion::Cosine, f64::INFINITY).unwrap();
@@ -240,12 +251,12 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
             let tokens: Vec<u32> = trace.iter().map(|t| t.0).collect();
             let iterations: Vec<usize> = trace.iter().map(|t| t.1).collect();
             println!(
-                "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?} (exit on device: {exit_on_device:?}, screened: {screened})",
+                "{:32} tokens {tokens:?}\n{:32} iters  {iterations:?} (exit on device: {exit_on_device:?}, screened: {screened}, lead-in: {lead_in})",
                 c.name, ""
             );
             if tokens != c.tokens || iterations != c.iterations {
                 failures.push(format!(
-                "{} (exit on device {exit_on_device:?}, screened {screened}): expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
+                "{} (exit on device {exit_on_device:?}, screened {screened}, lead-in {lead_in}): expected tokens {:?} iterations {:?}\n{:>w$} got      tokens {tokens:?} iterations {iterations:?}",
                 c.name,
                 c.tokens,
                 c.iterations,
@@ -339,6 +350,7 @@ fn limits(min: usize, max: usize, exit: &str, check_every: usize) -> ComputeLimi
         exit_in_prefill: false,
         prefill_exit: ExitSpec::default(),
         warm_start: false,
+        lead_in: true,
     }
 }
 
@@ -381,26 +393,53 @@ fn zero_threshold_never_exits_before_max() {
     }
 }
 
+/// A threshold every value passes: without the lead-in a token exits at its
+/// first check, `min`; with it (the default) at its second, `min + every`
+/// (or the maximum), the first check having run in the same graph. The
+/// exit step's logits are those of a fixed budget of that many steps,
+/// wherever the check's statistics are computed.
 #[test]
 fn infinite_threshold_exits_at_the_first_allowed_check() {
     let m = small_model("inf");
     for exit in ["kl", "minp-kl", "entropy-diff", "latent-diff", "cosine"] {
-        for (min, every) in [(1, 1), (3, 2), (5, 4)] {
-            let mut s = session(&m, 2, 64);
-            let l = ComputeLimits {
-                exit: ExitSpec::with_threshold(
-                    exit.parse::<ExitCriterion>().unwrap(),
-                    f64::INFINITY,
-                )
-                .unwrap(),
-                ..limits(min, 12, "none", every)
-            };
-            let (t, _) = run(&mut s, &PROMPT, &params(l, 6)).unwrap();
-            assert_eq!(
-                decode_iterations(&t),
-                vec![min; 5],
-                "{exit} min {min} every {every}"
-            );
+        for (min, every, max) in [(1, 1, 12), (3, 2, 12), (5, 4, 12), (2, 3, 4), (1, 16, 30)] {
+            for (lead_in, on_device) in [(false, None), (true, None), (true, Some(true))] {
+                let l = ComputeLimits {
+                    exit: ExitSpec::with_threshold(
+                        exit.parse::<ExitCriterion>().unwrap(),
+                        f64::INFINITY,
+                    )
+                    .unwrap(),
+                    lead_in,
+                    ..limits(min, max, "none", every)
+                };
+                let want = if lead_in { (min + every).min(max) } else { min };
+                let sp = SessionParams {
+                    n_ctx: 64,
+                    kv_budget: 2,
+                    exit_on_device: on_device,
+                    ..SessionParams::default()
+                };
+                let mut s = Session::new(Arc::clone(&m), &sp).unwrap();
+                let (t, _) = run(&mut s, &PROMPT, &params(l, 6)).unwrap();
+                let what = format!("{exit} min {min} every {every} lead-in {lead_in}");
+                assert_eq!(decode_iterations(&t), vec![want; 5], "{what}");
+                let mut f = session(&m, 2, 64);
+                let fixed = GenerateParams {
+                    prefill_iterations: Some(4),
+                    ..params(ComputeLimits::fixed(want), 6)
+                };
+                let (tf, _) = run(&mut f, &PROMPT, &fixed).unwrap();
+                let toks = |t: &Trace| t.iter().skip(1).map(|e| e.0).collect::<Vec<_>>();
+                assert_eq!(toks(&t), toks(&tf), "{what}");
+                let d = s
+                    .logits()
+                    .iter()
+                    .zip(f.logits())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-4, "{what}: logits differ from fixed {want} by {d}");
+            }
         }
     }
 }
@@ -574,9 +613,15 @@ fn prefill_exit_equals_a_prompt_of_the_iterations_it_chose() {
         "no prompt exited early: {chosen:?}"
     );
     // Threshold 0 never passes (the prompt runs its budget); +inf passes at
-    // the first check, `min` (a latent criterion's first check is 1.0).
-    for (pre, want) in [("cosine:0", 9), ("latent-diff:inf", 3)] {
+    // the first check that may pass: `min + 1` after the lead-in (`min`
+    // without it; a latent criterion's first check is 1.0).
+    for (pre, lead_in, want) in [
+        ("cosine:0", true, 9),
+        ("latent-diff:inf", true, 4),
+        ("latent-diff:inf", false, 3),
+    ] {
         let mut l = limits(3, 16, "none", 1);
+        l.lead_in = lead_in;
         l.prefill_exit = pre.parse().unwrap();
         let p = GenerateParams {
             prefill_iterations: Some(9),
@@ -589,7 +634,7 @@ fn prefill_exit_equals_a_prompt_of_the_iterations_it_chose() {
     // A prompt longer than the batch: each chunk decides on its own
     // positions, and every chunk's exit stays within [min, budget].
     for (pre, lo, hi) in [
-        ("latent-diff:inf", 3, 3),
+        ("latent-diff:inf", 4, 4),
         ("cosine:0", 9, 9),
         ("cosine:1e-2", 3, 9),
     ] {
@@ -613,12 +658,16 @@ fn prefill_exit_equals_a_prompt_of_the_iterations_it_chose() {
         );
         assert_eq!(t.len(), 3);
     }
-    // A one-token prompt decides on its one position.
-    let mut l = limits(1, 16, "none", 1);
-    l.prefill_exit = "cosine:inf".parse().unwrap();
-    let mut s = session(&m, 2, 64);
-    let (_, stats) = run(&mut s, &prompt[..1], &params(l, 2)).unwrap();
-    assert_eq!(stats.prefill_iterations, 1);
+    // A one-token prompt decides on its one position (at its second check,
+    // after the lead-in; at its first without).
+    for (lead_in, want) in [(true, 2), (false, 1)] {
+        let mut l = limits(1, 16, "none", 1);
+        l.prefill_exit = "cosine:inf".parse().unwrap();
+        l.lead_in = lead_in;
+        let mut s = session(&m, 2, 64);
+        let (_, stats) = run(&mut s, &prompt[..1], &params(l, 2)).unwrap();
+        assert_eq!(stats.prefill_iterations, want, "lead-in {lead_in}");
+    }
 }
 
 #[test]

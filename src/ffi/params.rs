@@ -467,6 +467,17 @@ pub struct rd_compute_limits {
     /// with `exit_in_prefill`, is an invalid argument (docs/semantics.md,
     /// "The prompt's exit"). Added in 0.5.
     pub prefill_exit_criterion: rd_exit_criterion,
+    /// Padding of the 0.5 layout, made explicit; ignored (0 by default).
+    pub _reserved0: u32,
+    /// A token's first check of a criterion that compares two checks
+    /// (`RD_EXIT_KL`, `RD_EXIT_MINP_KL`, `RD_EXIT_ENTROPY_DIFF`,
+    /// `RD_EXIT_ARGMAX_STABILITY`, `RD_EXIT_LATENT_DIFF`, `RD_EXIT_COSINE`) is a
+    /// lead-in: it only sets the reference of the next check, cannot end the
+    /// token, and runs in the same graph as that check. Default true; false
+    /// is the authors' behaviour, in which the first check (against the
+    /// uniform distribution for KL) may end a token (docs/semantics.md,
+    /// "The lead-in check"). Added in 0.7.
+    pub lead_in: bool,
 }
 
 // SAFETY: repr(C), starts with `struct_size: usize`; numbers and C bools.
@@ -474,9 +485,11 @@ unsafe impl Versioned for rd_compute_limits {
     const NAME: &'static str = "rd_compute_limits";
     // 0.1 to 0.3 ended after `exit_in_prefill` (with padding to 40 bytes);
     // 0.4's screen starts at 40; 0.4 ended after it (padding to 56 bytes).
+    // 0.5 and 0.6 ended after `prefill_exit_criterion` (padding to 72 bytes).
     const RELEASED_SIZES: &'static [usize] = &[
         std::mem::offset_of!(rd_compute_limits, exit_screen_threshold),
         std::mem::offset_of!(rd_compute_limits, prefill_exit_threshold),
+        std::mem::offset_of!(rd_compute_limits, lead_in),
     ];
     fn defaults() -> Self {
         let d = ComputeLimits::default();
@@ -493,6 +506,8 @@ unsafe impl Versioned for rd_compute_limits {
             exit_screen_criterion: RD_EXIT_NONE,
             prefill_exit_threshold: 0.0,
             prefill_exit_criterion: RD_EXIT_NONE,
+            _reserved0: 0,
+            lead_in: d.lead_in,
         }
     }
 }
@@ -549,6 +564,7 @@ impl rd_compute_limits {
                 threshold: self.prefill_exit_threshold,
             },
             warm_start: self.warm_start,
+            lead_in: self.lead_in,
         };
         limits.validate()?;
         Ok(limits)

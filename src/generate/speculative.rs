@@ -338,6 +338,8 @@ fn prefix_segments(d: usize, mut f: impl FnMut(Segment) -> Result<()>) -> Result
             n_steps,
             coda: CodaMode::None,
             exit_stats: false,
+            lead_at: 0,
+            lead_coda: false,
         })?;
         t += n_steps;
     }

@@ -133,6 +133,14 @@ pub(crate) struct Segment {
     /// graph (see [`ExitStats`]) and keep the logits on the device instead of
     /// reading them back.
     pub exit_stats: bool,
+    /// A lead-in check inside this graph: after this many of its steps (0:
+    /// none; less than `n_steps`), run the coda on the state too
+    /// (`lead_coda`: logits, or exit statistics with `exit_stats`, of the
+    /// last position) or keep the state in the lead store (latent
+    /// criteria). The token's first check, whose successor ends the graph.
+    pub lead_at: usize,
+    /// With `lead_at`: a coda (criteria on the distribution), not a state.
+    pub lead_coda: bool,
 }
 
 /// What a check computed on the device reports: enough for the `kl`,
@@ -149,6 +157,26 @@ pub(crate) struct ExitStats {
     /// `ln p` of that token: minus the log-sum-exp of the logits shifted by
     /// their maximum.
     pub max_logp: f64,
+}
+
+impl ExitStats {
+    /// No check yet.
+    const NONE: ExitStats = ExitStats {
+        neg_entropy: f64::NAN,
+        kl_term: f64::NAN,
+        argmax: 0,
+        max_logp: f64::NAN,
+    };
+
+    /// From the three floats a check writes to the stats store and its argmax.
+    fn from_store(st: &[f32], argmax: i32) -> ExitStats {
+        ExitStats {
+            neg_entropy: st[0] as f64,
+            kl_term: st[1] as f64,
+            argmax: argmax.max(0) as usize,
+            max_logp: -(st[2] as f64),
+        }
+    }
 }
 
 /// A conversation over a model: KV cache, state and compute buffers.
@@ -173,13 +201,17 @@ pub struct Session {
     core_kv: Vec<KvLayer>,
     coda_kv: Vec<KvLayer>,
     state_store: Tensor,
+    /// `[n_embd, n_batch]`: the states of a lead-in check (see
+    /// [`Segment::lead_at`]), laid out like `state_store`.
+    lead_store: Tensor,
     embed_store: Tensor,
     /// Logits of the last position, kept on the device by exit-stat checks.
     logits_store: Tensor,
     /// Log-probabilities of the last two exit-stat checks (`[n_vocab, 2]`,
     /// used alternately so a graph never overwrites what it reads).
     logp_store: Tensor,
-    /// `[neg_entropy, kl_term, -max_logp]` of the last exit-stat check.
+    /// `[neg_entropy, kl_term, -max_logp]` of the last exit-stat check,
+    /// then the same of a lead-in check in its graph.
     stats_store: Tensor,
     /// Whether generation computes exit statistics on the device.
     exit_on_device: bool,
@@ -188,6 +220,10 @@ pub struct Session {
     /// Exit-stat checks run on the current batch.
     device_checks: usize,
     last_stats: ExitStats,
+    /// The statistics of the lead-in check of the last graph that had one.
+    lead_stats: ExitStats,
+    /// The logits of the last lead-in check computed on the host path.
+    lead_logits: Vec<f32>,
     host: HostInputs,
     logits: Vec<f32>,
     rng: SplitMix64,
@@ -256,8 +292,9 @@ impl Session {
         let flash = params.flash_attention.unwrap_or(false);
         let st = Stores::alloc(&backend, &cfg, b, params.kv_type, n_ctx, n_batch, flash)?;
 
-        let graph_size = NODES_PER_BLOCK * (cfg.n_prelude + cfg.n_coda)
-            + 512
+        // (The coda twice: a lead-in check's and the graph's own.)
+        let graph_size = NODES_PER_BLOCK * (cfg.n_prelude + 2 * cfg.n_coda)
+            + 640
             + STEPS_PER_GRAPH * (NODES_PER_BLOCK * cfg.n_core + 16);
         let graph_ctx = Context::new(graph_size * 3, graph_size)?;
         let compute = Compute::new(&backend);
@@ -277,6 +314,7 @@ impl Session {
             core_kv: st.core,
             coda_kv: st.coda,
             state_store: st.state,
+            lead_store: st.lead,
             embed_store: st.embed,
             logits_store: st.logits,
             logp_store: st.logp,
@@ -284,12 +322,9 @@ impl Session {
             exit_on_device: params.exit_on_device.unwrap_or(!backend_is_cpu),
             flash,
             device_checks: 0,
-            last_stats: ExitStats {
-                neg_entropy: f64::NAN,
-                kl_term: f64::NAN,
-                argmax: 0,
-                max_logp: f64::NAN,
-            },
+            last_stats: ExitStats::NONE,
+            lead_stats: ExitStats::NONE,
+            lead_logits: vec![0.0; cfg.n_vocab],
             host: HostInputs {
                 ids: vec![0; n_batch],
                 pos: vec![0; n_batch],
@@ -324,6 +359,8 @@ impl Session {
             n_steps: STEPS_PER_GRAPH,
             coda: CodaMode::All,
             exit_stats: self.exit_on_device,
+            lead_at: 0,
+            lead_coda: false,
         };
         let graph_size = self.graph_size;
         let shape = self.shape_of(seg);
@@ -345,8 +382,10 @@ impl Session {
             CodaMode::All => 2,
         };
         let cross = seg.exit_stats && self.device_checks > 0;
-        let key = (seg.n_steps as u64) << 8
+        let key = (seg.lead_at as u64) << 16
+            | (seg.n_steps as u64) << 8
             | coda << 4
+            | (seg.lead_coda as u64) << 3
             | (seg.prelude as u64) << 2
             | (seg.exit_stats as u64) << 1
             | cross as u64;
@@ -589,6 +628,8 @@ impl Session {
                     n_steps,
                     coda: if last { coda } else { CodaMode::None },
                     exit_stats: false,
+                    lead_at: 0,
+                    lead_coda: false,
                 };
                 if let (true, Some(out)) = (last, all.as_deref_mut()) {
                     self.run_segment(seg, Some(out))?;
@@ -674,13 +715,14 @@ impl Session {
     /// Reads the states of every position of the running batch into the
     /// front of `out` (positions one after another); returns the number of
     /// values written (positions x width).
-    pub(crate) fn read_batch_states(&self, out: &mut [f32]) -> Result<usize> {
+    /// With `lead`, the states of the last graph's lead-in check.
+    pub(crate) fn read_batch_states(&self, out: &mut [f32], lead: bool) -> Result<usize> {
         let d = self.model.config().n_embd;
         if self.n_cur <= 1 {
             let dst = out.get_mut(..d).ok_or_else(|| {
                 Error::Backend("batch states: a buffer shorter than one state".into())
             })?;
-            self.read_last_state(dst)?;
+            self.read_state(dst, lead)?;
             return Ok(d);
         }
         let n = self.n_cur * d;
@@ -690,18 +732,34 @@ impl Session {
                 out.len()
             )));
         };
-        self.state_store.read_f32(0, dst)?;
+        let store = if lead {
+            self.lead_store
+        } else {
+            self.state_store
+        };
+        store.read_f32(0, dst)?;
         Ok(n)
     }
 
     pub(crate) fn read_last_state(&self, out: &mut [f32]) -> Result<()> {
+        self.read_state(out, false)
+    }
+
+    /// The state of the last position of the current batch, or with `lead`
+    /// its state at the last graph's lead-in check.
+    pub(crate) fn read_state(&self, out: &mut [f32], lead: bool) -> Result<()> {
         let d = self.model.config().n_embd;
+        let store = if lead {
+            self.lead_store
+        } else {
+            self.state_store
+        };
         let row = if self.n_cur <= 1 {
             self.store_row
         } else {
             self.n_cur - 1
         };
-        self.state_store.read_f32(row * d, &mut out[..d])
+        store.read_f32(row * d, &mut out[..d])
     }
 
     /// Latest-entry semantics for a batch that ran `steps` recurrences with
@@ -768,6 +826,16 @@ impl Session {
         self.last_stats
     }
 
+    /// The statistics of the lead-in check of the last graph that had one.
+    pub(crate) fn lead_exit_stats(&self) -> ExitStats {
+        self.lead_stats
+    }
+
+    /// The logits of the last lead-in check run without exit statistics.
+    pub(crate) fn lead_logits(&self) -> &[f32] {
+        &self.lead_logits
+    }
+
     /// Reads the logits an exit-stat check kept on the device into
     /// [`Session::logits`] (one read per token).
     pub(crate) fn load_stored_logits(&mut self) -> Result<()> {
@@ -831,10 +899,12 @@ impl Session {
         self.backend.set_abort_flag(Some(&self.cancel));
         let mut splits = 0;
         let mut argmax_t = None;
+        let mut lead_t = (None, None);
         let res = self.build_and(seg, n_past, |compute, backend, graph| {
             compute.alloc(backend, shape, &mut graph.graph)?;
             splits = compute.n_splits();
             argmax_t = graph.argmax;
+            lead_t = (graph.lead_logits, graph.lead_argmax);
             let inp = graph.inputs;
             // A graph without attention (the head alone, after a latent exit
             // of a model without coda blocks) leaves these out.
@@ -873,19 +943,22 @@ impl Session {
             return Err(Error::Cancelled);
         }
         res?;
+        if let Some(t) = lead_t.0 {
+            t.read_f32(0, &mut self.lead_logits)?;
+        }
         if seg.exit_stats {
-            let mut st = [0f32; 3];
+            let mut st = [0f32; 6];
             self.stats_store.read_f32(0, &mut st)?;
             let mut am = [0i32; 1];
+            if let Some(t) = lead_t.1 {
+                t.read_i32(&mut am)?;
+                self.lead_stats = ExitStats::from_store(&st[3..], am[0]);
+                self.device_checks += 1;
+            }
             if let Some(t) = argmax_t {
                 t.read_i32(&mut am)?;
             }
-            self.last_stats = ExitStats {
-                neg_entropy: st[0] as f64,
-                kl_term: st[1] as f64,
-                argmax: am[0].max(0) as usize,
-                max_logp: -(st[2] as f64),
-            };
+            self.last_stats = ExitStats::from_store(&st, am[0]);
             self.device_checks += 1;
             // The logits stay on the device (logits_store) until the token ends.
             return Ok(());
@@ -942,6 +1015,7 @@ impl Session {
         let at = if n == 1 { self.store_row * row } else { 0 };
         let logits;
         let mut argmax = None;
+        let (mut lead_logits, mut lead_argmax, mut lead_logp) = (None, None, None);
         let stores = ExitStores {
             logits: self.logits_store,
             logp: self.logp_store,
@@ -982,10 +1056,31 @@ impl Session {
                 (x, e)
             };
             let b = self.params.kv_budget;
-            for t in seg.first_step..seg.first_step + seg.n_steps {
+            for (i, t) in (seg.first_step..seg.first_step + seg.n_steps).enumerate() {
                 let slot = (t - 1) % b;
                 let slots = &self.core_kv[slot * cfg.n_core..(slot + 1) * cfg.n_core];
                 x = gb.step(x, e, &inp, slots)?;
+                if i + 1 != seg.lead_at {
+                    continue;
+                }
+                // The lead-in check: the coda on this state (its K/V rows are
+                // rewritten by the graph's own coda below), or the state kept.
+                if seg.lead_coda {
+                    let l = gb.coda(x, &inp, &self.coda_kv, true)?;
+                    if seg.exit_stats {
+                        let (am, lp) = stores.add_nodes(&mut gb, l, n, None, true)?;
+                        lead_argmax = Some(am);
+                        lead_logp = Some(lp);
+                    } else {
+                        l.set_output();
+                        gb.graph.expand(l)?;
+                        lead_logits = Some(l);
+                    }
+                } else {
+                    let dst = gb.ctx.view_2d(self.lead_store, d, n as i64, row, at);
+                    let st = gb.ctx.cpy(x, dst);
+                    gb.graph.expand(st)?;
+                }
             }
             if seg.prelude || seg.n_steps > 0 {
                 let dst = gb.ctx.view_2d(self.state_store, d, n as i64, row, at);
@@ -1002,7 +1097,11 @@ impl Session {
                 }
             };
             if let (true, Some(l)) = (seg.exit_stats, logits) {
-                argmax = Some(stores.add_nodes(&mut gb, l, n)?);
+                let stores = ExitStores {
+                    checks: stores.checks + lead_logp.is_some() as usize,
+                    ..stores
+                };
+                argmax = Some(stores.add_nodes(&mut gb, l, n, lead_logp, false)?.0);
             }
         }
         let mut built = BuiltGraph {
@@ -1015,6 +1114,8 @@ impl Session {
             },
             logits,
             argmax,
+            lead_logits,
+            lead_argmax,
         };
         f(&mut self.compute, &mut self.backend, &mut built)
     }
@@ -1037,8 +1138,19 @@ impl ExitStores {
     /// term (`sum ln p` at the batch's first check, `sum p_prev ln p` after
     /// it) and the log-sum-exp of the shifted logits (`-ln p_max`) to
     /// `stats_store`, this check's log-probabilities to a
-    /// `logp_store` slot; returns the argmax node (I32, one element).
-    fn add_nodes(self, gb: &mut GraphBuilder, l: Tensor, n: usize) -> Result<Tensor> {
+    /// `logp_store` slot; returns the argmax node (I32, one element) and the
+    /// log-probabilities node. `prev`: the previous check's
+    /// log-probabilities node when it is in the same graph (read from the
+    /// store otherwise). A `lead` check (see [`Segment::lead_at`]) writes its
+    /// scalars after the graph's own and leaves `logits_store` alone.
+    fn add_nodes(
+        self,
+        gb: &mut GraphBuilder,
+        l: Tensor,
+        n: usize,
+        prev: Option<Tensor>,
+        lead: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let v = self.n_vocab as i64;
         let f = 4usize;
         let ctx = &mut *gb.ctx;
@@ -1048,8 +1160,11 @@ impl ExitStores {
         } else {
             ctx.view_1d(l, v, 0)
         };
-        let keep = ctx.cpy(l, self.logits);
-        gb.graph.expand(keep)?;
+        if !lead {
+            let keep = ctx.cpy(l, self.logits);
+            gb.graph.expand(keep)?;
+        }
+        let base = if lead { 3 * f } else { 0 };
         // Stable log-softmax: z = l - max, ln p = z - ln sum e^z.
         let argmax = ctx.argmax(l);
         argmax.set_output();
@@ -1061,19 +1176,23 @@ impl ExitStores {
         let ez = ctx.exp(z);
         let se = ctx.sum(ez);
         let lse = ctx.log(se);
-        let st2 = ctx.view_1d(self.stats, 1, 2 * f);
+        let st2 = ctx.view_1d(self.stats, 1, base + 2 * f);
         let w = ctx.cpy(lse, st2);
         gb.graph.expand(w)?;
         let logp = ctx.sub(z, lse);
         let p = ctx.exp(logp);
         let plogp = ctx.mul(p, logp);
         let neg_h = ctx.sum(plogp);
-        let st0 = ctx.view_1d(self.stats, 1, 0);
+        let st0 = ctx.view_1d(self.stats, 1, base);
         let w = ctx.cpy(neg_h, st0);
         gb.graph.expand(w)?;
         let slot_bytes = v as usize * f;
         let cur = self.checks % 2;
-        let kl_term = if self.checks > 0 {
+        let kl_term = if let Some(prev) = prev {
+            let p_prev = ctx.exp(prev);
+            let terms = ctx.mul(p_prev, logp);
+            ctx.sum(terms)
+        } else if self.checks > 0 {
             let prev = ctx.view_1d(self.logp, v, (1 - cur) * slot_bytes);
             let p_prev = ctx.exp(prev);
             let terms = ctx.mul(p_prev, logp);
@@ -1081,13 +1200,13 @@ impl ExitStores {
         } else {
             ctx.sum(logp)
         };
-        let st1 = ctx.view_1d(self.stats, 1, f);
+        let st1 = ctx.view_1d(self.stats, 1, base + f);
         let w = ctx.cpy(kl_term, st1);
         gb.graph.expand(w)?;
         let dst = ctx.view_1d(self.logp, v, cur * slot_bytes);
         let w = ctx.cpy(logp, dst);
         gb.graph.expand(w)?;
-        Ok(argmax)
+        Ok((argmax, logp))
     }
 }
 
@@ -1118,4 +1237,8 @@ struct BuiltGraph {
     logits: Option<Tensor>,
     /// Argmax node of an exit-stat check.
     argmax: Option<Tensor>,
+    /// Logits of a lead-in check on the host path.
+    lead_logits: Option<Tensor>,
+    /// Argmax node of a lead-in exit-stat check.
+    lead_argmax: Option<Tensor>,
 }

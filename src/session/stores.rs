@@ -22,6 +22,8 @@ pub(super) struct Stores {
     pub coda: Vec<KvLayer>,
     /// `[n_embd, n_batch]`: the recurrent state between step graphs.
     pub state: Tensor,
+    /// `[n_embd, n_batch]`: the states of a lead-in check.
+    pub lead: Tensor,
     /// `[n_embd, n_batch]`: the prelude's output, an input of every step.
     pub embed: Tensor,
     pub exit_ctx: Context,
@@ -31,7 +33,8 @@ pub(super) struct Stores {
     pub logits: Tensor,
     /// `[n_vocab, 2]`: log-probabilities of the last two checks.
     pub logp: Tensor,
-    /// `[2]`: negative entropy and KL term of the last check.
+    /// `[6]`: negative entropy, KL term and `-ln p_max` of the last check,
+    /// then of a lead-in check in the same graph.
     pub stats: Tensor,
 }
 
@@ -76,6 +79,7 @@ impl Stores {
         let coda = layers(cfg.n_coda)?;
         let d = cfg.n_embd as i64;
         let state = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
+        let lead = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let embed = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         // Exit-statistics stores: their own small buffer, so that kv_bytes
         // stays the cache and state stores (counted with the compute buffers).
@@ -83,11 +87,11 @@ impl Stores {
         let v = cfg.n_vocab as i64;
         let logits = exit_ctx.new_tensor(GgmlType::F32, &[v])?;
         let logp = exit_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
-        let stats = exit_ctx.new_tensor(GgmlType::F32, &[3])?;
+        let stats = exit_ctx.new_tensor(GgmlType::F32, &[6])?;
         let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
         let need = 2 * n_layers * cfg.kv_dim() * n_ctx * el
-            + 2 * cfg.n_embd * n_batch * 4
-            + (3 * cfg.n_vocab + 2) * 4;
+            + 3 * cfg.n_embd * n_batch * 4
+            + (3 * cfg.n_vocab + 6) * 4;
         backend.check_fits(need, "the KV cache")?;
         let kv_buf = backend.alloc_ctx_tensors(&kv_ctx)?;
         kv_buf.clear();
@@ -99,6 +103,7 @@ impl Stores {
             core,
             coda,
             state,
+            lead,
             embed,
             exit_ctx,
             exit_buf,

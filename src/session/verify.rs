@@ -151,6 +151,8 @@ pub(crate) fn verify_segments(
             n_steps,
             coda: if last { CodaMode::All } else { CodaMode::None },
             exit_stats: false,
+            lead_at: 0,
+            lead_coda: false,
         })?;
         step += n_steps;
         if last {

@@ -267,6 +267,12 @@ pub struct RunArgs {
     /// Start each token's state from the previous token's final state.
     #[arg(long)]
     pub warm_start: bool,
+    /// Let a token's first check end it (the authors' behaviour). By default
+    /// the first check of a criterion that compares two checks (kl, minp-kl,
+    /// entropy-diff, argmax-stability, latent-diff, cosine) is a lead-in that
+    /// only sets the next check's reference, computed in the same graph.
+    #[arg(long)]
+    pub no_lead_in: bool,
     /// Tokens to generate.
     #[arg(long, default_value_t = 16)]
     pub max_tokens: usize,
@@ -446,6 +452,12 @@ pub struct ChatArgs {
     /// Start each token's state from the previous token's final state.
     #[arg(long)]
     pub warm_start: bool,
+    /// Let a token's first check end it (the authors' behaviour). By default
+    /// the first check of a criterion that compares two checks (kl, minp-kl,
+    /// entropy-diff, argmax-stability, latent-diff, cosine) is a lead-in that
+    /// only sets the next check's reference, computed in the same graph.
+    #[arg(long)]
+    pub no_lead_in: bool,
     /// Most tokens per reply.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: usize,

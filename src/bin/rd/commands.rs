@@ -233,6 +233,7 @@ fn run(a: RunArgs) -> Result<()> {
         exit_in_prefill: a.exit_in_prefill,
         prefill_exit: a.prefill_exit,
         warm_start: a.warm_start,
+        lead_in: !a.no_lead_in,
     };
     let sampled = a.temp.is_some() || a.top_k.is_some() || a.top_p.is_some() || a.min_p.is_some();
     let d = SamplingParams::default();
@@ -571,6 +572,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         exit_in_prefill: false,
         prefill_exit: a.prefill_exit,
         warm_start: a.warm_start,
+        lead_in: !a.no_lead_in,
     };
     let sampling = SamplingParams {
         temperature: a.temp,
