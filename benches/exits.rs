@@ -215,10 +215,25 @@ fn run(
 /// The exit strategies compared with the fixed budgets.
 fn extra_strategies() -> Vec<Strategy> {
     vec![
-        exit("kl 5e-4, 2..32 (defaults)", ExitCriterion::Kl, 5e-4, |_| {}),
-        exit("kl 5e-4, 1..32", ExitCriterion::Kl, 5e-4, |s| {
+        exit("kl 5e-4, 1..32 (defaults)", ExitCriterion::Kl, 5e-4, |s| {
             s.limits.min_iterations = 1
         }),
+        exit(
+            "kl 5e-4, 1..32, no lead-in (0.6)",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| {
+                s.limits.min_iterations = 1;
+                s.limits.lead_in = false;
+            },
+        ),
+        exit("kl 5e-4, 2..32", ExitCriterion::Kl, 5e-4, |_| {}),
+        exit(
+            "kl 5e-4, 2..32, no lead-in (0.6)",
+            ExitCriterion::Kl,
+            5e-4,
+            |s| s.limits.lead_in = false,
+        ),
         exit(
             "confidence 0.9, 2..32",
             ExitCriterion::Confidence,

@@ -645,13 +645,24 @@ static void test_iteration_budget(void) {
     CHECK(memcmp(c.iterations, kl_iters, n_kl * sizeof kl_iters[0]) == 0);
 
     /* The prompt's exit over every position: +inf passes at the first check
-     * (min, 2), 0 never (the prompt's budget, 8); only latent criteria, and
-     * not together with exit_in_prefill. */
+     * that may end it (min + 1 = 3 after the lead-in check at min; min = 2
+     * without the lead-in), 0 never (the prompt's budget, 8); only latent
+     * criteria, and not together with exit_in_prefill. */
     rd_compute_limits pre = kl;
     pre.prefill_exit_criterion = RD_EXIT_COSINE;
     pre.prefill_exit_threshold = INFINITY;
     REQUIRE_OK(regenerate(s, &pre, 4, &c, &st));
+    CHECK(c.iterations[0] == 3);
+    pre.lead_in = false;
+    REQUIRE_OK(regenerate(s, &pre, 4, &c, &st));
     CHECK(c.iterations[0] == 2);
+    /* A caller built against 0.5 or 0.6 (72 bytes) gets the lead-in,
+     * whatever lies after. */
+    pre.struct_size = 72;
+    REQUIRE_OK(regenerate(s, &pre, 4, &c, &st));
+    CHECK(c.iterations[0] == 3);
+    pre.struct_size = sizeof pre;
+    pre.lead_in = true;
     pre.prefill_exit_criterion = RD_EXIT_LATENT_DIFF;
     pre.prefill_exit_threshold = 0.0;
     REQUIRE_OK(regenerate(s, &pre, 4, &c, &st));

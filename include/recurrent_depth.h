@@ -457,6 +457,21 @@ typedef struct rd_compute_limits {
      * "The prompt's exit"). Added in 0.5.
      */
     rd_exit_criterion prefill_exit_criterion;
+    /**
+     * Padding of the 0.5 layout, made explicit; ignored (0 by default).
+     */
+    uint32_t _reserved0;
+    /**
+     * A token's first check of a criterion that compares two checks
+     * (`RD_EXIT_KL`, `RD_EXIT_MINP_KL`, `RD_EXIT_ENTROPY_DIFF`,
+     * `RD_EXIT_ARGMAX_STABILITY`, `RD_EXIT_LATENT_DIFF`, `RD_EXIT_COSINE`) is a
+     * lead-in: it only sets the reference of the next check, cannot end the
+     * token, and runs in the same graph as that check. Default true; false
+     * is the authors' behaviour, in which the first check (against the
+     * uniform distribution for KL) may end a token (docs/semantics.md,
+     * "The lead-in check"). Added in 0.7.
+     */
+    bool lead_in;
 } rd_compute_limits;
 
 /**

@@ -923,14 +923,20 @@ impl Session {
             // Up to the next step at which something must be observed.
             let logits = needs_logits && !screening;
             let mut lead_ran = false;
-            t = limits.segments_to_next_check(t, on_device, logits, fuse_lead && t == 0, |seg| {
-                lead_ran |= seg.lead_at > 0;
-                self.run_segment(seg, None)?;
-                if self.take_cancel() {
-                    return Err(Error::Cancelled);
-                }
-                Ok(())
-            })?;
+            t = limits.segments_to_next_check(
+                t,
+                on_device,
+                logits,
+                fuse_lead && t == 0,
+                |seg| {
+                    lead_ran |= seg.lead_at > 0;
+                    self.run_segment(seg, None)?;
+                    if self.take_cancel() {
+                        return Err(Error::Cancelled);
+                    }
+                    Ok(())
+                },
+            )?;
             if lead_ran {
                 // The lead-in check, observed before the check that ended the graph.
                 if on_device {
