@@ -159,7 +159,7 @@ public final class HostTest {
     static double[] generate(long s, int[] prompt, int maxTokens, Limits l, boolean sample, long seed,
             int[] stops, TokenListener listener) {
         return RdNative.generate(s, prompt, null, maxTokens, 0, l.min, l.max, l.checkEvery, l.criterion,
-                l.threshold, l.warmStart, l.exitInPrefill, l.screen, l.screenThreshold, l.prefillExit, l.prefillExitThreshold, sample, 0.8f, 40, 0.95f, 0.05f, 1.0f, 64,
+                l.threshold, l.warmStart, l.exitInPrefill, l.screen, l.screenThreshold, l.prefillExit, l.prefillExitThreshold, true, sample, 0.8f, 40, 0.95f, 0.05f, 1.0f, 64,
                 seed, false, stops, true, 0, 0, 0, 4, false, listener);
     }
 
@@ -169,7 +169,7 @@ public final class HostTest {
     static double[] generateText(long s, String prompt, int maxTokens, Limits l, int detokenizeFlags,
             TokenListener listener) {
         return RdNative.generate(s, null, RdNative.utf8(prompt), maxTokens, 0, l.min, l.max, l.checkEvery,
-                l.criterion, l.threshold, l.warmStart, l.exitInPrefill, l.screen, l.screenThreshold, l.prefillExit, l.prefillExitThreshold, false, 0, 0, 1, 0, 1, 0, 0, false,
+                l.criterion, l.threshold, l.warmStart, l.exitInPrefill, l.screen, l.screenThreshold, l.prefillExit, l.prefillExitThreshold, true, false, 0, 0, 1, 0, 1, 0, 0, false,
                 null, true, TEXT_FLAGS, detokenizeFlags, 0, 4, false, listener);
     }
 
@@ -413,7 +413,7 @@ public final class HostTest {
                     @Override
                     boolean hook(int i) {
                         if (i == 2) {
-                            RdNative.setComputeLimits(s, 3, 3, 1, RdNative.EXIT_NONE, 0, false, false, 0, 0, 0, 0);
+                            RdNative.setComputeLimits(s, 3, 3, 1, RdNative.EXIT_NONE, 0, false, false, 0, 0, 0, 0, true);
                         }
                         return true;
                     }
@@ -425,7 +425,7 @@ public final class HostTest {
                 }
                 // Not running: INVALID_STATE; invalid limits: INVALID_ARGUMENT.
                 expectRd(RdException.Status.INVALID_STATE,
-                        () -> RdNative.setComputeLimits(s, 1, 4, 1, 0, 0, false, false, 0, 0, 0, 0));
+                        () -> RdNative.setComputeLimits(s, 1, 4, 1, 0, 0, false, false, 0, 0, 0, 0, true));
             }
         });
 
@@ -540,7 +540,7 @@ public final class HostTest {
                 l.min = 1;
                 long t0 = System.nanoTime();
                 expectRd(RdException.Status.CANCELLED, () -> RdNative.generate(s, PROMPT, null, 100, 4,
-                        l.min, l.max, 1, 0, 0, false, false, 0, 0, 0, 0, false, 0, 0, 1, 0, 1, 0, 0, false, null,
+                        l.min, l.max, 1, 0, 0, false, false, 0, 0, 0, 0, true, false, 0, 0, 1, 0, 1, 0, 0, false, null,
                         true, 0, 0, 0, 4, false, c));
                 long t1 = System.nanoTime();
                 canceller.join();
@@ -564,7 +564,7 @@ public final class HostTest {
             Thread gen = new Thread(() -> {
                 long s = h.acquire();
                 try {
-                    RdNative.generate(s, PROMPT, null, 100, 4, 1, 2048, 1, 0, 0, false, false, 0, 0, 0, 0, false,
+                    RdNative.generate(s, PROMPT, null, 100, 4, 1, 2048, 1, 0, 0, false, false, 0, 0, 0, 0, true, false,
                             0, 0, 1, 0, 1, 0, 0, false, null, true, 0, 0, 0, 4, false,
                             (t, it, idx, ev, text, lp) -> {
                                 first.countDown();
@@ -824,10 +824,10 @@ public final class HostTest {
                     // Both prompts at once is an error; so is invalid UTF-8.
                     RdNative.sessionReset(s);
                     expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.generate(s, PROMPT,
-                            RdNative.utf8("x"), 1, 0, 1, 1, 1, 0, 0, false, false, 0, 0, 0, 0, false, 0, 0, 1, 0, 1, 0, 0,
+                            RdNative.utf8("x"), 1, 0, 1, 1, 1, 0, 0, false, false, 0, 0, 0, 0, true, false, 0, 0, 1, 0, 1, 0, 0,
                             false, null, true, 0, 0, 0, 4, false, null));
                     expectRd(RdException.Status.INVALID_ARGUMENT, () -> RdNative.generate(s, null,
-                            new byte[] {(byte) 0xc3}, 1, 0, 1, 1, 1, 0, 0, false, false, 0, 0, 0, 0, false, 0, 0, 1, 0, 1,
+                            new byte[] {(byte) 0xc3}, 1, 0, 1, 1, 1, 0, 0, false, false, 0, 0, 0, 0, true, false, 0, 0, 1, 0, 1,
                             0, 0, false, null, true, TEXT_FLAGS, 0, 0, 4, false, null));
                 } finally {
                     RdNative.sessionFree(s);

@@ -219,11 +219,16 @@ fun main() {
                 val open = kl.copy(exitScreen = ExitCriterion.LatentDiff(Double.POSITIVE_INFINITY))
                 val screened = session.generate(PROMPT, open, maxTokens = 6).toList()
                 checkEq(plain.map { it.iterations }, screened.map { it.iterations }, "open screen")
-                // The prompt's exit: +inf passes at the first check (min),
-                // 0 never (the prompt's budget, the model's default 8).
+                // The prompt's exit: +inf passes at the first check that may
+                // end it (min + 1 after the lead-in check at min; min
+                // without the lead-in), 0 never (the prompt's budget, the
+                // model's default 8).
                 session.reset()
                 val quick = kl.copy(prefillExit = ExitCriterion.Cosine(Double.POSITIVE_INFINITY))
-                checkEq(2, session.generate(PROMPT, quick, maxTokens = 2).toList()[0].iterations, "prompt exit")
+                checkEq(3, session.generate(PROMPT, quick, maxTokens = 2).toList()[0].iterations, "prompt exit")
+                session.reset()
+                val authors = quick.copy(leadIn = false)
+                checkEq(2, session.generate(PROMPT, authors, maxTokens = 2).toList()[0].iterations, "prompt exit, no lead-in")
                 session.reset()
                 val never = kl.copy(prefillExit = ExitCriterion.LatentDiff(0.0))
                 checkEq(8, session.generate(PROMPT, never, maxTokens = 2).toList()[0].iterations, "prompt budget")

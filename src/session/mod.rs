@@ -193,7 +193,7 @@ pub struct Session {
     // KV cache and persistent stores, in `kv_buf`.
     _kv_ctx: Context,
     kv_buf: Buffer,
-    // Exit-statistics stores (logits, log-probabilities, scalars), in `exit_buf`.
+    // Exit-statistics stores (logits, log-probabilities, scalars, lead-in states), in `exit_buf`.
     _exit_ctx: Context,
     exit_buf: Buffer,
     prelude_kv: Vec<KvLayer>,

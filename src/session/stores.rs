@@ -22,8 +22,6 @@ pub(super) struct Stores {
     pub coda: Vec<KvLayer>,
     /// `[n_embd, n_batch]`: the recurrent state between step graphs.
     pub state: Tensor,
-    /// `[n_embd, n_batch]`: the states of a lead-in check.
-    pub lead: Tensor,
     /// `[n_embd, n_batch]`: the prelude's output, an input of every step.
     pub embed: Tensor,
     pub exit_ctx: Context,
@@ -33,6 +31,8 @@ pub(super) struct Stores {
     pub logits: Tensor,
     /// `[n_vocab, 2]`: log-probabilities of the last two checks.
     pub logp: Tensor,
+    /// `[n_embd, n_batch]`: the states of a lead-in check (latent criteria).
+    pub lead: Tensor,
     /// `[6]`: negative entropy, KL term and `-ln p_max` of the last check,
     /// then of a lead-in check in the same graph.
     pub stats: Tensor,
@@ -79,15 +79,15 @@ impl Stores {
         let coda = layers(cfg.n_coda)?;
         let d = cfg.n_embd as i64;
         let state = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
-        let lead = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let embed = kv_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         // Exit-statistics stores: their own small buffer, so that kv_bytes
         // stays the cache and state stores (counted with the compute buffers).
-        let mut exit_ctx = Context::new(4, 0)?;
+        let mut exit_ctx = Context::new(5, 0)?;
         let v = cfg.n_vocab as i64;
         let logits = exit_ctx.new_tensor(GgmlType::F32, &[v])?;
         let logp = exit_ctx.new_tensor(GgmlType::F32, &[v, 2])?;
         let stats = exit_ctx.new_tensor(GgmlType::F32, &[6])?;
+        let lead = exit_ctx.new_tensor(GgmlType::F32, &[d, n_batch as i64])?;
         let el = if kv_ty == GgmlType::F32 { 4 } else { 2 };
         let need = 2 * n_layers * cfg.kv_dim() * n_ctx * el
             + 3 * cfg.n_embd * n_batch * 4

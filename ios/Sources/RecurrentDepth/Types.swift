@@ -70,10 +70,16 @@ public struct ComputeLimits: Equatable, Sendable {
     /// position (all must have settled), at each step up to the prompt's
     /// budget; `.none`: the prompt runs its budget. Not with `exitInPrefill`.
     public var prefillExit: ExitCriterion
+    /// A token's first check of a criterion that compares two checks is a
+    /// lead-in: it cannot end the token and runs in the same graph as the
+    /// next check (default). `false`: the authors' behaviour, in which the
+    /// first check may end a token (docs/semantics.md, "The lead-in check").
+    public var leadIn: Bool
 
     public init(minIterations: Int = 1, maxIterations: Int = 32, checkEvery: Int = 1,
                 exit: ExitCriterion = .none, warmStart: Bool = false, exitInPrefill: Bool = false,
-                exitScreen: ExitCriterion = .none, prefillExit: ExitCriterion = .none) {
+                exitScreen: ExitCriterion = .none, prefillExit: ExitCriterion = .none,
+                leadIn: Bool = true) {
         self.minIterations = minIterations
         self.maxIterations = maxIterations
         self.checkEvery = checkEvery
@@ -82,6 +88,7 @@ public struct ComputeLimits: Equatable, Sendable {
         self.exitInPrefill = exitInPrefill
         self.exitScreen = exitScreen
         self.prefillExit = prefillExit
+        self.leadIn = leadIn
     }
 
     /// Exactly `iterations` per token.
@@ -102,6 +109,7 @@ public struct ComputeLimits: Equatable, Sendable {
         l.exit_screen_threshold = exitScreen.threshold
         l.prefill_exit_criterion = prefillExit.code
         l.prefill_exit_threshold = prefillExit.threshold
+        l.lead_in = leadIn
         return l
     }
 }

@@ -474,7 +474,7 @@ static bool fill_limits(JNIEnv *env, rd_compute_limits *l, jint min_it, jint max
                         jint check_every, jint criterion, jdouble threshold, jboolean warm_start,
                         jboolean exit_in_prefill, jint screen_criterion,
                         jdouble screen_threshold, jint prefill_criterion,
-                        jdouble prefill_threshold) {
+                        jdouble prefill_threshold, jboolean lead_in) {
     if (!non_negative(env, min_it, "minIterations") ||
         !non_negative(env, max_it, "maxIterations") ||
         !non_negative(env, check_every, "checkEvery"))
@@ -491,6 +491,7 @@ static bool fill_limits(JNIEnv *env, rd_compute_limits *l, jint min_it, jint max
     l->exit_screen_threshold = screen_threshold;
     l->prefill_exit_criterion = (rd_exit_criterion)prefill_criterion;
     l->prefill_exit_threshold = prefill_threshold;
+    l->lead_in = lead_in == JNI_TRUE;
     return true;
 }
 
@@ -499,12 +500,12 @@ static void jni_set_compute_limits(JNIEnv *env, jclass cls, jlong session, jint 
                                    jdouble threshold, jboolean warm_start,
                                    jboolean exit_in_prefill, jint screen_criterion,
                                    jdouble screen_threshold, jint prefill_criterion,
-                                   jdouble prefill_threshold) {
+                                   jdouble prefill_threshold, jboolean lead_in) {
     (void)cls;
     rd_compute_limits l;
     if (!fill_limits(env, &l, min_it, max_it, check_every, criterion, threshold, warm_start,
                      exit_in_prefill, screen_criterion, screen_threshold, prefill_criterion,
-                     prefill_threshold))
+                     prefill_threshold, lead_in))
         return;
     check(env, rd_set_compute_limits(SESSION(session), &l));
 }
@@ -567,7 +568,8 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
                                  jdouble threshold, jboolean warm_start,
                                  jboolean exit_in_prefill, jint screen_criterion,
                                  jdouble screen_threshold, jint prefill_criterion,
-                                 jdouble prefill_threshold, jboolean sample, jfloat temperature,
+                                 jdouble prefill_threshold, jboolean lead_in, jboolean sample,
+                                 jfloat temperature,
                                  jint top_k, jfloat top_p, jfloat min_p, jfloat repeat_penalty,
                                  jint repeat_last_n, jlong seed, jboolean greedy,
                                  jintArray stop_tokens, jboolean default_stop_tokens,
@@ -584,7 +586,7 @@ static jdoubleArray jni_generate(JNIEnv *env, jclass cls, jlong session, jintArr
     rd_compute_limits limits;
     if (!fill_limits(env, &limits, min_it, max_it, check_every, criterion, threshold, warm_start,
                      exit_in_prefill, screen_criterion, screen_threshold, prefill_criterion,
-                     prefill_threshold))
+                     prefill_threshold, lead_in))
         return NULL;
     rd_sampling_params sampling = rd_sampling_default_params();
     sampling.temperature = temperature;
@@ -682,10 +684,10 @@ static const JNINativeMethod k_methods[] = {
     {"sessionSetThreads", "(JI)V", FN(jni_session_set_threads)},
     {"stateSave", "(J)[B", FN(jni_state_save)},
     {"stateLoad", "(J[B)V", FN(jni_state_load)},
-    {"setComputeLimits", "(JIIIIDZZIDID)V", FN(jni_set_compute_limits)},
+    {"setComputeLimits", "(JIIIIDZZIDIDZ)V", FN(jni_set_compute_limits)},
     {"generate",
      "(J[I[BII" /* session, prompt, promptUtf8, maxTokens, prefillIterations */
-     "IIIIDZZIDID" /* limits */
+     "IIIIDZZIDIDZ" /* limits */
      "ZFIFFFIJZ" /* sampling */
      "[IZII"    /* stopTokens, defaultStopTokens, tokenizeFlags, detokenizeFlags */
      "IIZ"      /* draftTokens, draftIterations, draftAdaptive */

@@ -264,7 +264,8 @@ final class RdNative {
             int exitScreenCriterion,
             double exitScreenThreshold,
             int prefillExitCriterion,
-            double prefillExitThreshold);
+            double prefillExitThreshold,
+            boolean leadIn);
 
     /**
      * rd_generate, or rd_generate_text when {@code promptUtf8} is not null
@@ -295,6 +296,7 @@ final class RdNative {
             double exitScreenThreshold,
             int prefillExitCriterion,
             double prefillExitThreshold,
+            boolean leadIn,
             boolean sample,
             float temperature,
             int topK,

@@ -70,6 +70,13 @@ data class ComputeLimits(
      * budget. Not together with [exitInPrefill].
      */
     val prefillExit: ExitCriterion = ExitCriterion.None,
+    /**
+     * A token's first check of a criterion that compares two checks is a
+     * lead-in: it cannot end the token and runs in the same graph as the
+     * next check (default). false: the authors' behaviour, in which the
+     * first check may end a token (docs/semantics.md, "The lead-in check").
+     */
+    val leadIn: Boolean = true,
 ) {
     companion object {
         /** Exactly [iterations] per token. */

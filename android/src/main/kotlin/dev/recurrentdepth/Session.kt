@@ -131,7 +131,7 @@ class Session internal constructor(
                         limits.minIterations, limits.maxIterations, limits.checkEvery,
                         limits.exit.code, limits.exit.threshold, limits.warmStart, limits.exitInPrefill,
                         limits.exitScreen.code, limits.exitScreen.threshold,
-                        limits.prefillExit.code, limits.prefillExit.threshold,
+                        limits.prefillExit.code, limits.prefillExit.threshold, limits.leadIn,
                         sampling != null, s.temperature, s.topK, s.topP, s.minP,
                         s.repeatPenalty, s.repeatLastN, s.seed, s.greedy,
                         stopTokens, defaultStopTokens, tokenizeFlags,
@@ -196,7 +196,7 @@ class Session internal constructor(
                 h, limits.minIterations, limits.maxIterations, limits.checkEvery,
                 limits.exit.code, limits.exit.threshold, limits.warmStart, limits.exitInPrefill,
                 limits.exitScreen.code, limits.exitScreen.threshold,
-                limits.prefillExit.code, limits.prefillExit.threshold,
+                limits.prefillExit.code, limits.prefillExit.threshold, limits.leadIn,
             )
         } finally {
             native.release()
