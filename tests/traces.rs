@@ -76,9 +76,9 @@ fn cases(file: &str) -> Vec<Case> {
                 exit_in_prefill: r.get("exit_in_prefill").is_some_and(|v| v == "1"),
                 prefill_exit: ExitSpec::default(),
                 warm_start: num::<u32>(r, "warm_start") == 1,
-                // The authors' first check may end a token (no lead-in);
-                // the reference's traces are checked both ways below.
-                lead_in: file != "authors.tsv",
+                // Only the reference's traces have the column; the authors'
+                // first check may end a token (no lead-in).
+                lead_in: r.get("lead_in").is_some_and(|v| v == "1"),
             },
             prefill_iterations: num(r, "prefill_iterations"),
             kv_budget: num(r, "kv_budget"),
@@ -180,6 +180,7 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
             c.limits.check_every > 1,
             c.kv_budget < c.limits.max_iterations,
             c.limits.exit_in_prefill,
+            c.limits.lead_in,
         );
         if !kinds_done.insert(kind) && common::case_subset() {
             continue;
@@ -213,16 +214,10 @@ fn check_traces(file: &str, min_cases: usize, tol: ValueTolerance) {
         if extra_modes && c.limits.exit.criterion.device_computable() {
             modes.push((Some(!common::on_gpu()), false, c.limits.lead_in));
         }
-        // The reference's traces never exit at a token's first check (its
-        // decisions keep a margin from the threshold), so with and without
-        // the lead-in they are the same: the fused graph (lead-in) against
-        // one graph per check.
-        if extra_modes && c.limits.lead_in && c.limits.exit.criterion.compares_checks() {
-            modes.push((None, false, false));
-        }
         // Behind a screen that passes at once, a criterion on the
         // distribution must decide exactly as without one: the same checks,
-        // with the coda in a graph of its own after the state is compared.
+        // with the coda in a graph of its own after the state is compared
+        // (and the lead-in check in a graph of its own, not fused).
         if extra_modes && c.limits.exit.criterion.needs_logits() {
             modes.push((None, true, c.limits.lead_in));
         }

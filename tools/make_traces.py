@@ -39,7 +39,8 @@ N_GENERATE = 12
 MIN_REL_MARGIN = 0.05   # |ln(value / threshold)| at every exit decision
 MIN_LOGIT_GAP = 0.02    # top-1 minus top-2 logit wherever an argmax matters
 
-# (name, model, min, max, exit, check_every, warm_start, prefill (None = max), B (None = max))
+# (name, model, min, max, exit, check_every, warm_start, prefill (None = max), B (None = max)
+#  [, lead_in (default True, the runtime's default)])
 CASES = [
     # Fixed steps (no criterion): full cache and B = 1; a prefill deeper than B.
     ("a-fixed6-b6", "a", 6, 6, "none", 1, False, None, None),
@@ -69,13 +70,19 @@ CASES = [
     # confidence: exits at a token's first check (min 1), and on a check_every grid.
     ("a-confidence0.5-min1-max12", "a", 1, 12, "confidence:0.5", 1, False, None, None),
     ("b-confidence0.55-min1-max16-c2", "b", 1, 16, "confidence:0.55", 2, False, None, None),
+    # The lead-in: a KL threshold the first check (against the uniform
+    # distribution, about 7-14 nats here) passes for some tokens. Without the
+    # lead-in (the authors' behaviour) those tokens stop after one step; with
+    # it every token stops at its second check.
+    ("a-kl11.4-min1-max16-no-lead-in", "a", 1, 16, "kl:11.4", 1, False, None, None, False),
+    ("a-kl11.4-min1-max16-lead-in", "a", 1, 16, "kl:11.4", 1, False, None, None, True),
 ]
 
 
 # The columns of tests/golden_traces/traces.tsv (tools/authors_traces.py adds one).
 TRACE_COLUMNS = ["name", "model", "seed", "type", "n_embd", "n_ff", "n_head", "n_head_kv", "n_vocab",
                  "blocks", "tied", "qk_bias", "min_iterations", "max_iterations", "exit", "check_every",
-                 "warm_start", "prefill_iterations", "kv_budget", "prompt", "tokens", "iterations",
+                 "warm_start", "prefill_iterations", "kv_budget", "lead_in", "prompt", "tokens", "iterations",
                  "values", "min_rel_margin", "min_logit_gap", "fnv1a64"]
 
 
@@ -103,7 +110,8 @@ def margins(trace, limits):
                 gap = min(gap, c.logit_gap)
                 continue
             decides = crit != "none" and limits.min_iterations <= c.step < limits.max_iterations
-            if not decides:
+            lead = limits.lead_in and crit in reference.COMPARING_CRITERIA and c is g.checks[0]
+            if not decides or lead:
                 continue
             if crit in reference.LATENT_CRITERIA and c.value == 1.0 and c is g.checks[0]:
                 continue  # first latent check: 1.0 by convention, exact
@@ -123,7 +131,8 @@ def main() -> int:
     rows, problems = [], []
     with tempfile.TemporaryDirectory() as tmp:
         loaded = {}
-        for name, model, mn, mx, exit_spec, every, warm, prefill, budget in CASES:
+        for name, model, mn, mx, exit_spec, every, warm, prefill, budget, *rest in CASES:
+            lead_in = rest[0] if rest else True
             if model not in loaded:
                 path = os.path.join(tmp, f"{model}.gguf")
                 make_model(args.rd, path, model, "f32")
@@ -133,7 +142,8 @@ def main() -> int:
             m, digest = loaded[model]
             crit, thr = reference.parse_exit(exit_spec)
             limits = reference.ComputeLimits(min_iterations=mn, max_iterations=mx, criterion=crit,
-                                             threshold=thr, check_every=every, warm_start=warm)
+                                             threshold=thr, check_every=every, warm_start=warm,
+                                             lead_in=lead_in)
             pre = prefill if prefill is not None else mx
             b = budget if budget is not None else mx
             prompt = prompt_tokens(m.hp.vocab)
@@ -159,11 +169,13 @@ def main() -> int:
                 problems.append(f"{name}: an exit decision is within {rel:.3f} (relative) of the threshold")
             if gap < MIN_LOGIT_GAP:
                 problems.append(f"{name}: an argmax leads by only {gap:.4f} logits")
-            if crit != "none" and not varied:
+            # (A lead-in twin of a first-check case stops at its second check
+            # every time, by design.)
+            if crit != "none" and not varied and not name.endswith("-lead-in"):
                 problems.append(f"{name}: exits do not vary: {decode_its}")
             seed, d, ff, nh, nkv, nv, blocks, tied, qkb = MODELS[model]
             rows.append([name, model, seed, "f32", d, ff, nh, nkv, nv, blocks, int(tied), int(qkb),
-                         mn, mx, exit_spec, every, int(warm), pre, b,
+                         mn, mx, exit_spec, every, int(warm), pre, b, int(lead_in),
                          ",".join(map(str, prompt)), ",".join(map(str, toks)), ",".join(map(str, its)),
                          ",".join(repr(float(g.value)) for g in trace),
                          f"{rel:.4f}", f"{gap:.4f}", f"{digest:016x}"])

@@ -624,7 +624,8 @@ class Session:
         distribution run the coda and head at that step, rewriting the coda's
         K/V rows of this position; latent criteria read the state x_t); the
         token stops at the first check with t >= min_iterations whose value
-        says exit, or at max_iterations. After a latent exit the coda runs on
+        says exit (with `lead_in`, not the first check of a comparing
+        criterion), or at max_iterations. After a latent exit the coda runs on
         the exit state. `warm_state` [d] replaces the initial state (the
         generator is still drawn from, as the runtime does).
 
@@ -669,7 +670,8 @@ class Session:
                                       else top2_gap(logits)))
             if t >= lim.max_iterations:
                 break
-            if t >= lim.min_iterations and should_exit(crit, lim.threshold, value):
+            lead = lim.lead_in and crit in COMPARING_CRITERIA and len(checks) == 1
+            if t >= lim.min_iterations and not lead and should_exit(crit, lim.threshold, value):
                 if not needs_logits:
                     logits = self._coda_head(x, positions)[-1]
                 break
@@ -720,6 +722,9 @@ EXIT_CRITERIA = ("none", "kl", "minp-kl", "entropy-diff", "latent-diff", "cosine
                  "gate", "confidence")
 LOGIT_CRITERIA = ("kl", "minp-kl", "entropy-diff", "argmax-stability", "confidence")
 LATENT_CRITERIA = ("latent-diff", "cosine")
+# Criteria whose value compares a check with the previous one (their first
+# check has a conventional reference only).
+COMPARING_CRITERIA = ("kl", "minp-kl", "entropy-diff", "argmax-stability", "latent-diff", "cosine")
 DEFAULT_THRESHOLDS = {
     "none": 0.0, "kl": 5e-4, "minp-kl": 1e-5, "entropy-diff": 1e-3,
     "latent-diff": 0.03, "cosine": 1e-3, "argmax-stability": 5.0, "gate": 0.9,
@@ -767,6 +772,10 @@ class ComputeLimits:
     threshold: float = 0.0
     check_every: int = 1
     warm_start: bool = False
+    # The runtime's lead-in (docs/semantics.md, "The lead-in check"): the
+    # first check of a comparing criterion cannot end a token. False is the
+    # authors' behaviour.
+    lead_in: bool = False
 
     def validate(self) -> None:
         if not 1 <= self.max_iterations <= 4096:
@@ -1017,6 +1026,8 @@ def main(argv=None) -> int:
     gl.add_argument("--check-every", type=int, default=1)
     gl.add_argument("--warm-start", action="store_true",
                     help="each fed token starts from the previous token's final state")
+    gl.add_argument("--lead-in", action="store_true",
+                    help="the runtime's default: a comparing criterion's first check cannot end a token")
     gl.add_argument("--prefill-iterations", type=int, default=None,
                     help="fixed iterations of the prompt (default: --max-iterations)")
     gl.add_argument("--verbose", action="store_true", help="print every check's value")
@@ -1064,7 +1075,8 @@ def _main_generate(args, model: Model, iterations: int) -> int:
     crit, thr = parse_exit(args.exit)
     max_it = args.max_iterations if args.max_iterations is not None else iterations
     limits = ComputeLimits(min_iterations=args.min_iterations, max_iterations=max_it, criterion=crit,
-                           threshold=thr, check_every=args.check_every, warm_start=args.warm_start)
+                           threshold=thr, check_every=args.check_every, warm_start=args.warm_start,
+                           lead_in=args.lead_in)
     pre = args.prefill_iterations if args.prefill_iterations is not None else max_it
     B = args.kv_budget if args.kv_budget is not None else max(max_it, pre)
     trace = generate(model, args.tokens, args.generate, limits, pre, B, args.init)
