@@ -2,7 +2,8 @@
 //! fixed budgets on the bundled demo model (addition), measured in one run.
 //!
 //! `cargo bench --bench exits` (env: `RD_BENCH_N` problems, default 60;
-//! `RD_BENCH_THREADS`, default 1). Every strategy answers the same random
+//! `RD_BENCH_THREADS`, default 1; `RD_BENCH_VULKAN=N` runs on Vulkan device N
+//! in a `--features vulkan` build). Every strategy answers the same random
 //! problems (1 to 6 digits, drawn by a seeded SplitMix64, so they are not the
 //! training set's) greedily in one reused session; compute time is the
 //! generation's prefill + decode time, the fastest of `RD_BENCH_REPS`
@@ -89,8 +90,17 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/huginn-demo-addition.gguf");
+    // RD_BENCH_VULKAN=N runs on Vulkan device N (a build with `--features
+    // vulkan`); the CPU otherwise.
+    let backend = match std::env::var("RD_BENCH_VULKAN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => BackendKind::Vulkan(n),
+        None => BackendKind::Cpu,
+    };
     let params = LoadParams {
-        backend: BackendKind::Cpu,
+        backend,
         n_threads: threads,
         use_mmap: true,
         ..LoadParams::default()

@@ -378,7 +378,9 @@ typedef uint32_t rd_exit_criterion;
  *
  * Per token the core runs at least `min_iterations` and at most
  * `max_iterations` steps; from `min_iterations` on, every `check_every`
- * steps, the exit criterion is evaluated and the token stops when it is met.
+ * steps, the exit criterion is evaluated and the token stops when it is met
+ * (with `lead_in`, the default, not at its first check if the criterion
+ * compares two checks).
  */
 typedef struct rd_compute_limits {
     /**

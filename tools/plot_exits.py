@@ -8,7 +8,8 @@ Usage:
     RD_BENCH_N=300 cargo bench --bench exits | python3 tools/plot_exits.py --out docs/exits-pareto.png
 
 Needs matplotlib. Reads the Markdown table (| strategy | right | mean
-iterations | compute ms | vs fixed 8 |) from standard input or --table FILE.
+iterations | compute ms | [of which prompt ms |] vs fixed 8 |) from standard
+input or --table FILE.
 """
 
 import argparse
@@ -20,7 +21,7 @@ def parse(text: str):
     rows = []
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 5 or not re.fullmatch(r"\d+/\d+", cells[1]):
+        if len(cells) not in (5, 6) or not re.fullmatch(r"\d+/\d+", cells[1]):
             continue
         right, total = map(int, cells[1].split("/"))
         rows.append((cells[0], 100.0 * right / total, float(cells[2]), float(cells[3])))

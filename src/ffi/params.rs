@@ -411,7 +411,9 @@ pub extern "C" fn rd_session_default_params() -> rd_session_params {
 ///
 /// Per token the core runs at least `min_iterations` and at most
 /// `max_iterations` steps; from `min_iterations` on, every `check_every`
-/// steps, the exit criterion is evaluated and the token stops when it is met.
+/// steps, the exit criterion is evaluated and the token stops when it is met
+/// (with `lead_in`, the default, not at its first check if the criterion
+/// compares two checks).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct rd_compute_limits {
