@@ -166,15 +166,10 @@ impl ExitCriterion {
     /// distribution, 100 nats, no argmax, distance 1.0); with a lead-in
     /// (`ComputeLimits::lead_in`, the default) it cannot end a token.
     pub fn compares_checks(self) -> bool {
-        matches!(
-            self,
-            ExitCriterion::Kl
-                | ExitCriterion::MinpKl
-                | ExitCriterion::EntropyDiff
-                | ExitCriterion::ArgmaxStability
-                | ExitCriterion::LatentDiff
-                | ExitCriterion::Cosine
-        )
+        // Every criterion on the distribution but confidence (one check
+        // alone), and the latent ones but gate (which accumulates).
+        (self.needs_logits() && self != ExitCriterion::Confidence)
+            || (self.needs_latent() && self != ExitCriterion::Gate)
     }
 
     /// Whether the criterion accumulates over every step (gate), so that it
@@ -872,6 +867,26 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol, "{a} vs {b} (tol {tol})");
+    }
+
+    #[test]
+    fn comparing_criteria() {
+        let comparing: Vec<&str> = ExitCriterion::ALL
+            .into_iter()
+            .filter(|c| c.compares_checks())
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(
+            comparing,
+            [
+                "kl",
+                "minp-kl",
+                "entropy-diff",
+                "latent-diff",
+                "cosine",
+                "argmax-stability"
+            ]
+        );
     }
 
     #[test]

@@ -732,13 +732,17 @@ impl Session {
                 out.len()
             )));
         };
-        let store = if lead {
+        self.states(lead).read_f32(0, dst)?;
+        Ok(n)
+    }
+
+    /// The store of the batch's states: the lead-in check's with `lead`.
+    fn states(&self, lead: bool) -> Tensor {
+        if lead {
             self.lead_store
         } else {
             self.state_store
-        };
-        store.read_f32(0, dst)?;
-        Ok(n)
+        }
     }
 
     pub(crate) fn read_last_state(&self, out: &mut [f32]) -> Result<()> {
@@ -749,11 +753,7 @@ impl Session {
     /// its state at the last graph's lead-in check.
     pub(crate) fn read_state(&self, out: &mut [f32], lead: bool) -> Result<()> {
         let d = self.model.config().n_embd;
-        let store = if lead {
-            self.lead_store
-        } else {
-            self.state_store
-        };
+        let store = self.states(lead);
         let row = if self.n_cur <= 1 {
             self.store_row
         } else {
