@@ -234,6 +234,11 @@ impl Sampler {
         if n == 0 {
             return 0;
         }
+        if self.params.is_greedy() && !self.penalises(recent_tokens) {
+            // Nothing to rewrite: the argmax of the logits themselves (NaN
+            // never wins there either), without copying the vocabulary.
+            return argmax(&logits[..n]);
+        }
         let work = &mut self.work[..n];
         for (w, &l) in work.iter_mut().zip(logits) {
             *w = if l.is_nan() { f32::NEG_INFINITY } else { l };
@@ -246,13 +251,20 @@ impl Sampler {
         self.sample_stochastic(n)
     }
 
+    /// Whether the repetition penalty changes anything given `recent_tokens`.
+    fn penalises(&self, recent_tokens: &[u32]) -> bool {
+        self.params.repeat_penalty != 1.0
+            && self.params.repeat_last_n != 0
+            && !recent_tokens.is_empty()
+    }
+
     /// Applies the repetition penalty to `work[..n]`, each distinct token once.
     fn apply_repeat_penalty(&mut self, n: usize, recent_tokens: &[u32]) {
-        let penalty = self.params.repeat_penalty;
-        let last_n = self.params.repeat_last_n;
-        if penalty == 1.0 || last_n == 0 || recent_tokens.is_empty() {
+        if !self.penalises(recent_tokens) {
             return;
         }
+        let penalty = self.params.repeat_penalty;
+        let last_n = self.params.repeat_last_n;
         let window = &recent_tokens[recent_tokens.len().saturating_sub(last_n)..];
         for &t in window {
             let t = t as usize;
