@@ -373,16 +373,21 @@ fn config(work: &Path, avx512: bool) -> cmake::Config {
             for isa in ["SSE42", "AVX", "AVX2", "BMI2", "FMA", "F16C"] {
                 cfg.define(format!("GGML_{isa}"), "ON");
             }
-            for isa in ["AVX512", "AVX512_VBMI", "AVX512_VNNI"] {
-                cfg.define(format!("GGML_{isa}"), on(avx512));
-            }
+            // The AVX-512 build also compiles ggml's AMX buffer type (Sapphire
+            // Rapids and later Xeons): its weights get their own layout and its
+            // products run on AVX-512 VNNI (one row) or AMX tiles (batches).
+            // Tile instructions only run once the kernel has granted the tile
+            // state (ggml asks at start-up); elsewhere the type is absent.
             for isa in [
-                "AVX512_BF16",
-                "AVX_VNNI",
+                "AVX512",
+                "AVX512_VBMI",
+                "AVX512_VNNI",
                 "AMX_TILE",
                 "AMX_INT8",
-                "AMX_BF16",
             ] {
+                cfg.define(format!("GGML_{isa}"), on(avx512));
+            }
+            for isa in ["AVX512_BF16", "AVX_VNNI", "AMX_BF16"] {
                 cfg.define(format!("GGML_{isa}"), "OFF");
             }
         }

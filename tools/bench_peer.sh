@@ -14,7 +14,8 @@
 # rd runs twice: with its defaults (an F32 KV cache, separate attention) and
 # with llama.cpp's (an F16 KV cache, fused attention: the *-f16kv-fused rows).
 # Contestants alternate inside each repetition; medians and their ratios are
-# printed (rd / llama.cpp: above 1 is faster).
+# printed (rd / llama.cpp: above 1 is faster), then the median of each
+# repetition's own ratio and its range (less moved by noisy neighbours).
 #
 # Then the full Huginn shape (d 5280, 55 heads, MLP 17920, vocabulary 65536,
 # 2/4/2 blocks, Q4_0, random weights): ms per recurrence step from decode at
@@ -66,7 +67,7 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
   NV=49152
   P_DECODE=$(tok_list 16 $NV)
   P_PREFILL=$(tok_list 128 $NV)
-  printf 'type\tmode\trd_tok_s\tllama_tok_s\tratio\n'
+  printf 'type\tmode\trd_tok_s\tllama_tok_s\tratio\tpaired (range)\n'
   for ty in q8_0 q4_1; do
     RDM="$W/flat_nobias_$ty.gguf"
     [ -f "$RDM" ] || "$RD_BIN" make-test-model --out "$RDM" --type "$ty" --n-embd 576 --n-head 9 \
@@ -94,10 +95,17 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
     done
     # The *-f16kv-fused rows: rd with llama.cpp's defaults (an F16 KV cache,
     # fused attention), against the same llama.cpp runs.
+    # paired: the median of the repetitions' own ratios (rd against the
+    # llama.cpp run next to it), which a noisy neighbour moves less than the
+    # ratio of the medians; its range follows.
     for mode in decode prefill decode-f16kv-fused prefill-f16kv-fused; do
-      # shellcheck disable=SC2086
-      a=$(median ${rd[$mode]}); b=$(median ${ll[${mode%%-*}]})
-      python3 -c "import sys; a, b = float(sys.argv[3]), float(sys.argv[4]); print('%s\t%s\t%.1f\t%.1f\t%.2f' % (sys.argv[1], sys.argv[2], a, b, a / b))" "$ty" "$mode" "$a" "$b"
+      python3 -c "
+import statistics, sys
+ty, mode, a, b = sys.argv[1], sys.argv[2], [float(x) for x in sys.argv[3].split()], [float(x) for x in sys.argv[4].split()]
+r = sorted(x / y for x, y in zip(a, b))
+ma, mb = statistics.median(a), statistics.median(b)
+print('%s\t%s\t%.1f\t%.1f\t%.2f\t%.2f (%.2f-%.2f)' % (ty, mode, ma, mb, ma / mb, statistics.median(r), r[0], r[-1]))
+" "$ty" "$mode" "${rd[$mode]}" "${ll[${mode%%-*}]}"
     done
     unset rd ll
   done

@@ -820,6 +820,14 @@ impl Buffer {
         unsafe { sys::ggml_backend_buffer_get_size(self.buf.as_ptr()) }
     }
 
+    /// The name of the buffer's type (`CPU`, `CPU_REPACK`, `AMX`, ...).
+    pub(crate) fn type_name(&self) -> String {
+        // SAFETY: valid buffer; its type has a static NUL-terminated name.
+        cstr(unsafe {
+            sys::ggml_backend_buft_name(sys::ggml_backend_buffer_get_type(self.buf.as_ptr()))
+        })
+    }
+
     /// Base address (host-visible only for host buffers).
     pub(crate) fn base(&self) -> *const u8 {
         // SAFETY: valid buffer.

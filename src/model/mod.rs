@@ -10,7 +10,7 @@ pub use crate::ggml::BackendKind;
 pub use config::{Architecture, BlockType, ModelConfig, RopePairing};
 
 use crate::error::{Error, Result};
-use crate::ggml::Backend;
+use crate::ggml::{Backend, Buffer};
 use crate::gguf::GgufFile;
 use std::path::Path;
 use weights::Weights;
@@ -261,7 +261,17 @@ impl Model {
     /// Bytes of weight matrices repacked for the CPU at load (anonymous
     /// memory; 0 when none were, see [`Repack`]).
     pub fn repacked_bytes(&self) -> usize {
-        self.weights.repacked.as_ref().map_or(0, |b| b.size())
+        self.weights.repacked.iter().map(Buffer::size).sum()
+    }
+
+    /// ggml's names of the buffer types holding repacked matrices (`AMX`,
+    /// `CPU_REPACK`), most preferred first; empty when none were repacked.
+    pub fn repacked_types(&self) -> Vec<String> {
+        self.weights
+            .repacked
+            .iter()
+            .map(Buffer::type_name)
+            .collect()
     }
 
     /// Address range of the weight buffer (for diagnostics and tests).

@@ -84,12 +84,13 @@ pub(crate) struct Weights {
     pub rope_factors: Option<Tensor>,
     /// Keeps the ggml tensor metadata alive.
     _ctx: Context,
-    /// Metadata of the repacked matrices.
-    _repack_ctx: Context,
+    /// Metadata of the repacked matrices, one context per buffer type.
+    _repack_ctx: Vec<Context>,
     /// The buffer holding (or wrapping) the data.
     pub buffer: Buffer,
-    /// The repacked matrices' data (anonymous memory), if any.
-    pub repacked: Option<Buffer>,
+    /// The repacked matrices' data (anonymous memory), one buffer per
+    /// repacking buffer type used.
+    pub repacked: Vec<Buffer>,
     /// Whether the data is used in place from the memory map.
     pub mapped: bool,
 }
@@ -133,8 +134,9 @@ pub(crate) struct Binder<'a> {
     seen: HashSet<&'a str>,
     /// Where matrices go that ggml can repack for this CPU (when repacking).
     repack: Option<RepackBuffers>,
-    repack_ctx: Context,
-    repack_bound: Vec<(Tensor, &'a TensorInfo)>,
+    /// Per repacking buffer type: the metadata and the tensors bound there.
+    repack_ctx: Vec<Context>,
+    repack_bound: Vec<Vec<(Tensor, &'a TensorInfo)>>,
 }
 
 impl<'a> Binder<'a> {
@@ -183,14 +185,13 @@ impl<'a> Binder<'a> {
         // Matrices of products only: the embedding is also read by rows.
         let repack = match (&self.repack, kind) {
             (Some(r), Kind::Matrix) if name != EMBEDDING && shape.len() == 2 => {
-                r.supports(info.ty, shape[0], shape[1])?
+                r.choose(info.ty, shape[0], shape[1])?
             }
-            _ => false,
+            _ => None,
         };
-        let ctx = if repack {
-            &mut self.repack_ctx
-        } else {
-            &mut self.ctx
+        let ctx = match repack {
+            Some(i) => &mut self.repack_ctx[i],
+            None => &mut self.ctx,
         };
         let t = ctx.new_tensor(info.ty, &ne)?;
         t.set_name(name);
@@ -198,10 +199,9 @@ impl<'a> Binder<'a> {
             return Err(Error::InvalidModel(format!("tensor {name}: size mismatch")));
         }
         self.seen.insert(info.name.as_str());
-        if repack {
-            self.repack_bound.push((t, info));
-        } else {
-            self.bound.push((t, info));
+        match repack {
+            Some(i) => self.repack_bound[i].push((t, info)),
+            None => self.bound.push((t, info)),
         }
         Ok(Some(t))
     }
@@ -277,18 +277,22 @@ impl Weights {
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Weights> {
         let n_tensors = file.tensors().len();
+        let repack = if repack && backend.is_cpu() {
+            RepackBuffers::find()
+        } else {
+            None
+        };
+        let n_repack = repack.as_ref().map_or(0, RepackBuffers::len);
         let mut b = Binder {
             file,
             ctx: Context::new(n_tensors + 8, 0)?,
             bound: Vec::new(),
             seen: HashSet::new(),
-            repack: if repack && backend.is_cpu() {
-                RepackBuffers::find()
-            } else {
-                None
-            },
-            repack_ctx: Context::new(n_tensors + 8, 0)?,
-            repack_bound: Vec::new(),
+            repack,
+            repack_ctx: (0..n_repack)
+                .map(|_| Context::new(n_tensors + 8, 0))
+                .collect::<Result<_>>()?,
+            repack_bound: vec![Vec::new(); n_repack],
         };
         let token_embd = b.get(EMBEDDING, &[cfg.n_embd, cfg.n_vocab], Kind::Matrix)?;
         let arch = match cfg.architecture {
@@ -314,7 +318,7 @@ impl Weights {
             repack_bound,
             ..
         } = b;
-        let repack_total: usize = repack_bound.iter().map(|(t, _)| t.nbytes()).sum();
+        let repack_total: usize = repack_bound.iter().flatten().map(|(t, _)| t.nbytes()).sum();
         let total: usize = bound.iter().map(|(t, _)| t.nbytes()).sum::<usize>() + repack_total;
         // ggml wraps host memory only at 32-byte alignment; a page-aligned mapping
         // always qualifies, an in-memory copy may not (then the data is copied).
@@ -346,15 +350,18 @@ impl Weights {
             (buffer, false)
         };
         // Repacked matrices: written whole, which converts their layout.
-        let repacked = match repack {
-            Some(r) if !repack_bound.is_empty() => {
-                backend.check_fits(repack_total, "the repacked weights")?;
-                let buf = r.alloc_rest(&repack_ctx)?;
-                write_all(file, &repack_bound, &mut done, total, progress)?;
-                buf
+        let mut repacked = Vec::new();
+        if let Some(r) = &repack {
+            backend.check_fits(repack_total, "the repacked weights")?;
+            for (i, (rctx, rbound)) in repack_ctx.iter().zip(&repack_bound).enumerate() {
+                if rbound.is_empty() {
+                    continue;
+                }
+                let buf = r.alloc_rest(i, rctx)?;
+                write_all(file, rbound, &mut done, total, progress)?;
+                repacked.extend(buf);
             }
-            _ => None,
-        };
+        }
         if !progress(1.0) {
             return Err(Error::Cancelled);
         }

@@ -161,8 +161,9 @@ fn placement(file: &std::path::Path, backend: BackendKind) -> Result<()> {
     );
     if model.repacked_bytes() > 0 {
         println!(
-            "repacked for the CPU's interleaved kernels: {:.1} MiB (anonymous memory)",
-            model.repacked_bytes() as f64 / 1048576.0
+            "repacked for the CPU's kernels: {:.1} MiB (anonymous memory; ggml buffer types {})",
+            model.repacked_bytes() as f64 / 1048576.0,
+            model.repacked_types().join(", ")
         );
     }
     println!(
