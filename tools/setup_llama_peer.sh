@@ -38,9 +38,38 @@ avx512_cpu() {
 LEVEL=${GGML_SYS_X86_LEVEL:-auto}
 if [ "$(uname -m)" = x86_64 ] && { [ "$LEVEL" = avx512 ] ||
   { [ "$LEVEL" = auto ] && [ "${GGML_SYS_CPU_KERNELS:-}" != v3 ] && avx512_cpu; }; }; then
-  # As ggml-sys's AVX-512 build (ggml-sys/README.md).
-  B="$D/build-avx512"
-  ISA=(-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON)
+  # As ggml-sys's AVX-512 build (ggml-sys/README.md), AMX buffer type
+  # included (used where the kernel grants the tile state, as in rd), with
+  # ggml-sys's fix of its tile configuration (patch 0003), without which
+  # every batched product on AMX dies with SIGILL.
+  B="$D/build-avx512-amx"
+  ISA=(-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON)
+  P="$D/src-amx"
+  if [ ! -f "$P/.patched" ]; then
+    rm -rf "$P"
+    cp -r "$SRC" "$P"
+    python3 - "$P/ggml" ggml-sys/patches/0003-amx-tile-config-and-quiet-init.patch <<'PY'
+# Applies a ggml-sys patch (format: ggml-sys/build.rs, apply_patch) to a copy.
+import sys
+root, patch = sys.argv[1], open(sys.argv[2]).read().split("\n")
+i = 0
+while i < len(patch):
+    if not patch[i].startswith("@@ "):
+        i += 1
+        continue
+    path = root + "/" + patch[i][3:].strip()
+    assert patch[i + 1] == "<<<<<<<"
+    j = patch.index("=======", i)
+    k = patch.index(">>>>>>>", j)
+    old, new = "\n".join(patch[i + 2:j]), "\n".join(patch[j + 1:k])
+    body = open(path).read()
+    assert body.count(old) == 1, path
+    open(path, "w").write(body.replace(old, new))
+    i = k + 1
+PY
+    touch "$P/.patched"
+  fi
+  SRC="$P"
 fi
 if [ ! -f "$B/bin/libllama.so" ]; then
   # Same instruction sets as ggml-sys's x86-64 build (GGML_NATIVE off).
