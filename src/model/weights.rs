@@ -79,7 +79,8 @@ pub(crate) struct Weights {
     pub blocks: Vec<BlockWeights>,
     pub adapter: Option<Tensor>,
     pub output_norm: Tensor,
-    /// `None` when tied to `token_embd`.
+    /// `None` when tied to `token_embd` (unless repacking made the head a
+    /// repacked copy of it).
     pub output: Option<Tensor>,
     pub rope_factors: Option<Tensor>,
     /// Keeps the ggml tensor metadata alive.
@@ -207,6 +208,29 @@ impl<'a> Binder<'a> {
     }
 }
 
+impl Binder<'_> {
+    /// With the head tied to the token embedding, a repacked copy of the
+    /// embedding for the head's products, when ggml has a faster kernel for
+    /// it on this CPU (the embedding itself stays as stored: it is also read
+    /// by rows). `None` when not repacking or no kernel applies. Costs the
+    /// embedding's size again in anonymous memory (counted as repacked).
+    fn repacked_head_copy(&mut self) -> Result<Option<Tensor>> {
+        let (Some(r), Some(info)) = (&self.repack, self.file.tensor(EMBEDDING)) else {
+            return Ok(None);
+        };
+        let [ne0, ne1] = info.shape[..] else {
+            return Ok(None);
+        };
+        let Some(i) = r.choose(info.ty, ne0 as usize, ne1 as usize)? else {
+            return Ok(None);
+        };
+        let t = self.repack_ctx[i].new_tensor(info.ty, &[ne0 as i64, ne1 as i64])?;
+        t.set_name("output.weight (token_embd)");
+        self.repack_bound[i].push((t, info));
+        Ok(Some(t))
+    }
+}
+
 /// The separate projections of block `i` in the llama.cpp layout
 /// (`attn_q`, `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`,
 /// `ffn_down`), shared by the architectures that store them so.
@@ -310,6 +334,10 @@ impl Weights {
                 extra.name
             )));
         }
+        let output = match arch.output {
+            Some(o) => Some(o),
+            None => b.repacked_head_copy()?,
+        };
         let Binder {
             ctx,
             bound,
@@ -370,7 +398,7 @@ impl Weights {
             blocks: arch.blocks,
             adapter: arch.adapter,
             output_norm: arch.output_norm,
-            output: arch.output,
+            output,
             rope_factors: arch.rope_factors,
             _ctx: ctx,
             _repack_ctx: repack_ctx,
