@@ -1172,8 +1172,8 @@ typedef struct rd_generate_stats {
 
 /**
  * One fused op (`ggml_flash_attn_ext`): no score matrix in memory; V is
- * stored like K. Session states record the layout: a state saved with one
- * layout loads only into a session with the same.
+ * stored like K. Session states record the layout; a state saved with the
+ * other layout is converted when loaded.
  */
 #define RD_ATTENTION_FUSED 1
 

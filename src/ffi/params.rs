@@ -320,8 +320,8 @@ pub type rd_attention = u32;
 /// AVX-512 and slower on AVX2; docs/performance.md).
 pub const RD_ATTENTION_AUTO: rd_attention = 0;
 /// One fused op (`ggml_flash_attn_ext`): no score matrix in memory; V is
-/// stored like K. Session states record the layout: a state saved with one
-/// layout loads only into a session with the same.
+/// stored like K. Session states record the layout; a state saved with the
+/// other layout is converted when loaded.
 pub const RD_ATTENTION_FUSED: rd_attention = 1;
 /// Two matrix products around a softmax (V stored transposed).
 pub const RD_ATTENTION_SEPARATE: rd_attention = 2;

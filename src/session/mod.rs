@@ -78,7 +78,8 @@ pub struct SessionParams {
     /// positions with the AVX2 kernels and is level with separate attention
     /// with the AVX-512 kernels (docs/performance.md); ggml-vulkan's fused
     /// kernel has not been measured here. Results differ in rounding only;
-    /// the saved session state records the layout.
+    /// a saved session state records the layout, and one of the other
+    /// layout is converted when loaded.
     pub flash_attention: Option<bool>,
 }
 

@@ -165,6 +165,17 @@ fn kv_ranges(
         .filter(|&(_, _, len)| len > 0)
 }
 
+/// Appends `src`, a `rows x cols` row-major matrix of `el`-byte elements, to
+/// `out` transposed (`cols x rows`).
+fn transpose_into(out: &mut Vec<u8>, src: &[u8], rows: usize, cols: usize, el: usize) {
+    for c in 0..cols {
+        for r in 0..rows {
+            let at = (r * cols + c) * el;
+            out.extend_from_slice(&src[at..at + el]);
+        }
+    }
+}
+
 /// `kv_type` of the header: the element type (0 F32, 1 F16), plus this bit
 /// when V is stored by position (fused attention).
 const KV_V_BY_POSITION: u32 = 0x100;
@@ -303,7 +314,10 @@ impl Session {
                 h.kv_budget, want.kv_budget
             )));
         }
-        if h.kv_type != want.kv_type {
+        // A state of the other attention layout differs only in the order of
+        // V's elements: it is transposed on the way in.
+        let v_transposed = h.kv_type ^ want.kv_type == KV_V_BY_POSITION;
+        if h.kv_type != want.kv_type && !v_transposed {
             return Err(bad(format!(
                 "made with a {} KV cache, this session's is {}",
                 kv_type_name(h.kv_type),
@@ -331,11 +345,33 @@ impl Session {
         // Checked: now write.
         let kv_dim = self.model.config().kv_dim();
         let mut pos = HEADER_LEN;
+        let mut conv = Vec::new();
         for layer in self.kv_layers() {
-            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, n_past, self.flash) {
-                t.write_bytes(offset, &body[pos..pos + n])?;
-                pos += n;
+            let el = layer.v.nb()[0];
+            let k_len = n_past * layer.k.nb()[1];
+            let v_len = kv_dim * n_past * el;
+            let mut src = &body[pos..pos + k_len + v_len];
+            if v_transposed {
+                // V as saved: by dimension for separate attention, by position
+                // for fused; rewritten in this session's order.
+                let (rows, cols) = if self.flash {
+                    (kv_dim, n_past)
+                } else {
+                    (n_past, kv_dim)
+                };
+                conv.clear();
+                conv.try_reserve_exact(src.len())
+                    .map_err(|_| Error::OutOfMemory("a state layer to transpose".into()))?;
+                conv.extend_from_slice(&src[..k_len]);
+                transpose_into(&mut conv, &src[k_len..], rows, cols, el);
+                src = &conv;
             }
+            let mut at = 0;
+            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, n_past, self.flash) {
+                t.write_bytes(offset, &src[at..at + n])?;
+                at += n;
+            }
+            pos += k_len + v_len;
         }
         for (x, b) in self.logits.iter_mut().zip(body[pos..].chunks_exact(4)) {
             *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
