@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /** The library's version as a string literal, "MAJOR.MINOR.PATCH". */
-#define RD_VERSION_STRING "0.7.0"
+#define RD_VERSION_STRING "0.8.0"
 
 /**
  * Major version of the library (semantic versioning).
@@ -38,7 +38,7 @@
 /**
  * Minor version of the library.
  */
-#define RD_VERSION_MINOR 7
+#define RD_VERSION_MINOR 8
 
 /**
  * Patch version of the library.

@@ -52,7 +52,7 @@ use std::ffi::c_char;
 /// Major version of the library (semantic versioning).
 pub const RD_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library.
-pub const RD_VERSION_MINOR: u32 = 7;
+pub const RD_VERSION_MINOR: u32 = 8;
 /// Patch version of the library.
 pub const RD_VERSION_PATCH: u32 = 0;
 
