@@ -190,13 +190,15 @@ pub struct rd_model_params {
 ///
 /// ggml has faster matrix kernels for some quantized types when the blocks of
 /// several rows are interleaved (x86-64 with AVX2: Q4_0 and Q4_K; ARM with
-/// dot product: also Q5_K, Q6_K and Q8_0). Repacking converts those matrices
-/// once at load into memory the library owns: they are then no longer used
-/// in place from the memory-mapped file, so they count as the app's own
-/// memory instead of shared, reclaimable file cache (`rd_model_info.repacked_bytes`).
+/// dot product: also Q5_K, Q6_K and Q8_0; Xeons with AMX: ggml's AMX layout
+/// for Q4_0, Q4_1 and Q8_0). Repacking converts those matrices once at load
+/// into memory the library owns: they are then no longer used in place from
+/// the memory-mapped file, so they count as the app's own memory instead of
+/// shared, reclaimable file cache (`rd_model_info.repacked_bytes`).
 pub type rd_repack = u32;
-/// Repack every matrix that has an interleaved kernel on this CPU (the
-/// embedding never is); only with the CPU backend.
+/// Repack every matrix that has such a kernel on this CPU (the embedding is
+/// read by rows and stays as stored; a head tied to it gets a repacked
+/// copy); only with the CPU backend.
 pub const RD_REPACK_AUTO: rd_repack = 0;
 /// Use every weight as stored in the file.
 pub const RD_REPACK_OFF: rd_repack = 1;

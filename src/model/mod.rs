@@ -45,15 +45,17 @@ pub struct LoadParams {
 ///
 /// ggml has matrix kernels for some quantized types that read the blocks of
 /// several rows interleaved (x86-64 with AVX2: Q4_0, Q4_K; ARM with dot
-/// product: also Q5_K, Q6_K, Q8_0). Repacking converts those matrices once at
+/// product: also Q5_K, Q6_K, Q8_0; Xeons with AMX: ggml's AMX layout for
+/// Q4_0, Q4_1, Q8_0). Repacking converts those matrices once at
 /// load, into anonymous memory: faster products, but those weights are no
 /// longer used in place from the mapped file (their bytes count as the
 /// process's own memory, not as shared, reclaimable file cache; on a phone
 /// that is memory the system cannot take back under pressure).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Repack {
-    /// Repack every matrix ggml has an interleaved kernel for on this CPU
-    /// (the embedding, read by rows, never is). CPU backend only.
+    /// Repack every matrix ggml has such a kernel for on this CPU (the
+    /// embedding, read by rows, stays as stored; a head tied to it gets a
+    /// repacked copy). CPU backend only.
     #[default]
     Auto,
     /// Use every weight as stored.
