@@ -197,10 +197,11 @@ typedef bool (*rd_progress_callback)(float progress, void *user_data);
  *
  * ggml has faster matrix kernels for some quantized types when the blocks of
  * several rows are interleaved (x86-64 with AVX2: Q4_0 and Q4_K; ARM with
- * dot product: also Q5_K, Q6_K and Q8_0). Repacking converts those matrices
- * once at load into memory the library owns: they are then no longer used
- * in place from the memory-mapped file, so they count as the app's own
- * memory instead of shared, reclaimable file cache (`rd_model_info.repacked_bytes`).
+ * dot product: also Q5_K, Q6_K and Q8_0; Xeons with AMX: ggml's AMX layout
+ * for Q4_0, Q4_1 and Q8_0). Repacking converts those matrices once at load
+ * into memory the library owns: they are then no longer used in place from
+ * the memory-mapped file, so they count as the app's own memory instead of
+ * shared, reclaimable file cache (`rd_model_info.repacked_bytes`).
  */
 typedef uint32_t rd_repack;
 
@@ -1153,8 +1154,9 @@ typedef struct rd_generate_stats {
 #define RD_DETOKENIZE_SKIP_SPECIAL 1
 
 /**
- * Repack every matrix that has an interleaved kernel on this CPU (the
- * embedding never is); only with the CPU backend.
+ * Repack every matrix that has such a kernel on this CPU (the embedding is
+ * read by rows and stays as stored; a head tied to it gets a repacked
+ * copy); only with the CPU backend.
  */
 #define RD_REPACK_AUTO 0
 
