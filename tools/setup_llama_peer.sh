@@ -45,10 +45,14 @@ if [ "$(uname -m)" = x86_64 ] && { [ "$LEVEL" = avx512 ] ||
   B="$D/build-avx512-amx"
   ISA=(-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON)
   P="$D/src-amx"
-  if [ ! -f "$P/.patched" ]; then
+  PATCH=ggml-sys/patches/0003-amx-tile-config-and-quiet-init.patch
+  # The copy is redone (and the library rebuilt) when the patch changes.
+  STAMP="$P/.patched-$(sha256sum "$PATCH" | cut -c1-16)"
+  if [ ! -f "$STAMP" ]; then
+    rm -rf "$B"
     rm -rf "$P"
     cp -r "$SRC" "$P"
-    python3 - "$P/ggml" ggml-sys/patches/0003-amx-tile-config-and-quiet-init.patch <<'PY'
+    python3 - "$P/ggml" "$PATCH" <<'PY'
 # Applies a ggml-sys patch (format: ggml-sys/build.rs, apply_patch) to a copy.
 import sys
 root, patch = sys.argv[1], open(sys.argv[2]).read().split("\n")
@@ -67,7 +71,7 @@ while i < len(patch):
     open(path, "w").write(body.replace(old, new))
     i = k + 1
 PY
-    touch "$P/.patched"
+    touch "$STAMP"
   fi
   SRC="$P"
 fi
