@@ -653,7 +653,8 @@ mod tests {
             worst = worst.max((got - want).abs() / want);
             x -= 0.000_731;
         }
-        assert!(worst < 4e-7, "relative error {worst}");
+        eprintln!("exp_nonpositive: worst relative error {worst:e}");
+        assert!(worst < 2e-7, "relative error {worst}");
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive(-100.0), 0.0);

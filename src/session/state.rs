@@ -347,10 +347,11 @@ impl Session {
         let mut pos = HEADER_LEN;
         let mut conv = Vec::new();
         for layer in self.kv_layers() {
-            let el = layer.v.nb()[0];
-            let k_len = n_past * layer.k.nb()[1];
-            let v_len = kv_dim * n_past * el;
-            let mut src = &body[pos..pos + k_len + v_len];
+            let ranges = || kv_ranges(layer.k, layer.v, kv_dim, n_past, self.flash);
+            // K's range comes first; V's element order is the layout's.
+            let k_len = ranges().next().map_or(0, |(_, _, n)| n);
+            let layer_len: usize = ranges().map(|(_, _, n)| n).sum();
+            let mut src = &body[pos..pos + layer_len];
             if v_transposed {
                 // V as saved: by dimension for separate attention, by position
                 // for fused; rewritten in this session's order.
@@ -363,15 +364,15 @@ impl Session {
                 conv.try_reserve_exact(src.len())
                     .map_err(|_| Error::OutOfMemory("a state layer to transpose".into()))?;
                 conv.extend_from_slice(&src[..k_len]);
-                transpose_into(&mut conv, &src[k_len..], rows, cols, el);
+                transpose_into(&mut conv, &src[k_len..], rows, cols, layer.v.nb()[0]);
                 src = &conv;
             }
             let mut at = 0;
-            for (t, offset, n) in kv_ranges(layer.k, layer.v, kv_dim, n_past, self.flash) {
+            for (t, offset, n) in ranges() {
                 t.write_bytes(offset, &src[at..at + n])?;
                 at += n;
             }
-            pos += k_len + v_len;
+            pos += layer_len;
         }
         for (x, b) in self.logits.iter_mut().zip(body[pos..].chunks_exact(4)) {
             *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
